@@ -1,0 +1,390 @@
+//! A handle on one barrel: saving, fetching, deleting and folding documents.
+
+use crate::commit::{Op, OpResult};
+use crate::doc::{
+    decode_body, revisions_value, Body, DocInput, DocRecord, CONFLICTS, DELETED, ID, REV,
+    REVISIONS,
+};
+use crate::error::{Error, Result};
+use crate::revtree::{Leaf, Rev};
+use crate::store::{keys, BarrelInfo, BarrelInner, Store, CF_DOCS, CF_REVS};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use serde_json::Value;
+use std::ops::{Bound, ControlFlow};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+/// Options of a write.
+#[derive(Clone, Debug)]
+pub struct SaveOptions {
+    /// `true` (default): each document is a new edit of the revision in `_rev`. `false`: each
+    /// document is a revision to store as given, with its history in `_revisions` (replication).
+    pub new_edits: bool,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions { new_edits: true }
+    }
+}
+
+/// Options of [`Barrel::fetch_doc`].
+#[derive(Clone, Debug, Default)]
+pub struct FetchOptions {
+    /// A specific revision instead of the winner (any current leaf, including deletions).
+    pub rev: Option<Rev>,
+    /// Add `_revisions` (the revision's history, CouchDB format).
+    pub revs: bool,
+    /// Add `_conflicts` (the other live leaves, highest first) when there are any.
+    pub conflicts: bool,
+}
+
+/// Which revisions [`Barrel::fetch_open_revs`] returns.
+#[derive(Clone, Debug)]
+pub enum OpenRevs {
+    /// Every leaf, deleted ones included.
+    All,
+    /// These revisions (each a leaf, or reported missing).
+    Revs(Vec<Rev>),
+}
+
+/// One answer of [`Barrel::fetch_open_revs`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpenRev {
+    /// The revision's document.
+    Ok(Body),
+    /// The revision is not a current leaf of the document.
+    Missing(Rev),
+}
+
+/// Options of [`Barrel::fold_docs`].
+#[derive(Clone, Debug)]
+pub struct FoldOptions {
+    /// Lowest document id.
+    pub start: Bound<String>,
+    /// Highest document id.
+    pub end: Bound<String>,
+    /// Stop after this many documents.
+    pub limit: Option<usize>,
+    /// Read each document's body (otherwise rows carry only id and rev).
+    pub include_docs: bool,
+}
+
+impl Default for FoldOptions {
+    fn default() -> Self {
+        FoldOptions {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            limit: None,
+            include_docs: true,
+        }
+    }
+}
+
+/// One document met by [`Barrel::fold_docs`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocRow {
+    /// Document id.
+    pub id: String,
+    /// Winning revision.
+    pub rev: Rev,
+    /// The document (with `id` and `_rev`) when `include_docs` was set.
+    pub doc: Option<Body>,
+}
+
+/// A handle on a barrel. Cheap to clone; it does not keep the store open: once the store is
+/// closed every call answers [`Error::Closed`], and once the barrel is deleted [`Error::NotFound`].
+#[derive(Clone)]
+pub struct Barrel {
+    store: Weak<Store>,
+    inner: Arc<BarrelInner>,
+}
+
+impl std::fmt::Debug for Barrel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrel")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+/// Adds the special members of revision `rev` to `body`.
+fn decorate(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
+    body.insert(ID.into(), Value::String(id.to_string()));
+    body.insert(REV.into(), Value::String(rev.to_string()));
+    if deleted {
+        body.insert(DELETED.into(), Value::Bool(true));
+    }
+    body
+}
+
+fn body_of(bytes: &[u8]) -> Result<Body> {
+    decode_body(bytes).ok_or_else(|| Error::Corrupt("document body".into()))
+}
+
+impl Barrel {
+    pub(crate) fn new(store: Weak<Store>, inner: Arc<BarrelInner>) -> Barrel {
+        Barrel { store, inner }
+    }
+
+    /// The barrel's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn store(&self) -> Result<Arc<Store>> {
+        let store = self.store.upgrade().ok_or(Error::Closed)?;
+        if self.inner.deleted.load(Ordering::SeqCst) {
+            return Err(Error::NotFound);
+        }
+        Ok(store)
+    }
+
+    /// Saves one document; returns its id and new revision.
+    pub fn save_doc(&self, doc: DocInput, opts: &SaveOptions) -> Result<(String, Rev)> {
+        self.save_docs(vec![Ok(doc)], opts)?
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("no result for saved doc".into())))
+    }
+
+    /// Saves many documents in one atomic batch; returns one result per document, in order.
+    /// Documents that failed validation (passed as `Err`) keep their error and do not stop the
+    /// others.
+    pub fn save_docs(
+        &self,
+        docs: Vec<Result<DocInput>>,
+        opts: &SaveOptions,
+    ) -> Result<Vec<Result<(String, Rev)>>> {
+        let store = self.store()?;
+        let mut valid = Vec::with_capacity(docs.len());
+        let mut slots: Vec<Option<Error>> = Vec::with_capacity(docs.len());
+        for d in docs {
+            match d {
+                Ok(d) => {
+                    valid.push(d);
+                    slots.push(None);
+                }
+                Err(e) => slots.push(Some(e)),
+            }
+        }
+        let saved = if valid.is_empty() {
+            Vec::new()
+        } else {
+            let op = Op::Save {
+                barrel: self.inner.clone(),
+                docs: valid,
+                new_edits: opts.new_edits,
+            };
+            match store.committer.submit(&store, op)? {
+                OpResult::Saved(r) => r,
+                OpResult::Dropped => return Err(Error::Internal("unexpected commit result".into())),
+            }
+        };
+        let mut saved = saved.into_iter();
+        Ok(slots
+            .into_iter()
+            .map(|slot| match slot {
+                Some(e) => Err(e),
+                None => saved
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Internal("missing result".into()))),
+            })
+            .collect())
+    }
+
+    /// Writes a tombstone on top of `rev`; the document then fetches as [`Error::NotFound`] and
+    /// can be created again.
+    pub fn delete_doc(&self, id: &str, rev: Rev) -> Result<(String, Rev)> {
+        crate::doc::check_doc_id(id)?;
+        let doc = DocInput {
+            id: Some(id.to_string()),
+            rev: Some(rev),
+            deleted: true,
+            revisions: None,
+            body: Body::new(),
+        };
+        self.save_doc(doc, &SaveOptions::default())
+    }
+
+    fn read_record(&self, store: &Store, id: &str, ro: &ReadOptions) -> Result<DocRecord> {
+        let key = keys::doc(self.inner.id, id);
+        let raw = store
+            .db
+            .get_pinned_cf_opt(store.cf(CF_DOCS), &key, ro)?
+            .ok_or(Error::NotFound)?;
+        DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
+    }
+
+    /// The stored body of leaf `leaf` of a document, read with `ro`.
+    fn leaf_body(
+        &self,
+        store: &Store,
+        id: &str,
+        rec: &DocRecord,
+        winner: &Rev,
+        leaf: &Rev,
+        ro: &ReadOptions,
+    ) -> Result<Body> {
+        if leaf == winner {
+            return body_of(&rec.winner_body);
+        }
+        let k = keys::rev(self.inner.id, id, leaf);
+        match store.db.get_pinned_cf_opt(store.cf(CF_REVS), &k, ro)? {
+            Some(b) => body_of(&b),
+            None => Err(Error::Corrupt(format!("missing body of {id} {leaf}"))),
+        }
+    }
+
+    /// Fetches a document: the winning revision (or `opts.rev`), with `id` and `_rev`.
+    /// A deleted document (winner is a tombstone) is [`Error::NotFound`]; an explicit `rev` of a
+    /// deletion returns it with `_deleted: true`. Only current leaves keep their body: asking
+    /// for an older revision is [`Error::NotFound`].
+    pub fn fetch_doc(&self, id: &str, opts: &FetchOptions) -> Result<Body> {
+        let store = self.store()?;
+        let snapshot = store.db.snapshot();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snapshot);
+        let rec = self.read_record(&store, id, &ro)?;
+        let winner = rec
+            .tree
+            .winner()
+            .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
+        let (rev, deleted) = match &opts.rev {
+            None if winner.deleted => return Err(Error::NotFound),
+            None => (winner.rev.clone(), false),
+            Some(r) if rec.tree.is_leaf(r) => (r.clone(), rec.tree.is_deleted(r) == Some(true)),
+            Some(_) => return Err(Error::NotFound),
+        };
+        let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
+        let mut doc = decorate(body, id, &rev, deleted);
+        if opts.revs {
+            doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
+        }
+        if opts.conflicts {
+            let mut others: Vec<Leaf> = rec
+                .tree
+                .leaves()
+                .into_iter()
+                .filter(|l| !l.deleted && l.rev != winner.rev)
+                .collect();
+            others.sort_by(|a, b| b.rev.cmp(&a.rev));
+            if !others.is_empty() {
+                let list = others
+                    .into_iter()
+                    .map(|l| Value::String(l.rev.to_string()))
+                    .collect();
+                doc.insert(CONFLICTS.into(), Value::Array(list));
+            }
+        }
+        Ok(doc)
+    }
+
+    /// Fetches several leaf revisions at once (CouchDB's `open_revs`), deleted leaves included;
+    /// with `revs`, each carries `_revisions`.
+    pub fn fetch_open_revs(&self, id: &str, which: &OpenRevs, revs: bool) -> Result<Vec<OpenRev>> {
+        let store = self.store()?;
+        let snapshot = store.db.snapshot();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snapshot);
+        let rec = self.read_record(&store, id, &ro)?;
+        let winner = rec
+            .tree
+            .winner()
+            .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
+        let wanted: Vec<Rev> = match which {
+            OpenRevs::All => rec.tree.leaves().into_iter().map(|l| l.rev).collect(),
+            OpenRevs::Revs(list) => list.clone(),
+        };
+        wanted
+            .into_iter()
+            .map(|rev| {
+                if !rec.tree.is_leaf(&rev) {
+                    return Ok(OpenRev::Missing(rev));
+                }
+                let deleted = rec.tree.is_deleted(&rev) == Some(true);
+                let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
+                let mut doc = decorate(body, id, &rev, deleted);
+                if revs {
+                    doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
+                }
+                Ok(OpenRev::Ok(doc))
+            })
+            .collect()
+    }
+
+    /// Calls `f` on every live document in id order within the options' range, over one
+    /// consistent snapshot, until `f` breaks or `limit` is reached. Returns the number of rows
+    /// passed to `f`.
+    pub fn fold_docs<F>(&self, opts: &FoldOptions, mut f: F) -> Result<usize>
+    where
+        F: FnMut(DocRow) -> ControlFlow<()>,
+    {
+        let store = self.store()?;
+        let prefix = keys::prefix(self.inner.id);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(match &opts.end {
+            Bound::Unbounded => keys::prefix_end(self.inner.id).to_vec(),
+            Bound::Included(e) => {
+                let mut k = keys::doc(self.inner.id, e);
+                k.push(0);
+                k
+            }
+            Bound::Excluded(e) => keys::doc(self.inner.id, e),
+        });
+        let start = match &opts.start {
+            Bound::Unbounded => prefix.to_vec(),
+            Bound::Included(s) => keys::doc(self.inner.id, s),
+            Bound::Excluded(s) => {
+                let mut k = keys::doc(self.inner.id, s);
+                k.push(0);
+                k
+            }
+        };
+        let iter = store.db.iterator_cf_opt(
+            store.cf(CF_DOCS),
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        let mut count = 0;
+        for item in iter {
+            if count >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let rec =
+                DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
+            let Some(winner) = rec.tree.winner() else {
+                continue;
+            };
+            if winner.deleted {
+                continue;
+            }
+            let id = std::str::from_utf8(&k[prefix.len()..])
+                .map_err(|_| Error::Corrupt("document id".into()))?
+                .to_string();
+            let doc = if opts.include_docs {
+                Some(decorate(body_of(&rec.winner_body)?, &id, &winner.rev, false))
+            } else {
+                None
+            };
+            count += 1;
+            if f(DocRow {
+                id,
+                rev: winner.rev,
+                doc,
+            })
+            .is_break()
+            {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Counters and sizes of this barrel.
+    pub fn info(&self) -> Result<BarrelInfo> {
+        let store = self.store()?;
+        Ok(store.info_of(&self.inner))
+    }
+}

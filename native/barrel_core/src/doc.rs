@@ -1,0 +1,365 @@
+//! Documents: the JSON-object shape Barrel stores, its special members, id rules, the
+//! deterministic revision hash, and the stored record of a document (its revision tree and the
+//! winning body).
+//!
+//! Special members: `id` (the document id), `_rev`, `_deleted`, `_revisions` (history, with
+//! `new_edits => false`) and `_attachments` (kept in the body). `_conflicts`,
+//! `_deleted_conflicts` and `_revs_info` are output-only and ignored on input, so a fetched doc can
+//! be saved back. Any other top-level member starting with `_` is refused.
+
+use crate::error::DocError;
+use crate::revtree::{get_varint, put_varint, Rev, RevTree};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+/// A document body: a JSON object.
+pub type Body = Map<String, Value>;
+
+/// Longest accepted document id, in bytes.
+pub const MAX_DOC_ID_LEN: usize = 1024;
+
+/// Deepest accepted nesting of objects and arrays in a document.
+pub const MAX_DEPTH: usize = 128;
+
+/// Largest accepted encoded document body, in bytes (16 MiB).
+pub const MAX_DOC_SIZE: usize = 16 * 1024 * 1024;
+
+/// The document-id member.
+pub const ID: &str = "id";
+/// The revision member.
+pub const REV: &str = "_rev";
+/// The deletion flag member.
+pub const DELETED: &str = "_deleted";
+/// The revision-history member (`{"start": N, "ids": [hash, ...]}`).
+pub const REVISIONS: &str = "_revisions";
+/// The conflicting-revisions member (output only).
+pub const CONFLICTS: &str = "_conflicts";
+
+/// A document as submitted for writing, with its special members taken apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocInput {
+    /// The id, or `None` to have one generated.
+    pub id: Option<String>,
+    /// `_rev`: the revision this edit extends (or, with `new_edits => false`, the revision itself).
+    pub rev: Option<Rev>,
+    /// `_deleted`: this edit is a tombstone.
+    pub deleted: bool,
+    /// `_revisions` as a path, newest first, when given.
+    pub revisions: Option<Vec<Rev>>,
+    /// Everything else.
+    pub body: Body,
+}
+
+impl DocInput {
+    /// Splits a JSON object into special members and body, validating each.
+    pub fn from_value(v: Value) -> Result<DocInput, DocError> {
+        match v {
+            Value::Object(m) => DocInput::from_map(m),
+            _ => Err(DocError::NotAnObject),
+        }
+    }
+
+    /// Splits a JSON object into special members and body, validating each.
+    pub fn from_map(mut body: Body) -> Result<DocInput, DocError> {
+        let id = match body.remove(ID) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                check_doc_id(&s)?;
+                Some(s)
+            }
+            Some(other) => return Err(DocError::InvalidDocId(other.to_string())),
+        };
+        let rev = match body.remove(REV) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(Rev::parse(&s)?),
+            Some(other) => return Err(DocError::BadRev(other.to_string())),
+        };
+        let deleted = match body.remove(DELETED) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(DocError::BadDeleted),
+        };
+        let revisions = match body.remove(REVISIONS) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_revisions(&v)?),
+        };
+        if let (Some(path), Some(rev)) = (&revisions, &rev) {
+            if path.first() != Some(rev) {
+                return Err(DocError::BadRevisions(format!(
+                    "_revisions does not start at _rev {rev}"
+                )));
+            }
+        }
+        for ignored in [CONFLICTS, "_deleted_conflicts", "_revs_info"] {
+            body.remove(ignored);
+        }
+        if let Some(k) = body.keys().find(|k| k.starts_with('_') && *k != "_attachments") {
+            return Err(DocError::ReservedField(k.clone()));
+        }
+        check_depth(&body)?;
+        Ok(DocInput {
+            id,
+            rev,
+            deleted,
+            revisions,
+            body,
+        })
+    }
+}
+
+/// Checks a document id: 1 to [`MAX_DOC_ID_LEN`] bytes, not starting with `_`, no NUL.
+pub fn check_doc_id(id: &str) -> Result<(), DocError> {
+    if id.is_empty() || id.len() > MAX_DOC_ID_LEN || id.starts_with('_') || id.contains('\0') {
+        return Err(DocError::InvalidDocId(id.to_string()));
+    }
+    Ok(())
+}
+
+/// Parses CouchDB's `{"start": N, "ids": [newest, ..., oldest]}` into revisions, newest first.
+pub fn parse_revisions(v: &Value) -> Result<Vec<Rev>, DocError> {
+    let bad = |w: &str| DocError::BadRevisions(w.to_string());
+    let start = v
+        .get("start")
+        .and_then(Value::as_u64)
+        .filter(|s| *s >= 1)
+        .ok_or_else(|| bad("start must be a positive integer"))?;
+    let ids = v
+        .get("ids")
+        .and_then(Value::as_array)
+        .filter(|ids| !ids.is_empty())
+        .ok_or_else(|| bad("ids must be a non-empty list"))?;
+    if ids.len() as u64 > start {
+        return Err(bad("more ids than generations"));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = h.as_str().ok_or_else(|| bad("ids must be strings"))?;
+            Rev::check_hash(h)?;
+            Ok(Rev::new(start - i as u64, h))
+        })
+        .collect()
+}
+
+/// Renders a path (newest first) as CouchDB's `_revisions` object.
+pub fn revisions_value(path: &[Rev]) -> Value {
+    let start = path.first().map_or(0, |r| r.gen);
+    let ids: Vec<Value> = path.iter().map(|r| Value::String(r.hash.clone())).collect();
+    let mut m = Map::new();
+    m.insert("start".into(), Value::from(start));
+    m.insert("ids".into(), Value::Array(ids));
+    Value::Object(m)
+}
+
+fn check_depth(body: &Body) -> Result<(), DocError> {
+    fn depth(v: &Value, d: usize) -> bool {
+        if d > MAX_DEPTH {
+            return false;
+        }
+        match v {
+            Value::Object(m) => m.values().all(|v| depth(v, d + 1)),
+            Value::Array(a) => a.iter().all(|v| depth(v, d + 1)),
+            _ => true,
+        }
+    }
+    if body.values().all(|v| depth(v, 1)) {
+        Ok(())
+    } else {
+        Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")))
+    }
+}
+
+/// A new unique document id: 32 lowercase hex digits, the first 12 from the clock in
+/// microseconds (so generated ids sort roughly by creation time), the rest random.
+pub fn generate_id() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let random: u128 = rand::random();
+    format!(
+        "{:012x}{:020x}",
+        micros & 0xffff_ffff_ffff,
+        random & ((1u128 << 80) - 1)
+    )
+}
+
+/// The deterministic revision hash: MD5 over the parent revision, the deletion flag and the
+/// body's canonical JSON (keys sorted), as 32 lowercase hex digits. The same edit made on two
+/// nodes gets the same revision id, so it does not conflict.
+pub fn rev_hash(parent: Option<&Rev>, deleted: bool, body_json: &[u8]) -> String {
+    let mut h = Md5::new();
+    if let Some(p) = parent {
+        h.update(p.to_string().as_bytes());
+    }
+    h.update([0u8, u8::from(deleted)]);
+    h.update(body_json);
+    let digest = h.finalize();
+    let mut s = String::with_capacity(32);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Encodes a body as stored: canonical JSON (serde_json's map keeps keys sorted).
+pub fn encode_body(body: &Body) -> Vec<u8> {
+    // Serializing a map of JSON values cannot fail.
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
+/// Decodes a stored body.
+pub fn decode_body(bytes: &[u8]) -> Option<Body> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// What the store keeps per document: the revision tree, the sequence of its last change, and the
+/// winning revision's body inline (so a plain fetch is one read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocRecord {
+    /// The sequence number of the document's latest change.
+    pub seq: u64,
+    /// The full revision tree.
+    pub tree: RevTree,
+    /// The encoded body of the winning revision.
+    pub winner_body: Vec<u8>,
+}
+
+const RECORD_VERSION: u8 = 1;
+
+impl DocRecord {
+    /// Serializes the record for the `docs` column family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.winner_body.len() + 64);
+        out.push(RECORD_VERSION);
+        put_varint(&mut out, self.seq);
+        let mut tree = Vec::new();
+        self.tree.encode(&mut tree);
+        put_varint(&mut out, tree.len() as u64);
+        out.extend_from_slice(&tree);
+        out.extend_from_slice(&self.winner_body);
+        out
+    }
+
+    /// Reads a record written by [`DocRecord::encode`].
+    pub fn decode(buf: &[u8]) -> Option<DocRecord> {
+        if buf.first() != Some(&RECORD_VERSION) {
+            return None;
+        }
+        let mut pos = 1;
+        let seq = get_varint(buf, &mut pos)?;
+        let tlen = get_varint(buf, &mut pos)? as usize;
+        let end = pos.checked_add(tlen)?;
+        let (tree, used) = RevTree::decode(buf.get(pos..end)?)?;
+        if used != tlen {
+            return None;
+        }
+        Some(DocRecord {
+            seq,
+            tree,
+            winner_body: buf[end..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(v: Value) -> Result<DocInput, DocError> {
+        DocInput::from_value(v)
+    }
+
+    #[test]
+    fn special_members_are_split_from_the_body() {
+        let d = input(json!({"id": "a", "_rev": "1-ab", "_deleted": true, "k": 1})).unwrap();
+        assert_eq!(d.id.as_deref(), Some("a"));
+        assert_eq!(d.rev, Some(Rev::new(1, "ab")));
+        assert!(d.deleted);
+        assert_eq!(Value::Object(d.body), json!({"k": 1}));
+    }
+
+    #[test]
+    fn output_only_members_are_ignored_and_unknown_ones_refused() {
+        let d = input(json!({"_conflicts": ["1-a"], "x": 1})).unwrap();
+        assert_eq!(Value::Object(d.body), json!({"x": 1}));
+        assert_eq!(
+            input(json!({"_foo": 1})),
+            Err(DocError::ReservedField("_foo".into()))
+        );
+    }
+
+    #[test]
+    fn bad_members_are_refused() {
+        assert_eq!(input(json!([1])), Err(DocError::NotAnObject));
+        assert!(matches!(input(json!({"id": 1})), Err(DocError::InvalidDocId(_))));
+        assert!(matches!(input(json!({"id": ""})), Err(DocError::InvalidDocId(_))));
+        assert!(matches!(input(json!({"id": "_x"})), Err(DocError::InvalidDocId(_))));
+        assert!(matches!(input(json!({"_rev": "zz"})), Err(DocError::BadRev(_))));
+        assert_eq!(input(json!({"_deleted": 1})), Err(DocError::BadDeleted));
+        assert!(matches!(
+            input(json!({"_rev": "2-b", "_revisions": {"start": 2, "ids": ["c", "a"]}})),
+            Err(DocError::BadRevisions(_))
+        ));
+    }
+
+    #[test]
+    fn revisions_roundtrip() {
+        let path = parse_revisions(&json!({"start": 3, "ids": ["c", "b", "a"]})).unwrap();
+        assert_eq!(path, vec![Rev::new(3, "c"), Rev::new(2, "b"), Rev::new(1, "a")]);
+        assert_eq!(
+            revisions_value(&path),
+            json!({"start": 3, "ids": ["c", "b", "a"]})
+        );
+        assert!(parse_revisions(&json!({"start": 1, "ids": ["b", "a"]})).is_err());
+    }
+
+    #[test]
+    fn too_deep_documents_are_refused() {
+        let mut v = json!(1);
+        for _ in 0..200 {
+            v = json!([v]);
+        }
+        assert!(matches!(
+            input(json!({ "deep": v })),
+            Err(DocError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn rev_hash_is_deterministic_and_depends_on_every_input() {
+        let b = encode_body(&input(json!({"b": 1, "a": 2})).unwrap().body);
+        let b2 = encode_body(&input(json!({"a": 2, "b": 1})).unwrap().body);
+        assert_eq!(b, b2);
+        let p = Rev::new(1, "ab");
+        let h = rev_hash(Some(&p), false, &b);
+        assert_eq!(h.len(), 32);
+        assert_eq!(h, rev_hash(Some(&p), false, &b2));
+        assert_ne!(h, rev_hash(None, false, &b));
+        assert_ne!(h, rev_hash(Some(&p), true, &b));
+        assert_ne!(h, rev_hash(Some(&p), false, b"{}"));
+    }
+
+    #[test]
+    fn generated_ids_are_unique_hex() {
+        let a = generate_id();
+        let b = generate_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn record_roundtrip_and_garbage() {
+        let mut tree = RevTree::new();
+        tree.merge_path(&[Rev::new(2, "b"), Rev::new(1, "a")], false);
+        let rec = DocRecord {
+            seq: 300,
+            tree,
+            winner_body: b"{\"x\":1}".to_vec(),
+        };
+        assert_eq!(DocRecord::decode(&rec.encode()), Some(rec));
+        assert_eq!(DocRecord::decode(&[9, 9]), None);
+        assert_eq!(DocRecord::decode(&[1, 1, 200]), None);
+    }
+}

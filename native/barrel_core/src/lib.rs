@@ -1,0 +1,44 @@
+//! # barrel_core
+//!
+//! Barrel's storage engine, in pure Rust: documents (JSON objects) with CouchDB-compatible
+//! revision trees, stored in RocksDB with one atomic write batch per commit and group commit
+//! across concurrent writers. The BEAM binding (`barrel_nif`) and the HTTP server are thin layers
+//! over this crate.
+//!
+//! ```no_run
+//! use barrel_core::{BarrelConfig, DocInput, FetchOptions, SaveOptions, Store, StoreOptions};
+//! use serde_json::json;
+//!
+//! let store = Store::open("/tmp/barrel-example", &StoreOptions::default())?;
+//! store.create_barrel("mybarrel", BarrelConfig::default())?;
+//! let barrel = store.open_barrel("mybarrel")?;
+//! let doc = DocInput::from_value(json!({"id": "a", "key": "value"}))?;
+//! let (id, rev) = barrel.save_doc(doc, &SaveOptions::default())?;
+//! let fetched = barrel.fetch_doc(&id, &FetchOptions::default())?;
+//! assert_eq!(fetched["_rev"], json!(rev.to_string()));
+//! # Ok::<(), barrel_core::Error>(())
+//! ```
+
+pub mod barrel;
+mod commit;
+pub mod doc;
+pub mod error;
+pub mod revtree;
+pub mod store;
+
+pub use barrel::{Barrel, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions};
+pub use doc::{Body, DocInput};
+pub use error::{DocError, Error, Result};
+pub use revtree::{Rev, RevTree};
+pub use store::{BarrelConfig, BarrelInfo, Stats, Store, StoreOptions};
+
+/// The text of a caught panic payload, for [`Error::Internal`].
+pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}

@@ -1,0 +1,462 @@
+//! The node's storage: one RocksDB instance, column families per concern, the barrel catalog,
+//! and key encoding.
+//!
+//! Column families:
+//! - `meta`: the catalog (`b/<name>` → barrel config), counters (`s/<barrel id>` → stats) and the
+//!   next barrel id (`n`).
+//! - `docs`: `<barrel id><doc id>` → [`DocRecord`](crate::doc::DocRecord) (revision tree, seq,
+//!   winning body). Ordered by doc id, so `fold_docs` is a range scan.
+//! - `revs`: `<barrel id><doc id len><doc id><rev>` → body of a non-winning leaf (a conflict).
+//! - `seqs`: `<barrel id><seq>` → doc id: the changes feed, one entry per document at its latest
+//!   sequence.
+//!
+//! A barrel id is a 64-bit number never reused, so deleting a barrel is a range delete of its
+//! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
+
+use crate::barrel::Barrel;
+use crate::commit::{Committer, Op, OpResult};
+use crate::error::{Error, Result};
+use parking_lot::{Mutex, RwLock};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_DOCS: &str = "docs";
+pub(crate) const CF_REVS: &str = "revs";
+pub(crate) const CF_SEQS: &str = "seqs";
+const DATA_CFS: [&str; 3] = [CF_DOCS, CF_REVS, CF_SEQS];
+
+/// Longest accepted barrel name, in bytes.
+pub const MAX_BARREL_NAME_LEN: usize = 128;
+
+/// Default `revs_limit`: revisions kept per branch, as in CouchDB.
+pub const DEFAULT_REVS_LIMIT: usize = 1000;
+
+/// Node-wide storage settings.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Shared block cache size in bytes (default 128 MiB).
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// Per-barrel settings, fixed at creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BarrelConfig {
+    /// Revisions kept per branch of a document's tree (default 1000).
+    pub revs_limit: usize,
+    /// `fsync` the write-ahead log on every commit (default `false`: a commit survives a crash of
+    /// the VM, and at worst the last second of writes is lost on power failure).
+    pub sync: bool,
+}
+
+impl Default for BarrelConfig {
+    fn default() -> Self {
+        BarrelConfig {
+            revs_limit: DEFAULT_REVS_LIMIT,
+            sync: false,
+        }
+    }
+}
+
+impl BarrelConfig {
+    /// Checks ranges: `revs_limit` is 1 to 1,000,000.
+    pub fn validate(&self) -> Result<()> {
+        if self.revs_limit == 0 || self.revs_limit > 1_000_000 {
+            return Err(Error::BadParam(format!(
+                "revs_limit must be 1..1000000, got {}",
+                self.revs_limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogEntry {
+    id: u64,
+    #[serde(flatten)]
+    config: BarrelConfig,
+}
+
+/// Counters of one barrel, persisted in the same batch as each write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sequence of the barrel's latest change (0 when never written).
+    pub updated_seq: u64,
+    /// Documents whose winning revision is live.
+    pub docs_count: u64,
+    /// Documents whose winning revision is a deletion.
+    pub deleted_count: u64,
+    /// Bytes of stored document records (tree and winning body), before compression.
+    pub data_size: u64,
+}
+
+impl Stats {
+    pub(crate) fn encode(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, v) in [
+            self.updated_seq,
+            self.docs_count,
+            self.deleted_count,
+            self.data_size,
+        ]
+        .iter()
+        .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Stats> {
+        let n = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?))
+        };
+        Some(Stats {
+            updated_seq: n(0)?,
+            docs_count: n(1)?,
+            deleted_count: n(2)?,
+            data_size: n(3)?,
+        })
+    }
+}
+
+/// What `barrel_infos` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BarrelInfo {
+    /// The barrel's name.
+    pub name: String,
+    /// Counters.
+    pub stats: Stats,
+    /// Approximate bytes on disk of the barrel's flushed data (recent writes still in the
+    /// memtable are not counted; see `stats.data_size` for the logical size).
+    pub disk_size: u64,
+    /// Settings fixed at creation.
+    pub config: BarrelConfig,
+}
+
+/// The in-memory state of one barrel, shared by its handles and the committer.
+pub(crate) struct BarrelInner {
+    pub id: u64,
+    pub name: String,
+    pub config: BarrelConfig,
+    pub deleted: AtomicBool,
+    pub stats: Mutex<Stats>,
+}
+
+/// One node's storage: a RocksDB instance holding every barrel.
+pub struct Store {
+    pub(crate) db: DB,
+    path: PathBuf,
+    catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
+    catalog_changes: Mutex<()>,
+    next_id: AtomicU64,
+    pub(crate) committer: Committer,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Key encoding, defined once.
+pub(crate) mod keys {
+    pub fn prefix(barrel: u64) -> [u8; 8] {
+        barrel.to_be_bytes()
+    }
+
+    /// The first key after every key of `barrel`.
+    pub fn prefix_end(barrel: u64) -> [u8; 8] {
+        (barrel + 1).to_be_bytes()
+    }
+
+    pub fn doc(barrel: u64, id: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(8 + id.len());
+        k.extend_from_slice(&prefix(barrel));
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
+    pub fn rev(barrel: u64, id: &str, rev: &crate::revtree::Rev) -> Vec<u8> {
+        let rev = rev.to_string();
+        let mut k = Vec::with_capacity(10 + id.len() + rev.len());
+        k.extend_from_slice(&prefix(barrel));
+        k.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        k.extend_from_slice(id.as_bytes());
+        k.extend_from_slice(rev.as_bytes());
+        k
+    }
+
+    pub fn seq(barrel: u64, seq: u64) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&prefix(barrel));
+        k[8..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    pub fn catalog(name: &str) -> Vec<u8> {
+        [b"b/".as_slice(), name.as_bytes()].concat()
+    }
+
+    pub fn stats(barrel: u64) -> Vec<u8> {
+        [b"s/".as_slice(), &prefix(barrel)].concat()
+    }
+
+    pub const NEXT_ID: &[u8] = b"n";
+}
+
+/// Checks a barrel name: 1 to 128 bytes of ASCII letters, digits, `_`, `-` and `.`, starting with
+/// a letter or digit (names appear in URLs).
+pub fn check_barrel_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_BARREL_NAME_LEN
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in directory `path`.
+    ///
+    /// Only one process may hold a store open; a second open of the same path fails with
+    /// [`Error::Storage`] (RocksDB's lock).
+    pub fn open(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Arc<Store>> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| Error::Storage(e.to_string()))?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let mut cf_opts = Options::default();
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+        cf_opts.set_block_based_table_factory(&table);
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        db_opts.increase_parallelism(cores as i32);
+        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
+        let store = Store {
+            db,
+            path,
+            catalog: RwLock::new(HashMap::new()),
+            catalog_changes: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            committer: Committer::default(),
+        };
+        store.load_catalog()?;
+        Ok(Arc::new(store))
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // The column families are all created at open, so the handle always exists.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn load_catalog(&self) -> Result<()> {
+        let meta = self.cf(CF_META);
+        if let Some(n) = self.db.get_cf(meta, keys::NEXT_ID)? {
+            let n = u64::from_be_bytes(
+                n.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("next barrel id".into()))?,
+            );
+            self.next_id.store(n, Ordering::SeqCst);
+        }
+        let mut catalog = self.catalog.write();
+        for item in self.db.prefix_iterator_cf(meta, b"b/") {
+            let (k, v) = item?;
+            let Some(name) = k.strip_prefix(b"b/") else {
+                break;
+            };
+            let name = String::from_utf8(name.to_vec())
+                .map_err(|_| Error::Corrupt("barrel name".into()))?;
+            let entry: CatalogEntry = serde_json::from_slice(&v)
+                .map_err(|e| Error::Corrupt(format!("catalog entry {name}: {e}")))?;
+            let stats = match self.db.get_cf(meta, keys::stats(entry.id))? {
+                Some(b) => Stats::decode(&b)
+                    .ok_or_else(|| Error::Corrupt(format!("stats of {name}")))?,
+                None => Stats::default(),
+            };
+            catalog.insert(
+                name.clone(),
+                Arc::new(BarrelInner {
+                    id: entry.id,
+                    name,
+                    config: entry.config,
+                    deleted: AtomicBool::new(false),
+                    stats: Mutex::new(stats),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a barrel. Fails with [`Error::AlreadyExists`] when the name is taken.
+    pub fn create_barrel(&self, name: &str, config: BarrelConfig) -> Result<()> {
+        check_barrel_name(name)?;
+        config.validate()?;
+        let _guard = self.catalog_changes.lock();
+        if self.catalog.read().contains_key(name) {
+            return Err(Error::AlreadyExists);
+        }
+        let id = self.next_id.load(Ordering::SeqCst);
+        let entry = CatalogEntry {
+            id,
+            config: config.clone(),
+        };
+        let meta = self.cf(CF_META);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            meta,
+            keys::catalog(name),
+            serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        batch.put_cf(meta, keys::NEXT_ID, (id + 1).to_be_bytes());
+        batch.put_cf(meta, keys::stats(id), Stats::default().encode());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        self.next_id.store(id + 1, Ordering::SeqCst);
+        self.catalog.write().insert(
+            name.to_string(),
+            Arc::new(BarrelInner {
+                id,
+                name: name.to_string(),
+                config,
+                deleted: AtomicBool::new(false),
+                stats: Mutex::new(Stats::default()),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Opens a handle on an existing barrel.
+    pub fn open_barrel(self: &Arc<Self>, name: &str) -> Result<Barrel> {
+        let inner = self.barrel_inner(name)?;
+        Ok(Barrel::new(Arc::downgrade(self), inner))
+    }
+
+    fn barrel_inner(&self, name: &str) -> Result<Arc<BarrelInner>> {
+        self.catalog
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotFound)
+    }
+
+    /// Deletes a barrel and all its documents. Open handles on it answer [`Error::NotFound`]
+    /// from then on.
+    pub fn delete_barrel(&self, name: &str) -> Result<()> {
+        let _guard = self.catalog_changes.lock();
+        let inner = self.catalog.write().remove(name).ok_or(Error::NotFound)?;
+        inner.deleted.store(true, Ordering::SeqCst);
+        match self.committer.submit(self, Op::Drop { barrel: inner.clone() })? {
+            OpResult::Dropped => Ok(()),
+            OpResult::Saved(_) => Err(Error::Internal("unexpected commit result".into())),
+        }
+    }
+
+    /// Names of all barrels, sorted.
+    pub fn list_barrels(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.catalog.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Information about a barrel by name.
+    pub fn barrel_info(&self, name: &str) -> Result<BarrelInfo> {
+        let inner = self.barrel_inner(name)?;
+        Ok(self.info_of(&inner))
+    }
+
+    pub(crate) fn info_of(&self, inner: &BarrelInner) -> BarrelInfo {
+        let (start, end) = (keys::prefix(inner.id), keys::prefix_end(inner.id));
+        let disk_size = DATA_CFS
+            .iter()
+            .map(|cf| {
+                self.db
+                    .get_approximate_sizes_cf(self.cf(cf), &[rocksdb::Range::new(&start, &end)])
+                    .into_iter()
+                    .sum::<u64>()
+            })
+            .sum();
+        BarrelInfo {
+            name: inner.name.clone(),
+            stats: *inner.stats.lock(),
+            disk_size,
+            config: inner.config.clone(),
+        }
+    }
+
+    /// Adds the removal of a barrel's data and catalog entry to `batch`.
+    pub(crate) fn drop_barrel_into(&self, batch: &mut WriteBatch, inner: &BarrelInner) {
+        let (start, end) = (keys::prefix(inner.id), keys::prefix_end(inner.id));
+        for cf in DATA_CFS {
+            batch.delete_range_cf(self.cf(cf), start, end);
+        }
+        let meta = self.cf(CF_META);
+        batch.delete_cf(meta, keys::catalog(&inner.name));
+        batch.delete_cf(meta, keys::stats(inner.id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barrel_names_are_url_safe() {
+        for ok in ["a", "mybarrel", "My-Barrel_2.0", "9lives"] {
+            assert!(check_barrel_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "_x", "-x", "a/b", "a b", "é", &"a".repeat(129)] {
+            assert!(check_barrel_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stats_roundtrip() {
+        let s = Stats {
+            updated_seq: 1,
+            docs_count: 2,
+            deleted_count: 3,
+            data_size: 4,
+        };
+        assert_eq!(Stats::decode(&s.encode()), Some(s));
+        assert_eq!(Stats::decode(&[1, 2]), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! Erlang terms ⇄ JSON values.
+//!
+//! In: maps with UTF-8 binary keys → objects, UTF-8 binaries → strings, integers (64-bit) and
+//! floats → numbers, `true`/`false` → booleans, `null` and `nil` → null, proper lists → arrays.
+//! Anything else is refused with the JSON-pointer path of the offending value or key.
+//! Out: the same mapping back, with null as the atom the caller asks for (`null` for Erlang,
+//! `nil` for Elixir).
+
+use barrel_core::doc::MAX_DEPTH;
+use barrel_core::DocError;
+use rustler::types::atom::Atom;
+use rustler::types::map::MapIterator;
+use rustler::{Encoder, Env, Term, TermType};
+use serde_json::{Map, Number, Value};
+
+mod atoms {
+    rustler::atoms! { null, nil }
+}
+
+fn pointer(path: &[String]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        s.push('/');
+        s.push_str(&seg.replace('~', "~0").replace('/', "~1"));
+    }
+    s
+}
+
+/// Converts a term to a JSON value.
+pub(crate) fn term_to_value(term: Term) -> Result<Value, DocError> {
+    let mut path = Vec::new();
+    to_value(term, &mut path)
+}
+
+fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
+    let invalid = |path: &[String]| DocError::InvalidValue(pointer(path));
+    if path.len() > MAX_DEPTH {
+        return Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")));
+    }
+    match term.get_type() {
+        TermType::Map => {
+            let iter = MapIterator::new(term).ok_or_else(|| invalid(path))?;
+            let mut m = Map::new();
+            for (k, v) in iter {
+                let Ok(key) = k.decode::<String>() else {
+                    path.push(format!("{k:?}"));
+                    let e = DocError::InvalidKey(pointer(path));
+                    path.pop();
+                    return Err(e);
+                };
+                path.push(key);
+                let value = to_value(v, path)?;
+                let key = path.pop().unwrap_or_default();
+                m.insert(key, value);
+            }
+            Ok(Value::Object(m))
+        }
+        TermType::Binary => term
+            .decode::<String>()
+            .map(Value::String)
+            .map_err(|_| invalid(path)),
+        TermType::Integer => {
+            if let Ok(i) = term.decode::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = term.decode::<u64>() {
+                Ok(Value::from(u))
+            } else {
+                Err(invalid(path))
+            }
+        }
+        TermType::Float => {
+            let f = term.decode::<f64>().map_err(|_| invalid(path))?;
+            Number::from_f64(f)
+                .map(Value::Number)
+                .ok_or_else(|| invalid(path))
+        }
+        TermType::Atom => {
+            let a = term.decode::<Atom>().map_err(|_| invalid(path))?;
+            if a == rustler::types::atom::true_() {
+                Ok(Value::Bool(true))
+            } else if a == rustler::types::atom::false_() {
+                Ok(Value::Bool(false))
+            } else if a == atoms::null() || a == atoms::nil() {
+                Ok(Value::Null)
+            } else {
+                Err(invalid(path))
+            }
+        }
+        TermType::List => {
+            let iter = term.into_list_iterator().map_err(|_| invalid(path))?;
+            let mut out = Vec::new();
+            for (i, item) in iter.enumerate() {
+                path.push(i.to_string());
+                out.push(to_value(item, path)?);
+                path.pop();
+            }
+            // An improper list's iterator stops early; check the tail is really `[]`.
+            if term.list_length().is_err() {
+                return Err(invalid(path));
+            }
+            Ok(Value::Array(out))
+        }
+        _ => Err(invalid(path)),
+    }
+}
+
+/// Converts a JSON value to a term; JSON null becomes `null_atom`.
+pub(crate) fn value_to_term<'a>(env: Env<'a>, v: &Value, null_atom: Atom) -> Term<'a> {
+    match v {
+        Value::Null => null_atom.encode(env),
+        Value::Bool(b) => b.encode(env),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.encode(env)
+            } else if let Some(u) = n.as_u64() {
+                u.encode(env)
+            } else {
+                n.as_f64().unwrap_or(0.0).encode(env)
+            }
+        }
+        Value::String(s) => s.as_str().encode(env),
+        Value::Array(a) => {
+            let items: Vec<Term<'a>> = a.iter().map(|x| value_to_term(env, x, null_atom)).collect();
+            items.encode(env)
+        }
+        Value::Object(m) => map_to_term(env, m, null_atom),
+    }
+}
+
+/// Converts a JSON object to a map term.
+pub(crate) fn map_to_term<'a>(env: Env<'a>, m: &Map<String, Value>, null_atom: Atom) -> Term<'a> {
+    let keys: Vec<Term<'a>> = m.keys().map(|k| k.as_str().encode(env)).collect();
+    let vals: Vec<Term<'a>> = m
+        .values()
+        .map(|v| value_to_term(env, v, null_atom))
+        .collect();
+    // Keys come from a JSON object, so they are unique and the call cannot fail.
+    Term::map_from_term_arrays(env, &keys, &vals).unwrap_or_else(|_| rustler::types::map::map_new(env))
+}

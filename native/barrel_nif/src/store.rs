@@ -1,0 +1,213 @@
+//! The node's store and the barrel catalog: `store_open/2`, `store_close/0`, `create_barrel/2`,
+//! `open_barrel/1`, `close_barrel/1`, `delete_barrel/1`, `list_barrels/0`, `barrel_info/1`.
+//!
+//! One store per VM, held here; barrel handles are resources holding a weak reference to it, so
+//! closing the store (application stop) releases RocksDB even while handles are still alive.
+
+use crate::error;
+use crate::guarded;
+use barrel_core::{Barrel, BarrelConfig, Error, Store, StoreOptions};
+use rustler::types::map::MapIterator;
+use rustler::{Atom, Encoder, Env, Resource, ResourceArc, Term};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+mod atoms {
+    rustler::atoms! {
+        ok, revs_limit, sync, block_cache_bytes, name, docs_count, deleted_count, updated_seq,
+        data_size, disk_size,
+    }
+}
+
+static STORE: RwLock<Option<Arc<Store>>> = RwLock::new(None);
+
+/// The open store, or `Closed`.
+pub(crate) fn current_store() -> Result<Arc<Store>, Error> {
+    STORE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or(Error::Closed)
+}
+
+/// A barrel handle as the BEAM sees it.
+pub(crate) struct BarrelRef {
+    barrel: Barrel,
+    closed: AtomicBool,
+}
+
+#[rustler::resource_impl]
+impl Resource for BarrelRef {}
+
+impl BarrelRef {
+    /// The barrel, unless this handle was closed.
+    pub(crate) fn barrel(&self) -> Result<&Barrel, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(&self.barrel)
+        }
+    }
+}
+
+fn ok_or_error<'a>(env: Env<'a>, r: Result<(), Error>) -> Term<'a> {
+    match r {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => error::encode(env, &e),
+    }
+}
+
+fn bad_param(what: &str) -> Error {
+    Error::BadParam(what.to_string())
+}
+
+/// Opens the node's store in `dir`. Options: `block_cache_bytes`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let run = || -> Result<(), Error> {
+            let mut options = StoreOptions::default();
+            for (k, v) in MapIterator::new(opts).ok_or_else(|| bad_param("options must be a map"))? {
+                if k.decode::<Atom>().ok() == Some(atoms::block_cache_bytes()) {
+                    options.block_cache_bytes = v
+                        .decode::<usize>()
+                        .map_err(|_| bad_param("block_cache_bytes must be an integer"))?;
+                }
+            }
+            let mut slot = STORE.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = slot.as_ref() {
+                return if s.path() == std::path::Path::new(&dir) {
+                    Ok(())
+                } else {
+                    Err(Error::BadParam(format!(
+                        "a store is already open at {}",
+                        s.path().display()
+                    )))
+                };
+            }
+            *slot = Some(Store::open(&dir, &options)?);
+            Ok(())
+        };
+        ok_or_error(env, run())
+    })
+}
+
+/// Closes the store, waiting (up to 10 s) for calls in flight to finish.
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_close(env: Env) -> Term {
+    guarded(env, || {
+        let taken = STORE.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(store) = taken {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drop(store);
+        }
+        atoms::ok().encode(env)
+    })
+}
+
+fn decode_config(params: Term) -> Result<BarrelConfig, Error> {
+    let mut config = BarrelConfig::default();
+    for (k, v) in MapIterator::new(params).ok_or_else(|| bad_param("params must be a map"))? {
+        match k.decode::<Atom>() {
+            Ok(a) if a == atoms::revs_limit() => {
+                config.revs_limit = v
+                    .decode::<usize>()
+                    .map_err(|_| bad_param("revs_limit must be a positive integer"))?;
+            }
+            Ok(a) if a == atoms::sync() => {
+                config.sync = v
+                    .decode::<bool>()
+                    .map_err(|_| bad_param("sync must be a boolean"))?;
+            }
+            // Other parameters (e.g. the talk's store_provider) are accepted and ignored.
+            _ => {}
+        }
+    }
+    Ok(config)
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn create_barrel<'a>(env: Env<'a>, name: String, params: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let run = || -> Result<(), Error> {
+            let config = decode_config(params)?;
+            current_store()?.create_barrel(&name, config)
+        };
+        ok_or_error(env, run())
+    })
+}
+
+#[rustler::nif]
+fn open_barrel(env: Env, name: String) -> Term {
+    guarded(env, || {
+        match current_store().and_then(|s| s.open_barrel(&name)) {
+            Ok(barrel) => {
+                let r = ResourceArc::new(BarrelRef {
+                    barrel,
+                    closed: AtomicBool::new(false),
+                });
+                (atoms::ok(), r).encode(env)
+            }
+            Err(e) => error::encode(env, &e),
+        }
+    })
+}
+
+#[rustler::nif]
+fn close_barrel(env: Env, barrel: ResourceArc<BarrelRef>) -> Term {
+    barrel.closed.store(true, Ordering::Release);
+    atoms::ok().encode(env)
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn delete_barrel(env: Env, name: String) -> Term {
+    guarded(env, || {
+        ok_or_error(env, current_store().and_then(|s| s.delete_barrel(&name)))
+    })
+}
+
+#[rustler::nif]
+fn list_barrels(env: Env) -> Term {
+    guarded(env, || match current_store() {
+        Ok(s) => (atoms::ok(), s.list_barrels()).encode(env),
+        Err(e) => error::encode(env, &e),
+    })
+}
+
+/// `barrel_info(Name | Barrel)`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let info = if let Ok(r) = which.decode::<ResourceArc<BarrelRef>>() {
+            r.barrel().and_then(|b| b.info())
+        } else if let Ok(name) = which.decode::<String>() {
+            current_store().and_then(|s| s.barrel_info(&name))
+        } else {
+            Err(Error::InvalidName(format!("{which:?}")))
+        };
+        match info {
+            Ok(i) => {
+                let pairs: Vec<(Term, Term)> = vec![
+                    (atoms::name().encode(env), i.name.as_str().encode(env)),
+                    (atoms::docs_count().encode(env), i.stats.docs_count.encode(env)),
+                    (atoms::deleted_count().encode(env), i.stats.deleted_count.encode(env)),
+                    (atoms::updated_seq().encode(env), i.stats.updated_seq.encode(env)),
+                    (atoms::data_size().encode(env), i.stats.data_size.encode(env)),
+                    (atoms::disk_size().encode(env), i.disk_size.encode(env)),
+                    (atoms::revs_limit().encode(env), i.config.revs_limit.encode(env)),
+                    (atoms::sync().encode(env), i.config.sync.encode(env)),
+                ];
+                let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
+                match Term::map_from_term_arrays(env, &k, &v) {
+                    Ok(m) => (atoms::ok(), m).encode(env),
+                    Err(_) => error::encode(env, &Error::Internal("info map".into())),
+                }
+            }
+            Err(e) => error::encode(env, &e),
+        }
+    })
+}

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Builds the NIF with cargo and installs it as priv/barrel_nif.so.
+# Called by mix.exs (compiler :barrel_nif) and rebar.config (pre_hooks), so both
+# build tools produce the same library. Honours CARGO_TARGET_DIR.
+set -e
+cd "$(dirname "$0")/.."
+CARGO="${CARGO:-cargo}"
+if ! command -v "$CARGO" >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  CARGO="$HOME/.cargo/bin/cargo"
+fi
+"$CARGO" build --release -p barrel_nif
+TARGET="${CARGO_TARGET_DIR:-target}"
+LIB="$TARGET/release/libbarrel_nif.so"
+[ -f "$LIB" ] || LIB="$TARGET/release/libbarrel_nif.dylib"
+mkdir -p priv
+# Copy then rename, so a VM that has the old library loaded keeps a valid file.
+cp -f "$LIB" priv/barrel_nif.so.tmp
+mv -f priv/barrel_nif.so.tmp priv/barrel_nif.so

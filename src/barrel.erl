@@ -1,0 +1,333 @@
+%% @doc Barrel: an embeddable document database that keeps data in sync.
+%%
+%% Start the application, create a barrel, and work with documents:
+%% ```
+%% {ok, _} = application:ensure_all_started(barrel),
+%% ok = barrel:create_barrel(<<"mybarrel">>, #{}),
+%% {ok, Barrel} = barrel:open(<<"mybarrel">>),
+%% {ok, DocId, Rev} = barrel:save_doc(Barrel, #{<<"key">> => <<"value">>}),
+%% {ok, #{<<"id">> := DocId, <<"_rev">> := Rev}} = barrel:fetch_doc(Barrel, DocId),
+%% {ok, DocId, Rev2} = barrel:save_doc(Barrel, #{<<"id">> => DocId, <<"_rev">> => Rev,
+%%                                              <<"key">> => <<"new">>}),
+%% {error, conflict} = barrel:save_doc(Barrel, #{<<"id">> => DocId, <<"_rev">> => Rev}),
+%% {ok, DocId, _} = barrel:delete_doc(Barrel, DocId, Rev2),
+%% {error, not_found} = barrel:fetch_doc(Barrel, DocId).
+%% '''
+%%
+%% Documents are maps with binary keys (JSON objects). `<<"id">>' is the
+%% document id (generated when absent), `<<"_rev">>' its revision
+%% (`<<"Generation-Hash">>'), `<<"_deleted">>' marks a tombstone. Values are
+%% binaries (UTF-8), integers (64-bit), floats, `true', `false', `null' (or
+%% `nil'), lists and maps. Every error is returned as `{error, Reason}'; the
+%% reasons are listed in README.md.
+-module(barrel).
+
+-export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0,
+         barrel_infos/1,
+         save_doc/2, save_doc/3, save_docs/2, save_docs/3,
+         fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4]).
+
+-export_type([barrel/0, barrel_name/0, doc/0, docid/0, rev/0, reason/0,
+              save_result/0, fold_fun/0]).
+
+-type barrel() :: reference().
+%% An open barrel handle (a NIF resource), from {@link open/1}.
+-type barrel_name() :: binary().
+%% 1 to 128 bytes of ASCII letters, digits, `_', `-' and `.', starting with a
+%% letter or digit.
+-type doc() :: #{binary() => term()}.
+%% A JSON object as a map with binary keys.
+-type docid() :: binary().
+%% 1 to 1024 bytes of UTF-8, not starting with `_'.
+-type rev() :: binary().
+%% `<<"Generation-Hash">>', e.g. `<<"1-967a00dff5e02add41819138abb3284d">>'.
+-type reason() :: not_found | already_exists | conflict | closed
+                | {invalid_name, binary()} | {bad_param, binary()}
+                | {invalid_doc_id, term()} | {bad_rev, term()}
+                | {bad_doc, term()} | {bad_option, term()} | {bad_arg, atom()}
+                | {storage_error, binary()} | {corrupt, binary()}
+                | {internal_error, binary()}.
+-type save_result() :: {ok, docid(), rev()} | {error, reason()}.
+-type fold_fun() :: fun((doc(), Acc :: term()) -> {ok, term()} | {stop, term()} | stop).
+
+-define(FOLD_CHUNK, 256).
+
+-define(NIF(Call, What),
+        try Call
+        catch error:badarg -> {error, {bad_arg, What}}
+        end).
+
+%% ---------------------------------------------------------------------------
+%% Barrels
+%% ---------------------------------------------------------------------------
+
+%% @doc Creates a barrel. `Params' (all optional):
+%% <ul>
+%% <li>`revs_limit' (default 1000): revisions kept per branch of a
+%%     document's history.</li>
+%% <li>`sync' (default `false'): fsync every commit. With `false' a commit
+%%     survives a VM crash but the last writes may be lost on power failure.</li>
+%% </ul>
+%% Other keys (such as the talk's `store_provider') are accepted and ignored.
+%% ```
+%% ok = barrel:create_barrel(<<"mybarrel">>, #{revs_limit => 100}),
+%% {error, already_exists} = barrel:create_barrel(<<"mybarrel">>, #{}).
+%% '''
+-spec create_barrel(barrel_name(), map()) -> ok | {error, reason()}.
+create_barrel(Name, Params) when is_binary(Name), is_map(Params) ->
+    ?NIF(barrel_nif:create_barrel(Name, Params), name);
+create_barrel(Name, Params) when is_binary(Name) ->
+    {error, {bad_param, Params}};
+create_barrel(Name, _Params) ->
+    {error, {invalid_name, Name}}.
+
+%% @doc Opens a handle on an existing barrel.
+%% ```
+%% {ok, Barrel} = barrel:open(<<"mybarrel">>),
+%% {error, not_found} = barrel:open(<<"nope">>).
+%% '''
+-spec open(barrel_name()) -> {ok, barrel()} | {error, reason()}.
+open(Name) when is_binary(Name) ->
+    ?NIF(barrel_nif:open_barrel(Name), name);
+open(Name) ->
+    {error, {invalid_name, Name}}.
+
+%% @doc Closes a handle; later calls with it return `{error, closed}'. Other
+%% handles on the same barrel are not affected.
+-spec close(barrel()) -> ok | {error, reason()}.
+close(Barrel) ->
+    ?NIF(barrel_nif:close_barrel(Barrel), barrel).
+
+%% @doc Deletes a barrel and all its documents. Handles still open on it
+%% return `{error, not_found}'.
+-spec delete_barrel(barrel_name()) -> ok | {error, reason()}.
+delete_barrel(Name) when is_binary(Name) ->
+    ?NIF(barrel_nif:delete_barrel(Name), name);
+delete_barrel(Name) ->
+    {error, {invalid_name, Name}}.
+
+%% @doc Names of all barrels of this node, sorted.
+-spec list_barrels() -> [barrel_name()] | {error, reason()}.
+list_barrels() ->
+    case barrel_nif:list_barrels() of
+        {ok, Names} -> Names;
+        Error -> Error
+    end.
+
+%% @doc Counters and settings of a barrel, by name or handle:
+%% `docs_count' (live documents), `deleted_count' (deleted documents),
+%% `updated_seq' (sequence of the last change), `data_size' (bytes of stored
+%% documents before compression), `disk_size' (approximate bytes of flushed
+%% data on disk), `revs_limit', `sync', `name'.
+%% ```
+%% {ok, #{docs_count := 0, updated_seq := 0}} = barrel:barrel_infos(<<"mybarrel">>).
+%% '''
+-spec barrel_infos(barrel_name() | barrel()) -> {ok, map()} | {error, reason()}.
+barrel_infos(NameOrBarrel) ->
+    ?NIF(barrel_nif:barrel_info(NameOrBarrel), barrel).
+
+%% ---------------------------------------------------------------------------
+%% Documents
+%% ---------------------------------------------------------------------------
+
+%% @equiv save_doc(Barrel, Doc, #{})
+-spec save_doc(barrel(), doc()) -> save_result().
+save_doc(Barrel, Doc) ->
+    ?NIF(barrel_nif:save_doc(Barrel, Doc, true), barrel).
+
+%% @doc Saves a document and returns its id and new revision.
+%%
+%% Without `<<"_rev">>' the document is created (with a generated id when
+%% `<<"id">>' is absent); saving without `_rev' over a live document returns
+%% `{error, conflict}'. To update, pass the current `_rev'; a `_rev' that is not
+%% a current leaf revision returns `{error, conflict}'. A deleted document can
+%% be created again without `_rev'.
+%%
+%% Options: `new_edits' (default `true'); with `false' the document is stored
+%% as the revision given in `_rev', with its history in `_revisions'
+%% (`#{<<"start">> => N, <<"ids">> => [Hash, ...]}'), creating a conflict
+%% branch instead of refusing it: this is how replication writes.
+%% ```
+%% {ok, Id, Rev1} = barrel:save_doc(Barrel, #{<<"id">> => <<"a">>, <<"v">> => 1}),
+%% {ok, Id, Rev2} = barrel:save_doc(Barrel, #{<<"id">> => Id, <<"_rev">> => Rev1, <<"v">> => 2}),
+%% {error, conflict} = barrel:save_doc(Barrel, #{<<"id">> => Id, <<"_rev">> => Rev1}).
+%% '''
+-spec save_doc(barrel(), doc(), map()) -> save_result().
+save_doc(Barrel, Doc, Opts) ->
+    case save_options(Opts) of
+        {ok, NewEdits} -> ?NIF(barrel_nif:save_doc(Barrel, Doc, NewEdits), barrel);
+        Error -> Error
+    end.
+
+%% @equiv save_docs(Barrel, Docs, #{})
+-spec save_docs(barrel(), [doc()]) -> {ok, [save_result()]} | {error, reason()}.
+save_docs(Barrel, Docs) ->
+    save_docs(Barrel, Docs, #{}).
+
+%% @doc Saves many documents in one atomic write and returns one result per
+%% document, in order. A document that is refused (conflict, bad input) does
+%% not stop the others. Options as for {@link save_doc/3}.
+%% ```
+%% {ok, [{ok, <<"a">>, _}, {error, conflict}]} =
+%%     barrel:save_docs(Barrel, [#{<<"id">> => <<"a">>}, #{<<"id">> => <<"a">>}]).
+%% '''
+-spec save_docs(barrel(), [doc()], map()) -> {ok, [save_result()]} | {error, reason()}.
+save_docs(Barrel, Docs, Opts) when is_list(Docs) ->
+    case save_options(Opts) of
+        {ok, NewEdits} -> ?NIF(barrel_nif:save_docs(Barrel, Docs, NewEdits), barrel_or_docs);
+        Error -> Error
+    end;
+save_docs(_Barrel, _Docs, _Opts) ->
+    {error, {bad_arg, docs}}.
+
+save_options(Opts) when is_map(Opts) ->
+    maps:fold(fun(new_edits, V, {ok, _}) when is_boolean(V) -> {ok, V};
+                 (K, V, {ok, _}) -> {error, {bad_option, {K, V}}};
+                 (_, _, Error) -> Error
+              end, {ok, true}, Opts);
+save_options(Opts) ->
+    {error, {bad_option, Opts}}.
+
+%% @equiv fetch_doc(Barrel, DocId, #{})
+-spec fetch_doc(barrel(), docid()) -> {ok, doc()} | {error, reason()}.
+fetch_doc(Barrel, DocId) ->
+    ?NIF(barrel_nif:fetch_doc(Barrel, DocId, undefined, false, false, null), barrel).
+
+%% @doc Fetches a document: its winning revision with `<<"id">>' and
+%% `<<"_rev">>'. A deleted document returns `{error, not_found}'.
+%%
+%% Options:
+%% <ul>
+%% <li>`rev => Rev': that revision instead of the winner. Any current leaf
+%%     can be read, including a deleted one (with `<<"_deleted">> => true');
+%%     older revisions are not kept.</li>
+%% <li>`revs => true': adds `<<"_revisions">>', the revision history.</li>
+%% <li>`conflicts => true': adds `<<"_conflicts">>', the other live leaf
+%%     revisions, when there are any.</li>
+%% <li>`open_revs => all | [Rev]': returns `{ok, [{ok, Doc} | {missing, Rev}]}'
+%%     for every leaf (deleted ones included) or for the given revisions.</li>
+%% <li>`null => Atom': the atom JSON null is returned as (default `null').</li>
+%% </ul>
+%% ```
+%% {ok, #{<<"_revisions">> := #{<<"start">> := 2}}} =
+%%     barrel:fetch_doc(Barrel, <<"a">>, #{revs => true}).
+%% '''
+-spec fetch_doc(barrel(), docid(), map()) ->
+          {ok, doc()} | {ok, [{ok, doc()} | {missing, rev()}]} | {error, reason()}.
+fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->
+    Defaults = #{rev => undefined, revs => false, conflicts => false,
+                 open_revs => undefined, null => null},
+    case check_options(Opts, Defaults, fun fetch_option_ok/2) of
+        {ok, #{open_revs := undefined, rev := Rev, revs := Revs,
+               conflicts := Conflicts, null := Null}} ->
+            ?NIF(barrel_nif:fetch_doc(Barrel, DocId, Rev, Revs, Conflicts, Null), barrel);
+        {ok, #{open_revs := Which, revs := Revs, null := Null}} ->
+            ?NIF(barrel_nif:fetch_open_revs(Barrel, DocId, Which, Revs, Null), barrel);
+        Error ->
+            Error
+    end;
+fetch_doc(_Barrel, _DocId, Opts) ->
+    {error, {bad_option, Opts}}.
+
+fetch_option_ok(rev, V) -> is_binary(V);
+fetch_option_ok(revs, V) -> is_boolean(V);
+fetch_option_ok(conflicts, V) -> is_boolean(V);
+fetch_option_ok(open_revs, all) -> true;
+fetch_option_ok(open_revs, V) -> is_list(V) andalso lists:all(fun is_binary/1, V);
+fetch_option_ok(null, V) -> is_atom(V).
+
+%% @doc Deletes a document by writing a tombstone on top of `Rev' (its current
+%% revision). The document then fetches as `{error, not_found}' and can be
+%% created again; the tombstone replicates like any revision.
+%% ```
+%% {ok, <<"a">>, DelRev} = barrel:delete_doc(Barrel, <<"a">>, Rev).
+%% '''
+-spec delete_doc(barrel(), docid(), rev()) -> save_result().
+delete_doc(Barrel, DocId, Rev) ->
+    ?NIF(barrel_nif:delete_doc(Barrel, DocId, Rev), barrel).
+
+%% @doc Folds over the live documents of a barrel in id order (bytewise UTF-8
+%% order), reading one consistent snapshot per chunk of 256 documents.
+%%
+%% `Fun(Doc, Acc)' returns `{ok, Acc1}' to go on, `{stop, Acc1}' or `stop' to
+%% end. Options:
+%% <ul>
+%% <li>`start_key => DocId': first id (inclusive).</li>
+%% <li>`end_key => DocId': last id (inclusive unless `inclusive_end => false').</li>
+%% <li>`limit => N': at most N documents.</li>
+%% <li>`include_docs' (default `true'): with `false', `Doc' is only
+%%     `#{<<"id">> => Id, <<"_rev">> => Rev}'.</li>
+%% <li>`null => Atom': the atom JSON null is returned as (default `null').</li>
+%% </ul>
+%% ```
+%% {ok, Ids} = barrel:fold_docs(Barrel, fun(#{<<"id">> := Id}, Acc) -> {ok, [Id | Acc]} end,
+%%                              [], #{include_docs => false}).
+%% '''
+-spec fold_docs(barrel(), fold_fun(), term(), map()) -> {ok, term()} | {error, reason()}.
+fold_docs(Barrel, Fun, Acc, Opts) when is_function(Fun, 2), is_map(Opts) ->
+    Defaults = #{start_key => undefined, end_key => undefined, inclusive_end => true,
+                 limit => infinity, include_docs => true, null => null},
+    case check_options(Opts, Defaults, fun fold_option_ok/2) of
+        {ok, #{start_key := S, end_key := E, inclusive_end := Incl, limit := Limit,
+               include_docs := Docs, null := Null}} ->
+            Start = case S of undefined -> undefined; _ -> {S, inclusive} end,
+            End = case {E, Incl} of
+                      {undefined, _} -> undefined;
+                      {_, true} -> {E, inclusive};
+                      {_, false} -> {E, exclusive}
+                  end,
+            fold_chunks(Barrel, Fun, Acc, Start, End, Limit, Docs, Null);
+        Error ->
+            Error
+    end;
+fold_docs(_Barrel, Fun, _Acc, Opts) when is_function(Fun, 2) ->
+    {error, {bad_option, Opts}};
+fold_docs(_Barrel, _Fun, _Acc, _Opts) ->
+    {error, {bad_arg, fold_fun}}.
+
+fold_option_ok(start_key, V) -> is_binary(V);
+fold_option_ok(end_key, V) -> is_binary(V);
+fold_option_ok(inclusive_end, V) -> is_boolean(V);
+fold_option_ok(limit, V) -> is_integer(V) andalso V >= 0;
+fold_option_ok(include_docs, V) -> is_boolean(V);
+fold_option_ok(null, V) -> is_atom(V).
+
+fold_chunks(_Barrel, _Fun, Acc, _Start, _End, 0, _Docs, _Null) ->
+    {ok, Acc};
+fold_chunks(Barrel, Fun, Acc, Start, End, Limit, Docs, Null) ->
+    N = case Limit of infinity -> ?FOLD_CHUNK; _ -> min(Limit, ?FOLD_CHUNK) end,
+    case ?NIF(barrel_nif:fold_docs_chunk(Barrel, Start, End, N, Docs, Null), barrel) of
+        {ok, Rows, Last} ->
+            case apply_fold(Fun, Rows, Acc) of
+                {stop, Acc1} ->
+                    {ok, Acc1};
+                {ok, Acc1} when Last =:= undefined ->
+                    {ok, Acc1};
+                {ok, Acc1} ->
+                    Left = case Limit of infinity -> infinity; _ -> Limit - N end,
+                    fold_chunks(Barrel, Fun, Acc1, {Last, exclusive}, End, Left, Docs, Null)
+            end;
+        Error ->
+            Error
+    end.
+
+apply_fold(_Fun, [], Acc) ->
+    {ok, Acc};
+apply_fold(Fun, [Row | Rows], Acc) ->
+    case Fun(Row, Acc) of
+        {ok, Acc1} -> apply_fold(Fun, Rows, Acc1);
+        {stop, Acc1} -> {stop, Acc1};
+        stop -> {stop, Acc};
+        Other -> erlang:error({bad_fold_return, Other})
+    end.
+
+%% Merges Opts over Defaults, refusing unknown keys and ill-typed values.
+check_options(Opts, Defaults, Ok) ->
+    maps:fold(fun(K, V, {ok, Acc}) ->
+                      case maps:is_key(K, Defaults) andalso Ok(K, V) of
+                          true -> {ok, Acc#{K => V}};
+                          false -> {error, {bad_option, {K, V}}}
+                      end;
+                 (_, _, Error) ->
+                      Error
+              end, {ok, Defaults}, Opts).

@@ -1,0 +1,22 @@
+%% @private
+%% @doc The `barrel' application: opens the node's store under the `data_dir'
+%% application environment variable (default `"barrel_data"', relative to the
+%% current directory) and starts the supervisor.
+-module(barrel_app).
+-behaviour(application).
+
+-export([start/2, stop/1]).
+
+start(_Type, _Args) ->
+    Dir = application:get_env(barrel, data_dir, "barrel_data"),
+    Opts = maps:from_list([{block_cache_bytes, N}
+                           || {ok, N} <- [application:get_env(barrel, block_cache_bytes)]]),
+    case barrel_nif:store_open(unicode:characters_to_binary(Dir), Opts) of
+        ok ->
+            barrel_sup:start_link();
+        {error, Reason} ->
+            {error, {store_open_failed, Dir, Reason}}
+    end.
+
+stop(_State) ->
+    barrel_nif:store_close().

@@ -1,0 +1,42 @@
+%% @private
+%% @doc NIF stubs. The functions are replaced by the Rust implementations in
+%% `priv/barrel_nif.so' when the module loads; `barrel' is the documented API.
+-module(barrel_nif).
+
+-export([store_open/2, store_close/0,
+         create_barrel/2, open_barrel/1, close_barrel/1, delete_barrel/1, list_barrels/0,
+         barrel_info/1,
+         save_doc/3, save_docs/3, delete_doc/3, fetch_doc/6, fetch_open_revs/5,
+         fold_docs_chunk/6]).
+
+-on_load(init/0).
+
+-define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
+
+init() ->
+    erlang:load_nif(filename:join(priv_dir(), "barrel_nif"), 0).
+
+priv_dir() ->
+    case code:priv_dir(barrel) of
+        {error, bad_name} ->
+            %% Loaded outside an application layout: priv/ next to ebin/.
+            Ebin = filename:dirname(code:which(?MODULE)),
+            filename:join(filename:dirname(Ebin), "priv");
+        Dir ->
+            Dir
+    end.
+
+store_open(_Dir, _Opts) -> ?NOT_LOADED.
+store_close() -> ?NOT_LOADED.
+create_barrel(_Name, _Params) -> ?NOT_LOADED.
+open_barrel(_Name) -> ?NOT_LOADED.
+close_barrel(_Barrel) -> ?NOT_LOADED.
+delete_barrel(_Name) -> ?NOT_LOADED.
+list_barrels() -> ?NOT_LOADED.
+barrel_info(_NameOrBarrel) -> ?NOT_LOADED.
+save_doc(_Barrel, _Doc, _NewEdits) -> ?NOT_LOADED.
+save_docs(_Barrel, _Docs, _NewEdits) -> ?NOT_LOADED.
+delete_doc(_Barrel, _DocId, _Rev) -> ?NOT_LOADED.
+fetch_doc(_Barrel, _DocId, _Rev, _Revs, _Conflicts, _Null) -> ?NOT_LOADED.
+fetch_open_revs(_Barrel, _DocId, _Which, _Revs, _Null) -> ?NOT_LOADED.
+fold_docs_chunk(_Barrel, _Start, _End, _Limit, _IncludeDocs, _Null) -> ?NOT_LOADED.
