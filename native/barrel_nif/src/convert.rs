@@ -87,16 +87,14 @@ fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
             }
         }
         TermType::List => {
+            // Check properness first: iterating an improper list panics in rustler.
+            term.list_length().map_err(|_| invalid(path))?;
             let iter = term.into_list_iterator().map_err(|_| invalid(path))?;
             let mut out = Vec::new();
             for (i, item) in iter.enumerate() {
                 path.push(i.to_string());
                 out.push(to_value(item, path)?);
                 path.pop();
-            }
-            // An improper list's iterator stops early; check the tail is really `[]`.
-            if term.list_length().is_err() {
-                return Err(invalid(path));
             }
             Ok(Value::Array(out))
         }

@@ -21,6 +21,9 @@ fn rev_term<'a>(env: Env<'a>, rev: &Rev) -> Term<'a> {
 }
 
 fn decode_doc(term: Term) -> Result<DocInput, Error> {
+    if !term.is_map() {
+        return Err(barrel_core::DocError::NotAnObject.into());
+    }
     let value = term_to_value(term)?;
     Ok(DocInput::from_value(value)?)
 }

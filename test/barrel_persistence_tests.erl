@@ -1,0 +1,58 @@
+%% Data survives close/open, application restarts and VM restarts.
+-module(barrel_persistence_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+app_restart_test() ->
+    Dir = barrel_test_setup:start(),
+    ok = barrel:create_barrel(<<"keep">>, #{}),
+    {ok, B} = barrel:open(<<"keep">>),
+    {ok, _, Rev} = barrel:save_doc(B, #{<<"id">> => <<"a">>, <<"v">> => 1}),
+    ok = barrel:close(B),
+    {ok, B1} = barrel:open(<<"keep">>),
+    ?assertMatch({ok, #{<<"_rev">> := Rev}}, barrel:fetch_doc(B1, <<"a">>)),
+    ok = application:stop(barrel),
+    %% With the store closed, old handles answer closed.
+    ?assertEqual({error, closed}, barrel:fetch_doc(B1, <<"a">>)),
+    {ok, _} = application:ensure_all_started(barrel),
+    {ok, B2} = barrel:open(<<"keep">>),
+    ?assertMatch({ok, #{<<"_rev">> := Rev, <<"v">> := 1}}, barrel:fetch_doc(B2, <<"a">>)),
+    ?assertMatch({ok, #{updated_seq := 1, docs_count := 1}}, barrel:barrel_infos(<<"keep">>)),
+    %% Sequences go on from where they were.
+    {ok, _, _} = barrel:save_doc(B2, #{}),
+    ?assertMatch({ok, #{updated_seq := 2}}, barrel:barrel_infos(<<"keep">>)),
+    barrel_test_setup:stop(Dir).
+
+vm_restart_test_() ->
+    {timeout, 60, fun vm_restart/0}.
+
+vm_restart() ->
+    Dir = barrel_test_setup:tmp_dir(),
+    Rev = in_new_vm(Dir, fun() ->
+        ok = barrel:create_barrel(<<"durable">>, #{}),
+        {ok, B} = barrel:open(<<"durable">>),
+        {ok, [{ok, _, _}, {ok, _, R}]} =
+            barrel:save_docs(B, [#{<<"id">> => <<"x">>}, #{<<"id">> => <<"y">>, <<"v">> => 2}]),
+        R
+    end),
+    Fetched = in_new_vm(Dir, fun() ->
+        {ok, B} = barrel:open(<<"durable">>),
+        {barrel:fetch_doc(B, <<"y">>), barrel:barrel_infos(B)}
+    end),
+    ?assertMatch({{ok, #{<<"_rev">> := Rev, <<"v">> := 2}},
+                  {ok, #{docs_count := 2, updated_seq := 2}}}, Fetched),
+    ok = barrel_test_setup:rm_dir(Dir).
+
+%% Runs Fun in a fresh VM (a peer node) with barrel started on Dir, then
+%% stops that VM.
+in_new_vm(Dir, Fun) ->
+    Paths = [filename:dirname(code:which(M)) || M <- [barrel, ?MODULE]],
+    {ok, Peer, _Node} = peer:start_link(#{connection => standard_io,
+                                          args => ["-pa" | Paths]}),
+    try
+        ok = peer:call(Peer, application, load, [barrel]),
+        ok = peer:call(Peer, application, set_env, [barrel, data_dir, Dir]),
+        {ok, _} = peer:call(Peer, application, ensure_all_started, [barrel]),
+        peer:call(Peer, erlang, apply, [Fun, []], 30000)
+    after
+        peer:stop(Peer)
+    end.
