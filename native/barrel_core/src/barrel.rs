@@ -2,8 +2,7 @@
 
 use crate::commit::{Op, OpResult};
 use crate::doc::{
-    decode_body, revisions_value, Body, DocInput, DocRecord, CONFLICTS, DELETED, ID, REV,
-    REVISIONS,
+    decode_body, revisions_value, Body, DocInput, DocRecord, CONFLICTS, DELETED, ID, REV, REVISIONS,
 };
 use crate::error::{Error, Result};
 use crate::revtree::{Leaf, Rev};
@@ -177,7 +176,9 @@ impl Barrel {
             };
             match store.committer.submit(&store, op)? {
                 OpResult::Saved(r) => r,
-                OpResult::Dropped => return Err(Error::Internal("unexpected commit result".into())),
+                OpResult::Dropped => {
+                    return Err(Error::Internal("unexpected commit result".into()))
+                }
             }
         };
         let mut saved = saved.into_iter();
@@ -364,7 +365,12 @@ impl Barrel {
                 .map_err(|_| Error::Corrupt("document id".into()))?
                 .to_string();
             let doc = if opts.include_docs {
-                Some(decorate(body_of(&rec.winner_body)?, &id, &winner.rev, false))
+                Some(decorate(
+                    body_of(&rec.winner_body)?,
+                    &id,
+                    &winner.rev,
+                    false,
+                ))
             } else {
                 None
             };

@@ -111,8 +111,8 @@ impl Committer {
 
     fn commit_group(&self, store: &Store, group: &[Arc<Slot>]) {
         let ops: Vec<Option<Op>> = group.iter().map(|s| s.op.lock().take()).collect();
-        let results = catch_unwind(AssertUnwindSafe(|| apply_group(store, ops)))
-            .unwrap_or_else(|p| {
+        let results =
+            catch_unwind(AssertUnwindSafe(|| apply_group(store, ops))).unwrap_or_else(|p| {
                 let msg = crate::panic_message(&p);
                 group
                     .iter()
@@ -280,11 +280,7 @@ impl GroupWriter<'_> {
     }
 
     /// A local edit: must extend a current leaf (or a deleted winner, or create the doc).
-    fn edit(
-        current: Option<&DocRecord>,
-        doc: &DocInput,
-        body: &[u8],
-    ) -> Result<Outcome> {
+    fn edit(current: Option<&DocRecord>, doc: &DocInput, body: &[u8]) -> Result<Outcome> {
         let (tree, parent) = match current {
             None if doc.rev.is_some() => return Err(Error::Conflict),
             None => (RevTree::new(), None),
@@ -404,7 +400,8 @@ impl GroupWriter<'_> {
         if let Some(rec) = &old_rec {
             self.batch.delete_cf(seqs, keys::seq(barrel.id, rec.seq));
         }
-        self.batch.put_cf(seqs, keys::seq(barrel.id, seq), id.as_bytes());
+        self.batch
+            .put_cf(seqs, keys::seq(barrel.id, seq), id.as_bytes());
         self.batch.put_cf(self.store.cf(CF_DOCS), &key, &value);
         let len = value.len();
         self.overlay.records.insert(key, Some((record, len)));

@@ -93,7 +93,10 @@ impl DocInput {
         for ignored in [CONFLICTS, "_deleted_conflicts", "_revs_info"] {
             body.remove(ignored);
         }
-        if let Some(k) = body.keys().find(|k| k.starts_with('_') && *k != "_attachments") {
+        if let Some(k) = body
+            .keys()
+            .find(|k| k.starts_with('_') && *k != "_attachments")
+        {
             return Err(DocError::ReservedField(k.clone()));
         }
         check_depth(&body)?;
@@ -165,7 +168,9 @@ fn check_depth(body: &Body) -> Result<(), DocError> {
     if body.values().all(|v| depth(v, 1)) {
         Ok(())
     } else {
-        Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")))
+        Err(DocError::TooLarge(format!(
+            "nested deeper than {MAX_DEPTH}"
+        )))
     }
 }
 
@@ -292,10 +297,22 @@ mod tests {
     #[test]
     fn bad_members_are_refused() {
         assert_eq!(input(json!([1])), Err(DocError::NotAnObject));
-        assert!(matches!(input(json!({"id": 1})), Err(DocError::InvalidDocId(_))));
-        assert!(matches!(input(json!({"id": ""})), Err(DocError::InvalidDocId(_))));
-        assert!(matches!(input(json!({"id": "_x"})), Err(DocError::InvalidDocId(_))));
-        assert!(matches!(input(json!({"_rev": "zz"})), Err(DocError::BadRev(_))));
+        assert!(matches!(
+            input(json!({"id": 1})),
+            Err(DocError::InvalidDocId(_))
+        ));
+        assert!(matches!(
+            input(json!({"id": ""})),
+            Err(DocError::InvalidDocId(_))
+        ));
+        assert!(matches!(
+            input(json!({"id": "_x"})),
+            Err(DocError::InvalidDocId(_))
+        ));
+        assert!(matches!(
+            input(json!({"_rev": "zz"})),
+            Err(DocError::BadRev(_))
+        ));
         assert_eq!(input(json!({"_deleted": 1})), Err(DocError::BadDeleted));
         assert!(matches!(
             input(json!({"_rev": "2-b", "_revisions": {"start": 2, "ids": ["c", "a"]}})),
@@ -306,7 +323,10 @@ mod tests {
     #[test]
     fn revisions_roundtrip() {
         let path = parse_revisions(&json!({"start": 3, "ids": ["c", "b", "a"]})).unwrap();
-        assert_eq!(path, vec![Rev::new(3, "c"), Rev::new(2, "b"), Rev::new(1, "a")]);
+        assert_eq!(
+            path,
+            vec![Rev::new(3, "c"), Rev::new(2, "b"), Rev::new(1, "a")]
+        );
         assert_eq!(
             revisions_value(&path),
             json!({"start": 3, "ids": ["c", "b", "a"]})

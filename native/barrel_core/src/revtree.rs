@@ -112,7 +112,10 @@ impl RevTree {
     }
 
     fn parents(&self) -> BTreeSet<&Rev> {
-        self.nodes.values().filter_map(|n| n.parent.as_ref()).collect()
+        self.nodes
+            .values()
+            .filter_map(|n| n.parent.as_ref())
+            .collect()
     }
 
     /// The current revisions (nodes with no child), in ascending revision order.
@@ -147,7 +150,10 @@ impl RevTree {
         let mut cur = self.nodes.get_key_value(rev);
         while let Some((r, node)) = cur {
             out.push(r.clone());
-            cur = node.parent.as_ref().and_then(|p| self.nodes.get_key_value(p));
+            cur = node
+                .parent
+                .as_ref()
+                .and_then(|p| self.nodes.get_key_value(p));
         }
         out
     }
@@ -271,7 +277,9 @@ impl RevTree {
             let gen = get_varint(buf, &mut pos)?;
             let hlen = *buf.get(pos)? as usize;
             pos += 1;
-            let hash = std::str::from_utf8(buf.get(pos..pos + hlen)?).ok()?.to_string();
+            let hash = std::str::from_utf8(buf.get(pos..pos + hlen)?)
+                .ok()?
+                .to_string();
             pos += hlen;
             let flags = *buf.get(pos)?;
             pos += 1;

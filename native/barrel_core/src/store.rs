@@ -125,7 +125,9 @@ impl Stats {
 
     fn decode(b: &[u8]) -> Option<Stats> {
         let n = |i: usize| -> Option<u64> {
-            Some(u64::from_be_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?))
+            Some(u64::from_be_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
         };
         Some(Stats {
             updated_seq: n(0)?,
@@ -307,8 +309,9 @@ impl Store {
             let entry: CatalogEntry = serde_json::from_slice(&v)
                 .map_err(|e| Error::Corrupt(format!("catalog entry {name}: {e}")))?;
             let stats = match self.db.get_cf(meta, keys::stats(entry.id))? {
-                Some(b) => Stats::decode(&b)
-                    .ok_or_else(|| Error::Corrupt(format!("stats of {name}")))?,
+                Some(b) => {
+                    Stats::decode(&b).ok_or_else(|| Error::Corrupt(format!("stats of {name}")))?
+                }
                 None => Stats::default(),
             };
             catalog.insert(
@@ -384,7 +387,12 @@ impl Store {
         let _guard = self.catalog_changes.lock();
         let inner = self.catalog.write().remove(name).ok_or(Error::NotFound)?;
         inner.deleted.store(true, Ordering::SeqCst);
-        match self.committer.submit(self, Op::Drop { barrel: inner.clone() })? {
+        match self.committer.submit(
+            self,
+            Op::Drop {
+                barrel: inner.clone(),
+            },
+        )? {
             OpResult::Dropped => Ok(()),
             OpResult::Saved(_) => Err(Error::Internal("unexpected commit result".into())),
         }

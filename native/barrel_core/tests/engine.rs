@@ -93,8 +93,14 @@ fn missing_id_is_generated() {
 fn same_edit_gives_same_rev_on_two_stores() {
     let (_d1, _s1, b1) = setup();
     let (_d2, _s2, b2) = setup();
-    let r1 = b1.save_doc(doc(json!({"id": "a", "x": [1, 2]})), &NEW).unwrap().1;
-    let r2 = b2.save_doc(doc(json!({"x": [1, 2], "id": "a"})), &NEW).unwrap().1;
+    let r1 = b1
+        .save_doc(doc(json!({"id": "a", "x": [1, 2]})), &NEW)
+        .unwrap()
+        .1;
+    let r2 = b2
+        .save_doc(doc(json!({"x": [1, 2], "id": "a"})), &NEW)
+        .unwrap()
+        .1;
     assert_eq!(r1, r2);
 }
 
@@ -108,12 +114,18 @@ fn conflicting_save_returns_conflict() {
         Err(Error::Conflict)
     );
     let (_, r2) = b
-        .save_doc(doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})), &NEW)
+        .save_doc(
+            doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
+            &NEW,
+        )
         .unwrap();
     assert_eq!(r2.gen, 2);
     // A stale rev.
     assert_eq!(
-        b.save_doc(doc(json!({"id": "a", "_rev": r1.to_string(), "v": 3})), &NEW),
+        b.save_doc(
+            doc(json!({"id": "a", "_rev": r1.to_string(), "v": 3})),
+            &NEW
+        ),
         Err(Error::Conflict)
     );
     // A rev on a doc that does not exist.
@@ -142,7 +154,9 @@ fn delete_then_recreate() {
         .unwrap();
     assert_eq!(deleted["_deleted"], json!(true));
     assert_eq!(b.delete_doc("a", r1), Err(Error::Conflict));
-    let (_, r3) = b.save_doc(doc(json!({"id": "a", "back": true})), &NEW).unwrap();
+    let (_, r3) = b
+        .save_doc(doc(json!({"id": "a", "back": true})), &NEW)
+        .unwrap();
     assert_eq!(r3.gen, 3);
     assert_eq!(b.fetch_doc("a", &plain()).unwrap()["back"], json!(true));
     let info = b.info().unwrap();
@@ -273,7 +287,10 @@ fn winner_body_moves_when_a_replicated_branch_wins() {
     let (_d, _s, b) = setup();
     let (_, r1) = b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
     let (_, r2) = b
-        .save_doc(doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})), &NEW)
+        .save_doc(
+            doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
+            &NEW,
+        )
         .unwrap();
     // A longer branch arrives from elsewhere and wins.
     let hist = json!({"start": 3, "ids": ["ff", "ee", r1.hash]});
@@ -419,7 +436,10 @@ fn data_persists_across_reopen() {
     };
     let store = open_store(&dir);
     let b = store.open_barrel("p").unwrap();
-    assert_eq!(b.fetch_doc("y", &plain()).unwrap()["_rev"], json!(r.to_string()));
+    assert_eq!(
+        b.fetch_doc("y", &plain()).unwrap()["_rev"],
+        json!(r.to_string())
+    );
     let info = b.info().unwrap();
     assert_eq!((info.stats.docs_count, info.stats.updated_seq), (2, 2));
     // Sequences continue after reopen.
@@ -431,14 +451,18 @@ fn data_persists_across_reopen() {
 fn handles_report_closed_store_and_deleted_barrel() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    store.create_barrel("gone", BarrelConfig::default()).unwrap();
+    store
+        .create_barrel("gone", BarrelConfig::default())
+        .unwrap();
     let b = store.open_barrel("gone").unwrap();
     b.save_doc(doc(json!({"id": "a"})), &NEW).unwrap();
     store.delete_barrel("gone").unwrap();
     assert_eq!(b.fetch_doc("a", &plain()), Err(Error::NotFound));
     assert_eq!(b.save_doc(doc(json!({})), &NEW), Err(Error::NotFound));
     // A new barrel of the same name does not see the old documents.
-    store.create_barrel("gone", BarrelConfig::default()).unwrap();
+    store
+        .create_barrel("gone", BarrelConfig::default())
+        .unwrap();
     let b2 = store.open_barrel("gone").unwrap();
     assert_eq!(b2.fetch_doc("a", &plain()), Err(Error::NotFound));
     assert_eq!(b2.info().unwrap().stats.docs_count, 0);

@@ -35,7 +35,9 @@ pub(crate) fn term_to_value(term: Term) -> Result<Value, DocError> {
 fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
     let invalid = |path: &[String]| DocError::InvalidValue(pointer(path));
     if path.len() > MAX_DEPTH {
-        return Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")));
+        return Err(DocError::TooLarge(format!(
+            "nested deeper than {MAX_DEPTH}"
+        )));
     }
     match term.get_type() {
         TermType::Map => {
@@ -133,5 +135,6 @@ pub(crate) fn map_to_term<'a>(env: Env<'a>, m: &Map<String, Value>, null_atom: A
         .map(|v| value_to_term(env, v, null_atom))
         .collect();
     // Keys come from a JSON object, so they are unique and the call cannot fail.
-    Term::map_from_term_arrays(env, &keys, &vals).unwrap_or_else(|_| rustler::types::map::map_new(env))
+    Term::map_from_term_arrays(env, &keys, &vals)
+        .unwrap_or_else(|_| rustler::types::map::map_new(env))
 }

@@ -159,9 +159,9 @@ fn fetch_open_revs<'a>(
             let which = if which.decode::<Atom>().ok() == Some(atoms::all()) {
                 OpenRevs::All
             } else {
-                let list: Vec<Term> = which.decode().map_err(|_| {
-                    barrel_core::DocError::BadRev(format!("{which:?}"))
-                })?;
+                let list: Vec<Term> = which
+                    .decode()
+                    .map_err(|_| barrel_core::DocError::BadRev(format!("{which:?}")))?;
                 OpenRevs::Revs(list.into_iter().map(decode_rev).collect::<Result<_, _>>()?)
             };
             barrel.barrel()?.fetch_open_revs(&id, &which, revs)

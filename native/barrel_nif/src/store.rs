@@ -68,7 +68,9 @@ fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
     guarded(env, || {
         let run = || -> Result<(), Error> {
             let mut options = StoreOptions::default();
-            for (k, v) in MapIterator::new(opts).ok_or_else(|| bad_param("options must be a map"))? {
+            for (k, v) in
+                MapIterator::new(opts).ok_or_else(|| bad_param("options must be a map"))?
+            {
                 if k.decode::<Atom>().ok() == Some(atoms::block_cache_bytes()) {
                     options.block_cache_bytes = v
                         .decode::<usize>()
@@ -193,12 +195,27 @@ fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> Term<'a> {
             Ok(i) => {
                 let pairs: Vec<(Term, Term)> = vec![
                     (atoms::name().encode(env), i.name.as_str().encode(env)),
-                    (atoms::docs_count().encode(env), i.stats.docs_count.encode(env)),
-                    (atoms::deleted_count().encode(env), i.stats.deleted_count.encode(env)),
-                    (atoms::updated_seq().encode(env), i.stats.updated_seq.encode(env)),
-                    (atoms::data_size().encode(env), i.stats.data_size.encode(env)),
+                    (
+                        atoms::docs_count().encode(env),
+                        i.stats.docs_count.encode(env),
+                    ),
+                    (
+                        atoms::deleted_count().encode(env),
+                        i.stats.deleted_count.encode(env),
+                    ),
+                    (
+                        atoms::updated_seq().encode(env),
+                        i.stats.updated_seq.encode(env),
+                    ),
+                    (
+                        atoms::data_size().encode(env),
+                        i.stats.data_size.encode(env),
+                    ),
                     (atoms::disk_size().encode(env), i.disk_size.encode(env)),
-                    (atoms::revs_limit().encode(env), i.config.revs_limit.encode(env)),
+                    (
+                        atoms::revs_limit().encode(env),
+                        i.config.revs_limit.encode(env),
+                    ),
                     (atoms::sync().encode(env), i.config.sync.encode(env)),
                 ];
                 let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
