@@ -17,9 +17,9 @@
 %% Documents are maps with binary keys (JSON objects). `<<"id">>' is the
 %% document id (generated when absent), `<<"_rev">>' its revision
 %% (`<<"Generation-Hash">>'), `<<"_deleted">>' marks a tombstone. Values are
-%% binaries (UTF-8), integers (64-bit), floats, `true', `false', `null' (or
-%% `nil'), lists and maps. Every error is returned as `{error, Reason}'; the
-%% reasons are listed in README.md.
+%% binaries (UTF-8), integers from -2^63 to 2^64-1, floats, `true', `false',
+%% `null' (or `nil'), proper lists and maps. Every error is returned as
+%% `{error, Reason}'; the reasons are listed in README.md.
 -module(barrel).
 
 -export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0,
@@ -42,11 +42,13 @@
 -type rev() :: binary().
 %% `<<"Generation-Hash">>', e.g. `<<"1-967a00dff5e02add41819138abb3284d">>'.
 -type reason() :: not_found | already_exists | conflict | closed
-                | {invalid_name, binary()} | {bad_param, binary()}
+                | {invalid_name, term()} | {bad_param, term()}
                 | {invalid_doc_id, term()} | {bad_rev, term()}
                 | {bad_doc, term()} | {bad_option, term()} | {bad_arg, atom()}
                 | {storage_error, binary()} | {corrupt, binary()}
                 | {internal_error, binary()}.
+%% The README lists when each is returned. Terms the caller passed (a name, an
+%% id, a rev, an option) come back as given.
 -type save_result() :: {ok, docid(), rev()} | {error, reason()}.
 -type fold_fun() :: fun((doc(), Acc :: term()) -> {ok, term()} | {stop, term()} | stop).
 
@@ -123,8 +125,12 @@ list_barrels() ->
 %% {ok, #{docs_count := 0, updated_seq := 0}} = barrel:barrel_infos(<<"mybarrel">>).
 %% '''
 -spec barrel_infos(barrel_name() | barrel()) -> {ok, map()} | {error, reason()}.
-barrel_infos(NameOrBarrel) ->
-    ?NIF(barrel_nif:barrel_info(NameOrBarrel), barrel).
+barrel_infos(Name) when is_binary(Name) ->
+    ?NIF(barrel_nif:barrel_info(Name), name);
+barrel_infos(Barrel) when is_reference(Barrel) ->
+    ?NIF(barrel_nif:barrel_info(Barrel), barrel);
+barrel_infos(Other) ->
+    {error, {invalid_name, Other}}.
 
 %% ---------------------------------------------------------------------------
 %% Documents
@@ -191,7 +197,7 @@ save_options(Opts) ->
 %% @equiv fetch_doc(Barrel, DocId, #{})
 -spec fetch_doc(barrel(), docid()) -> {ok, doc()} | {error, reason()}.
 fetch_doc(Barrel, DocId) ->
-    ?NIF(barrel_nif:fetch_doc(Barrel, DocId, undefined, false, false, null), barrel).
+    ?NIF(fetch(Barrel, DocId, undefined, false, false, null), barrel).
 
 %% @doc Fetches a document: its winning revision with `<<"id">>' and
 %% `<<"_rev">>'. A deleted document returns `{error, not_found}'.
@@ -205,7 +211,8 @@ fetch_doc(Barrel, DocId) ->
 %% <li>`conflicts => true': adds `<<"_conflicts">>', the other live leaf
 %%     revisions, when there are any.</li>
 %% <li>`open_revs => all | [Rev]': returns `{ok, [{ok, Doc} | {missing, Rev}]}'
-%%     for every leaf (deleted ones included) or for the given revisions.</li>
+%%     for every leaf (deleted ones included) or for the given revisions;
+%%     `rev' and `conflicts' do not apply then.</li>
 %% <li>`null => Atom': the atom JSON null is returned as (default `null').</li>
 %% </ul>
 %% ```
@@ -220,7 +227,7 @@ fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->
     case check_options(Opts, Defaults, fun fetch_option_ok/2) of
         {ok, #{open_revs := undefined, rev := Rev, revs := Revs,
                conflicts := Conflicts, null := Null}} ->
-            ?NIF(barrel_nif:fetch_doc(Barrel, DocId, Rev, Revs, Conflicts, Null), barrel);
+            ?NIF(fetch(Barrel, DocId, Rev, Revs, Conflicts, Null), barrel);
         {ok, #{open_revs := Which, revs := Revs, null := Null}} ->
             ?NIF(barrel_nif:fetch_open_revs(Barrel, DocId, Which, Revs, Null), barrel);
         Error ->
@@ -228,6 +235,14 @@ fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->
     end;
 fetch_doc(_Barrel, _DocId, Opts) ->
     {error, {bad_option, Opts}}.
+
+%% Documents in memory are answered on the calling scheduler; the dirty NIF
+%% only runs when the read needs disk I/O.
+fetch(Barrel, DocId, Rev, Revs, Conflicts, Null) ->
+    case barrel_nif:fetch_doc_cached(Barrel, DocId, Rev, Revs, Conflicts, Null) of
+        would_block -> barrel_nif:fetch_doc(Barrel, DocId, Rev, Revs, Conflicts, Null);
+        Result -> Result
+    end.
 
 fetch_option_ok(rev, V) -> is_binary(V);
 fetch_option_ok(revs, V) -> is_boolean(V);
@@ -238,7 +253,9 @@ fetch_option_ok(null, V) -> is_atom(V).
 
 %% @doc Deletes a document by writing a tombstone on top of `Rev' (its current
 %% revision). The document then fetches as `{error, not_found}' and can be
-%% created again; the tombstone replicates like any revision.
+%% created again; the tombstone replicates like any revision. `Rev' may be any
+%% leaf: deleting a conflicting branch resolves the conflict, and deleting a
+%% tombstone's own revision writes another tombstone (as in CouchDB).
 %% ```
 %% {ok, <<"a">>, DelRev} = barrel:delete_doc(Barrel, <<"a">>, Rev).
 %% '''

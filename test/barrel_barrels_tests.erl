@@ -34,7 +34,13 @@ invalid_names_are_refused() ->
     ?assertEqual({error, {invalid_name, <<"_x">>}}, barrel:create_barrel(<<"_x">>, #{})),
     ?assertEqual({error, {invalid_name, "list"}}, barrel:create_barrel("list", #{})),
     ?assertEqual({error, {invalid_name, atom}}, barrel:open(atom)),
-    ?assertEqual({error, {invalid_name, 1}}, barrel:delete_barrel(1)).
+    ?assertEqual({error, {invalid_name, 1}}, barrel:delete_barrel(1)),
+    %% Names that break the rules are refused on reads too.
+    ?assertEqual({error, {invalid_name, <<"_x">>}}, barrel:open(<<"_x">>)),
+    ?assertEqual({error, {invalid_name, <<"_x">>}}, barrel:barrel_infos(<<"_x">>)),
+    ?assertEqual({error, {invalid_name, <<"_x">>}}, barrel:delete_barrel(<<"_x">>)),
+    ?assertEqual({error, {invalid_name, abc}}, barrel:barrel_infos(abc)),
+    ?assertEqual({error, {bad_arg, barrel}}, barrel:barrel_infos(make_ref())).
 
 bad_params_are_refused() ->
     ?assertMatch({error, {bad_param, _}}, barrel:create_barrel(<<"p1">>, #{revs_limit => 0})),
@@ -69,7 +75,7 @@ infos_by_name_and_handle() ->
     ?assertMatch(#{docs_count := 1, deleted_count := 1, updated_seq := 3}, Info),
     ?assert(maps:get(data_size, Info) > 0),
     ?assertEqual({error, not_found}, barrel:barrel_infos(<<"nope">>)),
-    ?assertMatch({error, _}, barrel:barrel_infos(self())).
+    ?assertEqual({error, {invalid_name, self()}}, barrel:barrel_infos(self())).
 
 closed_handle_is_closed() ->
     {Name, B} = barrel_test_setup:fresh_barrel("closed"),

@@ -7,7 +7,7 @@ use crate::doc::{
 use crate::error::{Error, Result};
 use crate::revtree::{Leaf, Rev};
 use crate::store::{keys, BarrelInfo, BarrelInner, Store, CF_DOCS, CF_REVS};
-use rocksdb::{Direction, IteratorMode, ReadOptions};
+use rocksdb::{Direction, ErrorKind, IteratorMode, ReadOptions, ReadTier};
 use serde_json::Value;
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::Ordering;
@@ -117,6 +117,19 @@ fn decorate(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
     body
 }
 
+/// Largest document body [`Barrel::fetch_doc_cached`] decodes (64 KiB): bigger ones take long
+/// enough to decode that they belong on a thread that may block.
+pub const CACHED_FETCH_MAX: usize = 64 * 1024;
+
+/// A read error; "incomplete" (a memory-only read that needed I/O) becomes `WouldBlock`.
+fn read_error(e: rocksdb::Error) -> Error {
+    if e.kind() == ErrorKind::Incomplete {
+        Error::WouldBlock
+    } else {
+        e.into()
+    }
+}
+
 fn body_of(bytes: &[u8]) -> Result<Body> {
     decode_body(bytes).ok_or_else(|| Error::Corrupt("document body".into()))
 }
@@ -211,7 +224,8 @@ impl Barrel {
         let key = keys::doc(self.inner.id, id);
         let raw = store
             .db
-            .get_pinned_cf_opt(store.cf(CF_DOCS), &key, ro)?
+            .get_pinned_cf_opt(store.cf(CF_DOCS), &key, ro)
+            .map_err(read_error)?
             .ok_or(Error::NotFound)?;
         DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
     }
@@ -230,22 +244,53 @@ impl Barrel {
             return body_of(&rec.winner_body);
         }
         let k = keys::rev(self.inner.id, id, leaf);
-        match store.db.get_pinned_cf_opt(store.cf(CF_REVS), &k, ro)? {
+        match store
+            .db
+            .get_pinned_cf_opt(store.cf(CF_REVS), &k, ro)
+            .map_err(read_error)?
+        {
             Some(b) => body_of(&b),
             None => Err(Error::Corrupt(format!("missing body of {id} {leaf}"))),
         }
     }
 
-    /// Fetches a document: the winning revision (or `opts.rev`), with `id` and `_rev`.
+    /// Fetches a document: the winning revision (or `opts.rev`), with `id` and `_rev`. An id
+    /// that breaks the id rules is [`DocError::InvalidDocId`](crate::DocError::InvalidDocId).
     /// A deleted document (winner is a tombstone) is [`Error::NotFound`]; an explicit `rev` of a
     /// deletion returns it with `_deleted: true`. Only current leaves keep their body: asking
     /// for an older revision is [`Error::NotFound`].
     pub fn fetch_doc(&self, id: &str, opts: &FetchOptions) -> Result<Body> {
+        self.fetch_in(id, opts, false)
+    }
+
+    /// [`Barrel::fetch_doc`] answered from memory only (memtables and block cache), for callers
+    /// that must not block on disk I/O, such as a normal BEAM scheduler. `Ok(None)` when the
+    /// answer needs disk I/O or the document is larger than [`CACHED_FETCH_MAX`]: call
+    /// [`Barrel::fetch_doc`] from a thread that may block.
+    pub fn fetch_doc_cached(&self, id: &str, opts: &FetchOptions) -> Result<Option<Body>> {
+        match self.fetch_in(id, opts, true) {
+            Err(Error::WouldBlock) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    fn fetch_in(&self, id: &str, opts: &FetchOptions, cached_only: bool) -> Result<Body> {
+        crate::doc::check_doc_id(id)?;
         let store = self.store()?;
-        let snapshot = store.db.snapshot();
+        // A plain fetch reads one key; reading another leaf's body needs a snapshot so the
+        // record and the body agree.
+        let snapshot = opts.rev.as_ref().map(|_| store.db.snapshot());
         let mut ro = ReadOptions::default();
-        ro.set_snapshot(&snapshot);
+        if let Some(s) = &snapshot {
+            ro.set_snapshot(s);
+        }
+        if cached_only {
+            ro.set_read_tier(ReadTier::BlockCache);
+        }
         let rec = self.read_record(&store, id, &ro)?;
+        if cached_only && rec.winner_body.len() > CACHED_FETCH_MAX {
+            return Err(Error::WouldBlock);
+        }
         let winner = rec
             .tree
             .winner()
@@ -283,6 +328,7 @@ impl Barrel {
     /// Fetches several leaf revisions at once (CouchDB's `open_revs`), deleted leaves included;
     /// with `revs`, each carries `_revisions`.
     pub fn fetch_open_revs(&self, id: &str, which: &OpenRevs, revs: bool) -> Result<Vec<OpenRev>> {
+        crate::doc::check_doc_id(id)?;
         let store = self.store()?;
         let snapshot = store.db.snapshot();
         let mut ro = ReadOptions::default();

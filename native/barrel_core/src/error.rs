@@ -67,6 +67,10 @@ pub enum Error {
     Storage(String),
     /// Stored bytes could not be decoded (corruption or a format bug).
     Corrupt(String),
+    /// A memory-only read needed disk I/O; retry where blocking is allowed. Only
+    /// [`Barrel::fetch_doc_cached`](crate::Barrel::fetch_doc_cached) produces it internally and
+    /// it never reaches users.
+    WouldBlock,
     /// An engine bug caught at the boundary (a panic); nothing was written by the failing call.
     Internal(String),
 }
@@ -84,6 +88,7 @@ impl fmt::Display for Error {
             Error::Storage(e) => write!(f, "storage error: {e}"),
             Error::Corrupt(e) => write!(f, "corrupt data: {e}"),
             Error::Internal(e) => write!(f, "internal error: {e}"),
+            Error::WouldBlock => write!(f, "read needs disk I/O"),
         }
     }
 }

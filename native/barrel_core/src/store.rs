@@ -374,6 +374,7 @@ impl Store {
     }
 
     fn barrel_inner(&self, name: &str) -> Result<Arc<BarrelInner>> {
+        check_barrel_name(name)?;
         self.catalog
             .read()
             .get(name)
@@ -384,6 +385,7 @@ impl Store {
     /// Deletes a barrel and all its documents. Open handles on it answer [`Error::NotFound`]
     /// from then on.
     pub fn delete_barrel(&self, name: &str) -> Result<()> {
+        check_barrel_name(name)?;
         let _guard = self.catalog_changes.lock();
         let inner = self.catalog.write().remove(name).ok_or(Error::NotFound)?;
         inner.deleted.store(true, Ordering::SeqCst);
@@ -396,6 +398,15 @@ impl Store {
             OpResult::Dropped => Ok(()),
             OpResult::Saved(_) => Err(Error::Internal("unexpected commit result".into())),
         }
+    }
+
+    /// Flushes every memtable to disk (SST files). Not needed for durability (the write-ahead
+    /// log already has every commit); useful before measuring sizes or backing up files.
+    pub fn flush(&self) -> Result<()> {
+        for cf in [CF_META, CF_DOCS, CF_REVS, CF_SEQS] {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
     }
 
     /// Names of all barrels, sorted.

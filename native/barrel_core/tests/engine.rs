@@ -478,3 +478,31 @@ fn replicated_revisions_require_rev() {
         Err(Error::BadDoc(DocError::MissingRev))
     );
 }
+
+#[test]
+fn cached_fetch_declines_when_disk_io_is_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        store.create_barrel("c", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("c").unwrap();
+        b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
+        // In the memtable: answered from memory.
+        let got = b.fetch_doc_cached("a", &plain()).unwrap().unwrap();
+        assert_eq!(got["v"], json!(1));
+        store.flush().unwrap();
+        assert!(b.info().unwrap().disk_size > 0);
+    }
+    let store = open_store(&dir);
+    let b = store.open_barrel("c").unwrap();
+    // Fresh block cache: the block must come from disk, so the cached read declines...
+    assert_eq!(b.fetch_doc_cached("a", &plain()), Ok(None));
+    // ...the blocking read answers and fills the cache...
+    assert_eq!(b.fetch_doc("a", &plain()).unwrap()["v"], json!(1));
+    // ...and the cached read then succeeds.
+    assert_eq!(
+        b.fetch_doc_cached("a", &plain()).unwrap().unwrap()["v"],
+        json!(1)
+    );
+    assert_eq!(b.fetch_doc_cached("zz", &plain()), Err(Error::NotFound));
+}

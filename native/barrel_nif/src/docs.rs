@@ -1,4 +1,5 @@
 //! Document NIFs: `save_doc/3`, `save_docs/3`, `delete_doc/3`, `fetch_doc/6`,
+//! `fetch_doc_cached/6`,
 //! `fetch_open_revs/5`, `fold_docs_chunk/6`. Argument checking and option defaults live in
 //! `barrel.erl`; these decode, call the engine and encode.
 
@@ -13,36 +14,76 @@ use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 use std::ops::{Bound, ControlFlow};
 
 mod atoms {
-    rustler::atoms! { ok, missing, all, undefined, inclusive, exclusive }
+    rustler::atoms! {
+        ok, error, missing, all, undefined, inclusive, exclusive, invalid_doc_id, bad_rev, null
+    }
+}
+
+/// Why a call failed: an engine error, or an argument refused as the caller gave it (so
+/// `{invalid_doc_id, 1}` shows the `1`, not a rendering of it).
+enum Failure<'a> {
+    Engine(Error),
+    BadTerm(Atom, Term<'a>),
+}
+
+impl From<Error> for Failure<'_> {
+    fn from(e: Error) -> Self {
+        Failure::Engine(e)
+    }
+}
+
+impl From<barrel_core::DocError> for Failure<'_> {
+    fn from(e: barrel_core::DocError) -> Self {
+        Failure::Engine(e.into())
+    }
+}
+
+fn encode_failure<'a>(env: Env<'a>, f: &Failure<'a>) -> Term<'a> {
+    match f {
+        Failure::Engine(e) => error::encode(env, e),
+        Failure::BadTerm(reason, term) => (atoms::error(), (*reason, *term)).encode(env),
+    }
+}
+
+/// Requires `term` to be a UTF-8 binary, else `{Reason, Term}`.
+fn utf8<'a>(term: Term<'a>, reason: Atom) -> Result<String, Failure<'a>> {
+    term.decode::<String>()
+        .map_err(|_| Failure::BadTerm(reason, term))
 }
 
 fn rev_term<'a>(env: Env<'a>, rev: &Rev) -> Term<'a> {
     rev.to_string().encode(env)
 }
 
-fn decode_doc(term: Term) -> Result<DocInput, Error> {
+fn decode_doc(term: Term) -> Result<DocInput, Failure> {
     if !term.is_map() {
         return Err(barrel_core::DocError::NotAnObject.into());
+    }
+    // `id` and `_rev` of the wrong type are reported as given.
+    for (key, reason) in [("id", atoms::invalid_doc_id()), ("_rev", atoms::bad_rev())] {
+        if let Ok(v) = term.map_get(key) {
+            let is_null = v.decode::<Atom>().ok() == Some(atoms::null());
+            if !is_null {
+                utf8(v, reason)?;
+            }
+        }
     }
     let value = term_to_value(term)?;
     Ok(DocInput::from_value(value)?)
 }
 
-fn decode_rev(term: Term) -> Result<Rev, Error> {
-    let s: String = term
-        .decode()
-        .map_err(|_| Error::BadDoc(barrel_core::DocError::BadRev(format!("{term:?}"))))?;
-    Ok(Rev::parse(&s)?)
+fn decode_rev(term: Term) -> Result<Rev, Failure> {
+    Ok(Rev::parse(&utf8(term, atoms::bad_rev())?)?)
 }
 
 fn save_options(new_edits: bool) -> SaveOptions {
     SaveOptions { new_edits }
 }
 
-fn saved<'a>(env: Env<'a>, r: &Result<(String, Rev), Error>) -> Term<'a> {
+fn saved<'a>(env: Env<'a>, r: &Result<(String, Rev), Failure<'a>>) -> Term<'a> {
     match r {
         Ok((id, rev)) => (atoms::ok(), id.as_str(), rev_term(env, rev)).encode(env),
-        Err(e) => error::encode(env, e),
+        Err(f) => encode_failure(env, f),
     }
 }
 
@@ -55,9 +96,10 @@ fn save_doc<'a>(
     new_edits: bool,
 ) -> Term<'a> {
     guarded(env, || {
-        let r = barrel
-            .barrel()
-            .and_then(|b| b.save_doc(decode_doc(doc)?, &save_options(new_edits)));
+        let r = (|| {
+            let doc = decode_doc(doc)?;
+            Ok(barrel.barrel()?.save_doc(doc, &save_options(new_edits))?)
+        })();
         saved(env, &r)
     })
 }
@@ -71,13 +113,35 @@ fn save_docs<'a>(
     new_edits: bool,
 ) -> Term<'a> {
     guarded(env, || {
-        let inputs = docs.into_iter().map(decode_doc).collect();
+        // Documents refused while decoding keep their own failure; the engine gets a
+        // placeholder error for them so results stay in order.
+        let mut refused: Vec<Option<Failure>> = Vec::with_capacity(docs.len());
+        let inputs = docs
+            .into_iter()
+            .map(|d| match decode_doc(d) {
+                Ok(doc) => {
+                    refused.push(None);
+                    Ok(doc)
+                }
+                Err(f) => {
+                    refused.push(Some(f));
+                    Err(Error::NotFound)
+                }
+            })
+            .collect();
         match barrel
             .barrel()
             .and_then(|b| b.save_docs(inputs, &save_options(new_edits)))
         {
             Ok(results) => {
-                let list: Vec<Term> = results.iter().map(|r| saved(env, r)).collect();
+                let list: Vec<Term> = results
+                    .into_iter()
+                    .zip(refused)
+                    .map(|(r, refused)| match refused {
+                        Some(f) => encode_failure(env, &f),
+                        None => saved(env, &r.map_err(Failure::Engine)),
+                    })
+                    .collect();
                 (atoms::ok(), list).encode(env)
             }
             Err(e) => error::encode(env, &e),
@@ -95,19 +159,29 @@ fn delete_doc<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let r = (|| {
-            let id: String = id
-                .decode()
-                .map_err(|_| barrel_core::DocError::InvalidDocId(format!("{id:?}")))?;
+            let id = utf8(id, atoms::invalid_doc_id())?;
             let rev = decode_rev(rev)?;
-            barrel.barrel()?.delete_doc(&id, rev)
+            Ok(barrel.barrel()?.delete_doc(&id, rev)?)
         })();
         saved(env, &r)
     })
 }
 
-fn decode_id(id: Term) -> Result<String, Error> {
-    id.decode()
-        .map_err(|_| barrel_core::DocError::InvalidDocId(format!("{id:?}")).into())
+fn decode_id(id: Term) -> Result<String, Failure> {
+    utf8(id, atoms::invalid_doc_id())
+}
+
+fn fetch_options(rev: Term, revs: bool, conflicts: bool) -> Result<FetchOptions, Failure> {
+    let rev = if rev.decode::<Atom>().ok() == Some(atoms::undefined()) {
+        None
+    } else {
+        Some(decode_rev(rev)?)
+    };
+    Ok(FetchOptions {
+        rev,
+        revs,
+        conflicts,
+    })
 }
 
 /// `{ok, Doc} | {error, Reason}`. `Rev` is `undefined` for the winner.
@@ -123,22 +197,38 @@ fn fetch_doc<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let r = (|| {
-            let id = decode_id(id)?;
-            let rev = if rev.decode::<Atom>().ok() == Some(atoms::undefined()) {
-                None
-            } else {
-                Some(decode_rev(rev)?)
-            };
-            let opts = FetchOptions {
-                rev,
-                revs,
-                conflicts,
-            };
-            barrel.barrel()?.fetch_doc(&id, &opts)
+            let opts = fetch_options(rev, revs, conflicts)?;
+            Ok(barrel.barrel()?.fetch_doc(&decode_id(id)?, &opts)?)
         })();
         match r {
             Ok(doc) => (atoms::ok(), map_to_term(env, &doc, null)).encode(env),
-            Err(e) => error::encode(env, &e),
+            Err(f) => encode_failure(env, &f),
+        }
+    })
+}
+
+/// `fetch_doc/6` on a normal scheduler, answered from memory only: returns `would_block` when
+/// the read needs disk I/O, and the caller then uses the dirty `fetch_doc/6`. Saves the
+/// dirty-scheduler round trip for cached documents.
+#[rustler::nif]
+fn fetch_doc_cached<'a>(
+    env: Env<'a>,
+    barrel: ResourceArc<BarrelRef>,
+    id: Term<'a>,
+    rev: Term<'a>,
+    revs: bool,
+    conflicts: bool,
+    null: Atom,
+) -> Term<'a> {
+    guarded(env, || {
+        let r = (|| {
+            let opts = fetch_options(rev, revs, conflicts)?;
+            Ok(barrel.barrel()?.fetch_doc_cached(&decode_id(id)?, &opts)?)
+        })();
+        match r {
+            Ok(Some(doc)) => (atoms::ok(), map_to_term(env, &doc, null)).encode(env),
+            Ok(None) => error::reason(env, &Error::WouldBlock),
+            Err(f) => encode_failure(env, &f),
         }
     })
 }
@@ -161,10 +251,10 @@ fn fetch_open_revs<'a>(
             } else {
                 let list: Vec<Term> = which
                     .decode()
-                    .map_err(|_| barrel_core::DocError::BadRev(format!("{which:?}")))?;
+                    .map_err(|_| Failure::BadTerm(atoms::bad_rev(), which))?;
                 OpenRevs::Revs(list.into_iter().map(decode_rev).collect::<Result<_, _>>()?)
             };
-            barrel.barrel()?.fetch_open_revs(&id, &which, revs)
+            Ok(barrel.barrel()?.fetch_open_revs(&id, &which, revs)?)
         })();
         match r {
             Ok(list) => {
@@ -177,7 +267,7 @@ fn fetch_open_revs<'a>(
                     .collect();
                 (atoms::ok(), items).encode(env)
             }
-            Err(e) => error::encode(env, &e),
+            Err(f) => encode_failure(env, &f),
         }
     })
 }

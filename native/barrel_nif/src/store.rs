@@ -180,16 +180,19 @@ fn list_barrels(env: Env) -> Term {
     })
 }
 
-/// `barrel_info(Name | Barrel)`.
+/// `barrel_info(Name | Barrel)`; raises `badarg` for anything else.
 #[rustler::nif(schedule = "DirtyIo")]
-fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> Term<'a> {
-    guarded(env, || {
-        let info = if let Ok(r) = which.decode::<ResourceArc<BarrelRef>>() {
-            r.barrel().and_then(|b| b.info())
-        } else if let Ok(name) = which.decode::<String>() {
-            current_store().and_then(|s| s.barrel_info(&name))
-        } else {
-            Err(Error::InvalidName(format!("{which:?}")))
+fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> rustler::NifResult<Term<'a>> {
+    let handle = which.decode::<ResourceArc<BarrelRef>>().ok();
+    let name = which.decode::<String>().ok();
+    if handle.is_none() && name.is_none() {
+        return Err(rustler::Error::BadArg);
+    }
+    Ok(guarded(env, || {
+        let info = match (&handle, &name) {
+            (Some(r), _) => r.barrel().and_then(|b| b.info()),
+            (None, Some(name)) => current_store().and_then(|s| s.barrel_info(name)),
+            (None, None) => Err(Error::Internal("unreachable".into())),
         };
         match info {
             Ok(i) => {
@@ -226,5 +229,5 @@ fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> Term<'a> {
             }
             Err(e) => error::encode(env, &e),
         }
-    })
+    }))
 }
