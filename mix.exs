@@ -31,6 +31,7 @@ defmodule Barrel.MixProject do
       erlc_options: [:debug_info],
       start_permanent: Mix.env() == :prod,
       deps: [],
+      aliases: [test: "test --no-start"],
       docs: [main: "Barrel"]
     ]
   end

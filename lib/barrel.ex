@@ -1,0 +1,464 @@
+defmodule Barrel do
+  @moduledoc """
+  Barrel is an embeddable document database: JSON documents with
+  CouchDB-style revisions, stored with RocksDB inside your BEAM node.
+
+  This module is the Elixir face of the Erlang API `:barrel`. It takes
+  keyword lists where `:barrel` takes option maps, returns JSON `null` as
+  `nil`, and otherwise returns exactly what `:barrel` returns: `:ok`,
+  `{:ok, ...}` or `{:error, reason}`. Bad arguments and options are
+  returned as errors, never raised.
+
+  ## Quick start
+
+  Add `{:barrel, path: "path/to/barrel"}` to your dependencies (the NIF is
+  built with cargo when the project compiles). The `:barrel` application
+  opens the node's store when it starts; a barrel is a named collection of
+  documents, and you work with it through a handle from `open/1`:
+
+      iex> {:ok, _started} = Application.ensure_all_started(:barrel)
+      iex> Barrel.create_barrel("quickstart")
+      :ok
+      iex> {:ok, barrel} = Barrel.open("quickstart")
+      iex> {:ok, "apple", rev1} = Barrel.save_doc(barrel, %{"id" => "apple", "color" => "red"})
+      iex> Barrel.fetch_doc(barrel, "apple")
+      {:ok, %{"id" => "apple", "_rev" => rev1, "color" => "red"}}
+
+  To update a document, send back the revision you read in `"_rev"`. A save
+  based on a revision that is no longer current is refused with
+  `{:error, :conflict}`, so two writers cannot silently overwrite each other
+  (each example here stands alone, so it makes a barrel of its own):
+
+      iex> :ok = Barrel.create_barrel("quickstart-revs")
+      iex> {:ok, barrel} = Barrel.open("quickstart-revs")
+      iex> {:ok, "pear", rev1} = Barrel.save_doc(barrel, %{"id" => "pear", "ripe" => false})
+      iex> {:ok, "pear", rev2} = Barrel.save_doc(barrel, %{"id" => "pear", "_rev" => rev1, "ripe" => true})
+      iex> Barrel.save_doc(barrel, %{"id" => "pear", "_rev" => rev1, "ripe" => false})
+      {:error, :conflict}
+      iex> Barrel.save_doc(barrel, %{"id" => "pear", "ripe" => false})
+      {:error, :conflict}
+      iex> {:ok, "pear", _tombstone} = Barrel.delete_doc(barrel, "pear", rev2)
+      iex> Barrel.fetch_doc(barrel, "pear")
+      {:error, :not_found}
+
+  `fold_docs/4` walks the live documents in id order:
+
+      iex> :ok = Barrel.create_barrel("quickstart-fold")
+      iex> {:ok, barrel} = Barrel.open("quickstart-fold")
+      iex> {:ok, [{:ok, "fig", _}, {:ok, "kiwi", _}]} =
+      ...>   Barrel.save_docs(barrel, [%{"id" => "fig", "price" => 3}, %{"id" => "kiwi", "price" => 2}])
+      iex> Barrel.fold_docs(barrel, fn doc, total -> {:ok, total + Map.get(doc, "price", 0)} end, 0)
+      {:ok, 5}
+      iex> Barrel.close(barrel)
+      :ok
+
+  ## Documents
+
+  A document is a map with string keys: a JSON object. Values map to JSON
+  like this:
+
+  | Elixir                          | JSON                 |
+  | ------------------------------- | -------------------- |
+  | UTF-8 binary (`"text"`)         | string               |
+  | integer (64-bit)                | number               |
+  | float                           | number               |
+  | `true`, `false`                 | `true`, `false`      |
+  | `nil` (or `:null`)              | `null`               |
+  | list                            | array                |
+  | map with string keys            | object               |
+
+  Anything else (atom keys, tuples, pids, other atoms, binaries that are not
+  UTF-8, integers that do not fit in 64 bits) is refused with
+  `{:error, {:bad_doc, {:invalid_key | :invalid_value, path}}}`, where
+  `path` is a JSON pointer to the offending place, such as `"/tags/0"`.
+  `null` comes back as `nil` unless you pass another atom as the `:null`
+  option.
+
+  Keys starting with `_` are reserved. The ones Barrel knows:
+
+    * `"id"`: the document id, 1 to 1024 bytes of UTF-8 not starting with
+      `_`; generated when absent.
+    * `"_rev"`: the revision, `"Generation-Hash"` such as
+      `"1-967a00dff5e02add41819138abb3284d"`. The same edit of the same
+      revision gives the same hash on every node.
+    * `"_deleted"`: `true` on a tombstone, the revision `delete_doc/3` writes.
+    * `"_revisions"`, `"_conflicts"`: returned by `fetch_doc/3` when asked;
+      `"_revisions"` is also read by `save_doc/3` with `new_edits: false`.
+
+  ## Revisions and conflicts
+
+  Every document keeps a tree of revisions. Locally, `save_doc/3` only
+  extends the current revision, so the tree stays a single branch. Writes
+  with `new_edits: false` (what replication does) store revisions made
+  elsewhere as they are, which can create *conflicts*: several live leaf
+  revisions. Every node picks the same winner (not deleted over deleted,
+  then highest generation, then highest hash), `fetch_doc/3` returns it,
+  and `conflicts: true` or `open_revs: :all` show the others so that you can
+  merge them and delete the losers.
+
+  ## Errors
+
+  Every function returns `{:error, reason}` on failure; see `t:reason/0`.
+  The usual ones are `:not_found`, `:already_exists`, `:conflict` and
+  `:closed`; the others name the argument that was refused and why.
+
+  ## Configuration
+
+  The application environment of `:barrel` is read when the application
+  starts:
+
+    * `:data_dir`: where the store lives (default `"barrel_data"`, relative
+      to the current directory). In `config/config.exs`:
+      `config :barrel, data_dir: "/var/lib/my_app/barrel"`.
+    * `:block_cache_bytes`: the size of RocksDB's block cache.
+
+  Handles do not survive the application: after `Application.stop(:barrel)`
+  every call on an old handle returns `{:error, :closed}`, and you open new
+  handles once the application has started again.
+  """
+
+  @typedoc "An open barrel handle, from `open/1`."
+  @type barrel :: reference()
+
+  @typedoc """
+  A barrel name: 1 to 128 bytes of ASCII letters, digits, `_`, `-` and `.`,
+  starting with a letter or a digit.
+  """
+  @type name :: String.t()
+
+  @typedoc "A document: a JSON object as a map with string keys."
+  @type doc :: %{optional(String.t()) => term()}
+
+  @typedoc "A document id: 1 to 1024 bytes of UTF-8, not starting with `_`."
+  @type docid :: String.t()
+
+  @typedoc ~S'A revision: `"Generation-Hash"`, such as `"1-967a00dff5e02add41819138abb3284d"`.'
+  @type rev :: String.t()
+
+  @typedoc """
+  Why a call failed.
+
+    * `:not_found`: no such barrel, or no such (live) document or revision.
+    * `:already_exists`: `create_barrel/2` on a name in use.
+    * `:conflict`: a save or delete that is not based on a current revision.
+    * `:closed`: the handle was closed, or the application stopped.
+    * `{:invalid_name, name}`, `{:bad_param, param}`: refused by
+      `create_barrel/2` and the other functions taking a name.
+    * `{:invalid_doc_id, id}`, `{:bad_rev, rev}`, `{:bad_doc, why}`: refused
+      document input.
+    * `{:bad_option, option}`: an unknown option, an ill-typed value, or
+      options that are not a keyword list.
+    * `{:bad_arg, what}`: an argument of the wrong type, such as a handle that
+      is not a barrel.
+    * `{:storage_error, message}`, `{:corrupt, message}`,
+      `{:internal_error, message}`: failures of the engine.
+  """
+  @type reason ::
+          :not_found
+          | :already_exists
+          | :conflict
+          | :closed
+          | {:invalid_name, term()}
+          | {:bad_param, term()}
+          | {:invalid_doc_id, term()}
+          | {:bad_rev, term()}
+          | {:bad_doc, term()}
+          | {:bad_option, term()}
+          | {:bad_arg, atom()}
+          | {:storage_error, String.t()}
+          | {:corrupt, String.t()}
+          | {:internal_error, String.t()}
+
+  @typedoc "The result of saving one document."
+  @type save_result :: {:ok, docid(), rev()} | {:error, reason()}
+
+  @typedoc "Settings of a new barrel, as a map or a keyword list."
+  @type params ::
+          %{optional(:revs_limit) => pos_integer(), optional(:sync) => boolean()}
+          | [revs_limit: pos_integer(), sync: boolean()]
+
+  @type save_option :: {:new_edits, boolean()}
+
+  @type fetch_option ::
+          {:rev, rev()}
+          | {:revs, boolean()}
+          | {:conflicts, boolean()}
+          | {:open_revs, :all | [rev()]}
+          | {:null, atom()}
+
+  @type fold_option ::
+          {:start_key, docid()}
+          | {:end_key, docid()}
+          | {:inclusive_end, boolean()}
+          | {:limit, non_neg_integer()}
+          | {:include_docs, boolean()}
+          | {:null, atom()}
+
+  @typedoc "What a `fold_docs/4` function returns: go on, or stop with or without a new acc."
+  @type fold_result(acc) :: {:ok, acc} | {:stop, acc} | :stop
+
+  ## Barrels
+
+  @doc """
+  Creates a barrel named `name`.
+
+  `params` is a map or a keyword list; all keys are optional:
+
+    * `:revs_limit` (default `1000`): revisions kept per branch of a
+      document's history.
+    * `:sync` (default `false`): fsync every commit. Without it a commit
+      survives a crash of the VM, but the last writes may be lost if the
+      machine loses power.
+
+  Other keys are accepted and ignored.
+
+      iex> Barrel.create_barrel("docs-create", revs_limit: 100)
+      :ok
+      iex> Barrel.create_barrel("docs-create")
+      {:error, :already_exists}
+      iex> Barrel.create_barrel("_docs")
+      {:error, {:invalid_name, "_docs"}}
+  """
+  @spec create_barrel(name(), params()) :: :ok | {:error, reason()}
+  def create_barrel(name, params \\ %{}) do
+    # A list that is not a keyword list goes through as is: :barrel refuses
+    # it with {:bad_param, params}, or {:invalid_name, name} if that is wrong too.
+    params = if Keyword.keyword?(params), do: to_map(params), else: params
+    :barrel.create_barrel(name, params)
+  end
+
+  @doc """
+  Opens a handle on an existing barrel.
+
+  Several handles can be open on the same barrel; they all see the same
+  documents.
+
+      iex> :ok = Barrel.create_barrel("docs-open")
+      iex> {:ok, barrel} = Barrel.open("docs-open")
+      iex> is_reference(barrel)
+      true
+      iex> Barrel.open("docs-nope")
+      {:error, :not_found}
+  """
+  @spec open(name()) :: {:ok, barrel()} | {:error, reason()}
+  def open(name), do: :barrel.open(name)
+
+  @doc """
+  Closes a handle: later calls with it return `{:error, :closed}`. Other
+  handles on the same barrel are not affected. Closing twice is fine.
+
+      iex> :ok = Barrel.create_barrel("docs-close")
+      iex> {:ok, barrel} = Barrel.open("docs-close")
+      iex> Barrel.close(barrel)
+      :ok
+      iex> Barrel.fetch_doc(barrel, "any")
+      {:error, :closed}
+  """
+  @spec close(barrel()) :: :ok | {:error, reason()}
+  def close(barrel), do: :barrel.close(barrel)
+
+  @doc """
+  Deletes a barrel and all its documents. Handles still open on it return
+  `{:error, :not_found}`. The name can be used again.
+
+      iex> :ok = Barrel.create_barrel("docs-delete")
+      iex> {:ok, barrel} = Barrel.open("docs-delete")
+      iex> Barrel.delete_barrel("docs-delete")
+      :ok
+      iex> Barrel.fetch_doc(barrel, "any")
+      {:error, :not_found}
+      iex> Barrel.delete_barrel("docs-delete")
+      {:error, :not_found}
+  """
+  @spec delete_barrel(name()) :: :ok | {:error, reason()}
+  def delete_barrel(name), do: :barrel.delete_barrel(name)
+
+  @doc """
+  Names of all the barrels of this node, sorted.
+
+      iex> :ok = Barrel.create_barrel("docs-list")
+      iex> "docs-list" in Barrel.list_barrels()
+      true
+  """
+  @spec list_barrels() :: [name()] | {:error, reason()}
+  def list_barrels, do: :barrel.list_barrels()
+
+  @doc """
+  Counters and settings of a barrel, by name or by handle:
+
+    * `:docs_count`: live documents.
+    * `:deleted_count`: deleted documents.
+    * `:updated_seq`: sequence number of the last change.
+    * `:data_size`: bytes of stored documents, before compression.
+    * `:disk_size`: approximate bytes of data flushed to disk.
+    * `:revs_limit`, `:sync`, `:name`: as created.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-infos", sync: true)
+      iex> {:ok, barrel} = Barrel.open("docs-infos")
+      iex> {:ok, _, _} = Barrel.save_doc(barrel, %{"id" => "a"})
+      iex> {:ok, infos} = Barrel.barrel_infos("docs-infos")
+      iex> Map.take(infos, [:name, :docs_count, :deleted_count, :updated_seq, :sync])
+      %{name: "docs-infos", docs_count: 1, deleted_count: 0, updated_seq: 1, sync: true}
+  """
+  @spec barrel_infos(name() | barrel()) :: {:ok, map()} | {:error, reason()}
+  def barrel_infos(name_or_barrel), do: :barrel.barrel_infos(name_or_barrel)
+
+  ## Documents
+
+  @doc """
+  Saves a document and returns its id and new revision.
+
+  Without `"_rev"` the document is created, with a generated id when `"id"`
+  is absent; creating over a live document returns `{:error, :conflict}`, and
+  a deleted document can be created again. To update, pass the current
+  revision in `"_rev"`; a revision that is not current returns
+  `{:error, :conflict}`.
+
+  Options:
+
+    * `new_edits: false`: store the document as the revision given in
+      `"_rev"`, with its history in `"_revisions"`
+      (`%{"start" => generation, "ids" => [hash, ...]}`, newest first). The
+      revision is added to the tree even when that creates a conflict: this
+      is how replication writes.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-save")
+      iex> {:ok, barrel} = Barrel.open("docs-save")
+      iex> {:ok, "a", rev1} = Barrel.save_doc(barrel, %{"id" => "a", "v" => 1})
+      iex> {:ok, "a", rev2} = Barrel.save_doc(barrel, %{"id" => "a", "_rev" => rev1, "v" => 2})
+      iex> String.starts_with?(rev2, "2-")
+      true
+      iex> Barrel.save_doc(barrel, %{"id" => "a", "_rev" => rev1, "v" => 3})
+      {:error, :conflict}
+      iex> Barrel.save_doc(barrel, %{"id" => "b", "at" => {2024, 1, 1}})
+      {:error, {:bad_doc, {:invalid_value, "/at"}}}
+  """
+  @spec save_doc(barrel(), doc(), [save_option()]) :: save_result()
+  def save_doc(barrel, doc, opts \\ []) do
+    with {:ok, opts} <- options(opts), do: :barrel.save_doc(barrel, doc, opts)
+  end
+
+  @doc """
+  Saves many documents in one atomic write and returns one result per
+  document, in order. A document that is refused (a conflict, bad input)
+  does not stop the others. Options as for `save_doc/3`.
+
+      iex> :ok = Barrel.create_barrel("docs-save-docs")
+      iex> {:ok, barrel} = Barrel.open("docs-save-docs")
+      iex> {:ok, [{:ok, "a", _rev}, {:error, :conflict}, {:error, {:invalid_doc_id, "_b"}}]} =
+      ...>   Barrel.save_docs(barrel, [%{"id" => "a"}, %{"id" => "a"}, %{"id" => "_b"}])
+  """
+  @spec save_docs(barrel(), [doc()], [save_option()]) ::
+          {:ok, [save_result()]} | {:error, reason()}
+  def save_docs(barrel, docs, opts \\ []) do
+    with {:ok, opts} <- options(opts), do: :barrel.save_docs(barrel, docs, opts)
+  end
+
+  @doc """
+  Fetches a document: its winning revision, with `"id"` and `"_rev"`. A
+  deleted document returns `{:error, :not_found}`.
+
+  Options:
+
+    * `rev: rev`: that revision instead of the winner. Any current leaf can be
+      read, including a deleted one (it has `"_deleted" => true`); older
+      revisions are not kept.
+    * `revs: true`: add `"_revisions"`, the revision history:
+      `%{"start" => generation, "ids" => [hash, ...]}`, newest first.
+    * `conflicts: true`: add `"_conflicts"`, the other live leaf revisions,
+      when there are any.
+    * `open_revs: :all | [rev]`: return `{:ok, [{:ok, doc} | {:missing, rev}]}`
+      for every leaf (deleted ones included) or for the given revisions.
+    * `null: atom` (default `nil`): what JSON `null` comes back as.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-fetch")
+      iex> {:ok, barrel} = Barrel.open("docs-fetch")
+      iex> {:ok, "a", rev1} = Barrel.save_doc(barrel, %{"id" => "a", "note" => nil})
+      iex> {:ok, "a", rev2} = Barrel.save_doc(barrel, %{"id" => "a", "_rev" => rev1, "note" => "hi"})
+      iex> Barrel.fetch_doc(barrel, "a")
+      {:ok, %{"id" => "a", "_rev" => rev2, "note" => "hi"}}
+      iex> {:ok, %{"_revisions" => %{"start" => 2, "ids" => [_hash2, _hash1]}}} =
+      ...>   Barrel.fetch_doc(barrel, "a", revs: true)
+      iex> Barrel.fetch_doc(barrel, "a", rev: rev1)
+      {:error, :not_found}
+      iex> Barrel.fetch_doc(barrel, "a", open_revs: [rev2, rev1])
+      {:ok, [{:ok, %{"id" => "a", "_rev" => rev2, "note" => "hi"}}, {:missing, rev1}]}
+  """
+  @spec fetch_doc(barrel(), docid(), [fetch_option()]) ::
+          {:ok, doc()} | {:ok, [{:ok, doc()} | {:missing, rev()}]} | {:error, reason()}
+  def fetch_doc(barrel, docid, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.fetch_doc(barrel, docid, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @doc """
+  Deletes a document by writing a tombstone on top of `rev`, its current
+  revision, and returns the tombstone's revision. The document then fetches
+  as `{:error, :not_found}` and can be created again.
+
+      iex> :ok = Barrel.create_barrel("docs-delete-doc")
+      iex> {:ok, barrel} = Barrel.open("docs-delete-doc")
+      iex> {:ok, "a", rev} = Barrel.save_doc(barrel, %{"id" => "a"})
+      iex> {:ok, "a", tombstone} = Barrel.delete_doc(barrel, "a", rev)
+      iex> Barrel.fetch_doc(barrel, "a", rev: tombstone)
+      {:ok, %{"id" => "a", "_rev" => tombstone, "_deleted" => true}}
+      iex> Barrel.delete_doc(barrel, "a", rev)
+      {:error, :conflict}
+  """
+  @spec delete_doc(barrel(), docid(), rev()) :: save_result()
+  def delete_doc(barrel, docid, rev), do: :barrel.delete_doc(barrel, docid, rev)
+
+  @doc """
+  Folds over the live documents of a barrel in id order (bytewise UTF-8
+  order), reading one consistent snapshot per chunk of 256 documents.
+
+  `fun.(doc, acc)` returns `{:ok, acc}` to go on, `{:stop, acc}` to end with
+  `acc`, or `:stop` to end with the accumulator it was given. Any other
+  return raises an `ErlangError` with `{:bad_fold_return, value}`. The fold
+  returns `{:ok, acc}`.
+
+  Options:
+
+    * `start_key: docid`: the first id (inclusive).
+    * `end_key: docid`: the last id, inclusive unless `inclusive_end: false`.
+    * `limit: n`: at most `n` documents.
+    * `include_docs: false`: `doc` is only `%{"id" => id, "_rev" => rev}`.
+    * `null: atom` (default `nil`): what JSON `null` comes back as.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-fold")
+      iex> {:ok, barrel} = Barrel.open("docs-fold")
+      iex> {:ok, _results} = Barrel.save_docs(barrel, for(id <- ~w(a b c d), do: %{"id" => id}))
+      iex> ids = fn doc, acc -> {:ok, acc ++ [doc["id"]]} end
+      iex> Barrel.fold_docs(barrel, ids, [], start_key: "b", include_docs: false)
+      {:ok, ["b", "c", "d"]}
+      iex> Barrel.fold_docs(barrel, ids, [], end_key: "c", inclusive_end: false)
+      {:ok, ["a", "b"]}
+      iex> Barrel.fold_docs(barrel, fn doc, acc -> {:stop, [doc["id"] | acc]} end, [])
+      {:ok, ["a"]}
+  """
+  @spec fold_docs(barrel(), (doc(), acc -> fold_result(acc)), acc, [fold_option()]) ::
+          {:ok, acc} | {:error, reason()}
+        when acc: term()
+  def fold_docs(barrel, fun, acc, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.fold_docs(barrel, fun, acc, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  # Options come as a keyword list; :barrel takes a map. A repeated key keeps
+  # its first value, as Keyword.get/2 reads it.
+  defp options(opts) do
+    if Keyword.keyword?(opts), do: {:ok, to_map(opts)}, else: {:error, {:bad_option, opts}}
+  end
+
+  defp to_map(keyword), do: keyword |> Enum.reverse() |> Map.new()
+end
