@@ -56,3 +56,20 @@ in_new_vm(Dir, Fun) ->
     after
         peer:stop(Peer)
     end.
+
+unusable_data_dir_fails_start_cleanly_test() ->
+    _ = application:stop(barrel),
+    Dir = barrel_test_setup:tmp_dir(),
+    File = filename:join(Dir, "a-file"),
+    ok = file:write_file(File, <<"not a directory">>),
+    _ = application:load(barrel),
+    ok = application:set_env(barrel, data_dir, File),
+    ?assertMatch({error, {barrel, {{store_open_failed, File, {storage_error, _}}, _}}},
+                 application:ensure_all_started(barrel)),
+    %% Nothing is left half-open: a good directory works right after.
+    Good = filename:join(Dir, "good"),
+    ok = application:set_env(barrel, data_dir, Good),
+    ?assertMatch({ok, _}, application:ensure_all_started(barrel)),
+    ?assertEqual(ok, barrel:create_barrel(<<"after">>, #{})),
+    ok = application:stop(barrel),
+    ok = barrel_test_setup:rm_dir(Dir).

@@ -440,3 +440,43 @@ impl Barrel {
         Ok(store.info_of(&self.inner))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BarrelConfig, StoreOptions};
+    use serde_json::json;
+
+    #[test]
+    fn corrupt_records_are_reported_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store.create_barrel("c", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("c").unwrap();
+        let key = keys::doc(b.inner.id, "bad");
+        store
+            .db
+            .put_cf(store.cf(CF_DOCS), key, b"\x01garbage")
+            .unwrap();
+        assert!(matches!(
+            b.fetch_doc("bad", &FetchOptions::default()),
+            Err(Error::Corrupt(_))
+        ));
+        let doc = DocInput::from_value(json!({"id": "bad"})).unwrap();
+        assert!(matches!(
+            b.save_doc(doc, &SaveOptions::default()),
+            Err(Error::Corrupt(_))
+        ));
+        let mut n = 0;
+        assert!(matches!(
+            b.fold_docs(&FoldOptions::default(), |_| {
+                n += 1;
+                ControlFlow::Continue(())
+            }),
+            Err(Error::Corrupt(_))
+        ));
+        // Other documents are unaffected.
+        let ok = DocInput::from_value(json!({"id": "good"})).unwrap();
+        assert!(b.save_doc(ok, &SaveOptions::default()).is_ok());
+    }
+}

@@ -506,3 +506,24 @@ fn cached_fetch_declines_when_disk_io_is_needed() {
     );
     assert_eq!(b.fetch_doc_cached("zz", &plain()), Err(Error::NotFound));
 }
+
+#[test]
+fn opening_a_store_on_a_file_is_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    assert!(matches!(
+        Store::open(&file, &StoreOptions::default()),
+        Err(Error::Storage(_))
+    ));
+}
+
+#[test]
+fn two_opens_of_one_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open_store(&dir);
+    assert!(matches!(
+        Store::open(dir.path(), &StoreOptions::default()),
+        Err(Error::Storage(_))
+    ));
+}
