@@ -1,15 +1,19 @@
 #!/bin/sh
 # Builds the NIF with cargo and installs it as priv/barrel_nif.so.
 # Called by mix.exs (compiler :barrel_nif) and rebar.config (pre_hooks), so both
-# build tools produce the same library. Honours CARGO_TARGET_DIR.
+# build tools produce the same library. Uses CARGO_TARGET_DIR when set, else one
+# shared target dir, $HOME/.cache/barrel-target, so RocksDB is compiled once per
+# machine rather than once per checkout.
 set -e
 cd "$(dirname "$0")/.."
 CARGO="${CARGO:-cargo}"
 if ! command -v "$CARGO" >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   CARGO="$HOME/.cargo/bin/cargo"
 fi
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/barrel-target}"
+export CARGO_TARGET_DIR
 "$CARGO" build --release -p barrel_nif
-TARGET="${CARGO_TARGET_DIR:-target}"
+TARGET="$CARGO_TARGET_DIR"
 LIB="$TARGET/release/libbarrel_nif.so"
 [ -f "$LIB" ] || LIB="$TARGET/release/libbarrel_nif.dylib"
 mkdir -p priv

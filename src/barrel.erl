@@ -179,7 +179,8 @@ save_docs(Barrel, Docs) ->
 %% '''
 -spec save_docs(barrel(), [doc()], map()) -> {ok, [save_result()]} | {error, reason()}.
 save_docs(Barrel, Docs, Opts) when is_list(Docs) ->
-    case save_options(Opts) of
+    case is_proper_list(Docs) andalso save_options(Opts) of
+        false -> {error, {bad_arg, docs}};
         {ok, NewEdits} -> ?NIF(barrel_nif:save_docs(Barrel, Docs, NewEdits), barrel_or_docs);
         Error -> Error
     end;
@@ -248,7 +249,7 @@ fetch_option_ok(rev, V) -> is_binary(V);
 fetch_option_ok(revs, V) -> is_boolean(V);
 fetch_option_ok(conflicts, V) -> is_boolean(V);
 fetch_option_ok(open_revs, all) -> true;
-fetch_option_ok(open_revs, V) -> is_list(V) andalso lists:all(fun is_binary/1, V);
+fetch_option_ok(open_revs, V) -> is_proper_list(V) andalso lists:all(fun is_binary/1, V);
 fetch_option_ok(null, V) -> is_atom(V).
 
 %% @doc Deletes a document by writing a tombstone on top of `Rev' (its current
@@ -336,6 +337,11 @@ apply_fold(Fun, [Row | Rows], Acc) ->
         {stop, Acc1} -> {stop, Acc1};
         stop -> {stop, Acc};
         Other -> erlang:error({bad_fold_return, Other})
+    end.
+
+is_proper_list(L) ->
+    try length(L) of _ -> true
+    catch error:badarg -> false
     end.
 
 %% Merges Opts over Defaults, refusing unknown keys and ill-typed values.

@@ -12,6 +12,7 @@ bad_input_test_() ->
       fun reserved_and_special_members/0,
       fun too_deep/0,
       fun bad_handles/0,
+      fun improper_lists/0,
       fun bad_options/0,
       fun refusals_change_nothing/0]}.
 
@@ -106,6 +107,17 @@ bad_handles() ->
     ?assertEqual({error, {bad_arg, barrel}},
                  barrel:fold_docs(x, fun(_, A) -> {ok, A} end, 0, #{})),
     ?assertEqual({error, {bad_arg, barrel_or_docs}}, barrel:save_docs(x, [#{}])).
+
+improper_lists() ->
+    with_barrel(fun(B) ->
+        ?assertEqual({error, {bad_arg, docs}}, barrel:save_docs(B, [#{} | x])),
+        ?assertEqual({error, {bad_option, {open_revs, [<<"1-a">> | x]}}},
+                     barrel:fetch_doc(B, <<"a">>, #{open_revs => [<<"1-a">> | x]})),
+        ?assertEqual({error, {bad_doc, {invalid_value, <<"/l">>}}},
+                     barrel:save_doc(B, #{<<"l">> => [1 | 2]})),
+        %% Straight to the NIF: badarg, not a panic.
+        ?assertError(badarg, barrel_nif:save_docs(B, [#{} | x], true))
+    end).
 
 bad_options() ->
     with_barrel(fun(B) ->

@@ -109,10 +109,13 @@ fn save_doc<'a>(
 fn save_docs<'a>(
     env: Env<'a>,
     barrel: ResourceArc<BarrelRef>,
-    docs: Vec<Term<'a>>,
+    docs: Term<'a>,
     new_edits: bool,
-) -> Term<'a> {
-    guarded(env, || {
+) -> rustler::NifResult<Term<'a>> {
+    // Decoding an improper list would panic in rustler: check properness first.
+    docs.list_length()?;
+    let docs: Vec<Term<'a>> = docs.decode()?;
+    Ok(guarded(env, || {
         // Documents refused while decoding keep their own failure; the engine gets a
         // placeholder error for them so results stay in order.
         let mut refused: Vec<Option<Failure>> = Vec::with_capacity(docs.len());
@@ -146,7 +149,7 @@ fn save_docs<'a>(
             }
             Err(e) => error::encode(env, &e),
         }
-    })
+    }))
 }
 
 /// `{ok, DocId, NewRev} | {error, Reason}`.
@@ -249,9 +252,10 @@ fn fetch_open_revs<'a>(
             let which = if which.decode::<Atom>().ok() == Some(atoms::all()) {
                 OpenRevs::All
             } else {
-                let list: Vec<Term> = which
-                    .decode()
-                    .map_err(|_| Failure::BadTerm(atoms::bad_rev(), which))?;
+                // Check properness first: decoding an improper list panics in rustler.
+                let bad = || Failure::BadTerm(atoms::bad_rev(), which);
+                which.list_length().map_err(|_| bad())?;
+                let list: Vec<Term> = which.decode().map_err(|_| bad())?;
                 OpenRevs::Revs(list.into_iter().map(decode_rev).collect::<Result<_, _>>()?)
             };
             Ok(barrel.barrel()?.fetch_open_revs(&id, &which, revs)?)
