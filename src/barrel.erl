@@ -139,7 +139,7 @@ barrel_infos(Other) ->
 %% @equiv save_doc(Barrel, Doc, #{})
 -spec save_doc(barrel(), doc()) -> save_result().
 save_doc(Barrel, Doc) ->
-    ?NIF(barrel_nif:save_doc(Barrel, Doc, true), barrel).
+    ?NIF(save(Barrel, Doc, true), barrel).
 
 %% @doc Saves a document and returns its id and new revision.
 %%
@@ -161,7 +161,7 @@ save_doc(Barrel, Doc) ->
 -spec save_doc(barrel(), doc(), map()) -> save_result().
 save_doc(Barrel, Doc, Opts) ->
     case save_options(Opts) of
-        {ok, NewEdits} -> ?NIF(barrel_nif:save_doc(Barrel, Doc, NewEdits), barrel);
+        {ok, NewEdits} -> ?NIF(save(Barrel, Doc, NewEdits), barrel);
         Error -> Error
     end.
 
@@ -181,11 +181,31 @@ save_docs(Barrel, Docs) ->
 save_docs(Barrel, Docs, Opts) when is_list(Docs) ->
     case is_proper_list(Docs) andalso save_options(Opts) of
         false -> {error, {bad_arg, docs}};
-        {ok, NewEdits} -> ?NIF(barrel_nif:save_docs(Barrel, Docs, NewEdits), barrel_or_docs);
+        {ok, NewEdits} -> ?NIF(save_many(Barrel, Docs, NewEdits), barrel_or_docs);
         Error -> Error
     end;
 save_docs(_Barrel, _Docs, _Opts) ->
     {error, {bad_arg, docs}}.
+
+%% Writes are queued to the store's writer thread from the calling scheduler,
+%% and the result comes back as a message: no scheduler thread blocks while
+%% the batch commits. Documents too big to convert within a short budget go
+%% through the dirty NIF instead.
+save(Barrel, Doc, NewEdits) ->
+    Ref = make_ref(),
+    case barrel_nif:save_doc_async(Barrel, Doc, NewEdits, Ref) of
+        ok -> receive {Ref, Result} -> Result end;
+        would_block -> barrel_nif:save_doc(Barrel, Doc, NewEdits);
+        Result -> Result
+    end.
+
+save_many(Barrel, Docs, NewEdits) ->
+    Ref = make_ref(),
+    case barrel_nif:save_docs_async(Barrel, Docs, NewEdits, Ref) of
+        ok -> receive {Ref, Result} -> Result end;
+        would_block -> barrel_nif:save_docs(Barrel, Docs, NewEdits);
+        Result -> Result
+    end.
 
 save_options(Opts) when is_map(Opts) ->
     maps:fold(fun(new_edits, V, {ok, _}) when is_boolean(V) -> {ok, V};
@@ -262,7 +282,11 @@ fetch_option_ok(null, V) -> is_atom(V).
 %% '''
 -spec delete_doc(barrel(), docid(), rev()) -> save_result().
 delete_doc(Barrel, DocId, Rev) ->
-    ?NIF(barrel_nif:delete_doc(Barrel, DocId, Rev), barrel).
+    Ref = make_ref(),
+    case ?NIF(barrel_nif:delete_doc_async(Barrel, DocId, Rev, Ref), barrel) of
+        ok -> receive {Ref, Result} -> Result end;
+        Result -> Result
+    end.
 
 %% @doc Folds over the live documents of a barrel in id order (bytewise UTF-8
 %% order), reading one consistent snapshot per chunk of 256 documents.

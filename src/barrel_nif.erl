@@ -6,7 +6,8 @@
 -export([store_open/2, store_close/0,
          create_barrel/2, open_barrel/1, close_barrel/1, delete_barrel/1, list_barrels/0,
          barrel_info/1,
-         save_doc/3, save_docs/3, delete_doc/3, fetch_doc/6, fetch_doc_cached/6,
+         save_doc/3, save_docs/3, delete_doc/3,
+         save_doc_async/4, save_docs_async/4, delete_doc_async/4, fetch_doc/6, fetch_doc_cached/6,
          fetch_open_revs/5,
          fold_docs_chunk/6]).
 
@@ -38,6 +39,9 @@ barrel_info(_NameOrBarrel) -> ?NOT_LOADED.
 save_doc(_Barrel, _Doc, _NewEdits) -> ?NOT_LOADED.
 save_docs(_Barrel, _Docs, _NewEdits) -> ?NOT_LOADED.
 delete_doc(_Barrel, _DocId, _Rev) -> ?NOT_LOADED.
+save_doc_async(_Barrel, _Doc, _NewEdits, _Ref) -> ?NOT_LOADED.
+save_docs_async(_Barrel, _Docs, _NewEdits, _Ref) -> ?NOT_LOADED.
+delete_doc_async(_Barrel, _DocId, _Rev, _Ref) -> ?NOT_LOADED.
 fetch_doc(_Barrel, _DocId, _Rev, _Revs, _Conflicts, _Null) -> ?NOT_LOADED.
 fetch_doc_cached(_Barrel, _DocId, _Rev, _Revs, _Conflicts, _Null) -> ?NOT_LOADED.
 fetch_open_revs(_Barrel, _DocId, _Which, _Revs, _Null) -> ?NOT_LOADED.

@@ -107,6 +107,26 @@ impl std::fmt::Debug for Barrel {
     }
 }
 
+/// The results of a multi-document save: one per document, in order.
+pub type SaveResults = Result<Vec<Result<(String, Rev)>>>;
+
+/// Puts the results of the documents that were written back among the refused ones, in order.
+fn merge_results(
+    refused: Vec<Option<Error>>,
+    saved: Vec<Result<(String, Rev)>>,
+) -> Vec<Result<(String, Rev)>> {
+    let mut saved = saved.into_iter();
+    refused
+        .into_iter()
+        .map(|slot| match slot {
+            Some(e) => Err(e),
+            None => saved
+                .next()
+                .unwrap_or_else(|| Err(Error::Internal("missing result".into()))),
+        })
+        .collect()
+}
+
 /// Adds the special members of revision `rev` to `body`.
 fn decorate(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
     body.insert(ID.into(), Value::String(id.to_string()));
@@ -162,62 +182,60 @@ impl Barrel {
     /// Saves many documents in one atomic batch; returns one result per document, in order.
     /// Documents that failed validation (passed as `Err`) keep their error and do not stop the
     /// others.
-    pub fn save_docs(
-        &self,
-        docs: Vec<Result<DocInput>>,
-        opts: &SaveOptions,
-    ) -> Result<Vec<Result<(String, Rev)>>> {
-        let store = self.store()?;
+    pub fn save_docs(&self, docs: Vec<Result<DocInput>>, opts: &SaveOptions) -> SaveResults {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.save_docs_with(docs, opts, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Internal("no reply from the writer".into())))
+    }
+
+    /// [`Barrel::save_docs`] without waiting: `reply` runs once with the results, on the
+    /// store's writer thread after the commit (or at once, on this thread, when the call fails
+    /// before reaching the writer).
+    pub fn save_docs_with<F>(&self, docs: Vec<Result<DocInput>>, opts: &SaveOptions, reply: F)
+    where
+        F: FnOnce(SaveResults) + Send + 'static,
+    {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return reply(Err(e)),
+        };
         let mut valid = Vec::with_capacity(docs.len());
-        let mut slots: Vec<Option<Error>> = Vec::with_capacity(docs.len());
+        let mut refused: Vec<Option<Error>> = Vec::with_capacity(docs.len());
         for d in docs {
             match d {
                 Ok(d) => {
                     valid.push(d);
-                    slots.push(None);
+                    refused.push(None);
                 }
-                Err(e) => slots.push(Some(e)),
+                Err(e) => refused.push(Some(e)),
             }
         }
-        let saved = if valid.is_empty() {
-            Vec::new()
-        } else {
-            let op = Op::Save {
-                barrel: self.inner.clone(),
-                docs: valid,
-                new_edits: opts.new_edits,
-            };
-            match store.committer.submit(&store, op)? {
-                OpResult::Saved(r) => r,
-                OpResult::Dropped => {
-                    return Err(Error::Internal("unexpected commit result".into()))
-                }
-            }
+        if valid.is_empty() {
+            return reply(Ok(merge_results(refused, Vec::new())));
+        }
+        let op = Op::Save {
+            barrel: self.inner.clone(),
+            docs: valid,
+            new_edits: opts.new_edits,
         };
-        let mut saved = saved.into_iter();
-        Ok(slots
-            .into_iter()
-            .map(|slot| match slot {
-                Some(e) => Err(e),
-                None => saved
-                    .next()
-                    .unwrap_or_else(|| Err(Error::Internal("missing result".into()))),
-            })
-            .collect())
+        store.committer.submit_with(
+            op,
+            Box::new(move |r| {
+                reply(r.and_then(|res| match res {
+                    OpResult::Saved(saved) => Ok(merge_results(refused, saved)),
+                    OpResult::Dropped => Err(Error::Internal("unexpected commit result".into())),
+                }))
+            }),
+        );
     }
 
     /// Writes a tombstone on top of `rev`; the document then fetches as [`Error::NotFound`] and
     /// can be created again.
     pub fn delete_doc(&self, id: &str, rev: Rev) -> Result<(String, Rev)> {
-        crate::doc::check_doc_id(id)?;
-        let doc = DocInput {
-            id: Some(id.to_string()),
-            rev: Some(rev),
-            deleted: true,
-            revisions: None,
-            body: Body::new(),
-        };
-        self.save_doc(doc, &SaveOptions::default())
+        self.save_doc(DocInput::tombstone(id, rev)?, &SaveOptions::default())
     }
 
     fn read_record(&self, store: &Store, id: &str, ro: &ReadOptions) -> Result<DocRecord> {

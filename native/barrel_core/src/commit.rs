@@ -1,14 +1,15 @@
 //! Group commit: concurrent writers share RocksDB write batches.
 //!
-//! A writer queues its operation. If no commit is running it becomes the leader: it takes every
-//! queued operation, applies them in order into one `WriteBatch` (reading current documents and
-//! seeing the batch's own earlier writes through an overlay), writes the batch once, and hands
-//! each writer its result. When the leader has its own result it passes leadership to the oldest
-//! waiting writer, so no caller works for others indefinitely. Because exactly one leader applies
-//! writes at a time, read-modify-write of revision trees needs no further locking: of concurrent
-//! edits to the same parent revision exactly one wins, the others get `conflict`.
+//! Every store has one writer thread. Callers queue an operation with a reply callback and go
+//! on (the BEAM binding sends the reply as a message, so no scheduler thread waits) or block on
+//! the reply (`submit`). The writer takes everything queued, applies it in order into one
+//! `WriteBatch` (reading current documents, and seeing the batch's own earlier writes through an
+//! overlay), writes the batch once, then runs each reply. While it commits, new operations queue
+//! up and form the next group, so the busier the store, the larger the batches. Because a single
+//! thread applies writes, read-modify-write of revision trees needs no further locking: of
+//! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
 
-use crate::doc::{encode_body, generate_id, rev_hash, DocInput, DocRecord, MAX_DOC_SIZE};
+use crate::doc::{generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::revtree::{Rev, RevTree};
 use crate::store::{keys, BarrelInner, Stats, Store, CF_DOCS, CF_META, CF_REVS, CF_SEQS};
@@ -16,7 +17,10 @@ use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteBatch, WriteOptions};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A write operation submitted to the committer.
 pub(crate) enum Op {
@@ -36,93 +40,145 @@ pub(crate) enum OpResult {
     Dropped,
 }
 
-enum SlotState {
-    Waiting,
-    Lead,
-    Done(Result<OpResult>),
-}
+/// Runs once with the result of an operation, on the writer thread.
+pub(crate) type Reply = Box<dyn FnOnce(Result<OpResult>) + Send>;
 
-struct Slot {
-    op: Mutex<Option<Op>>,
-    state: Mutex<SlotState>,
-    wake: Condvar,
+struct Pending {
+    op: Op,
+    reply: Reply,
 }
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<Arc<Slot>>,
-    leading: bool,
+    pending: Vec<Pending>,
+    stop: bool,
 }
 
-/// The group-commit queue of a store.
 #[derive(Default)]
-pub(crate) struct Committer {
+struct Shared {
     queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Set when an operation is queued, so the writer can poll without the lock.
+    queued: AtomicBool,
+}
+
+/// How long the writer polls for more work before it sleeps. A caller that writes in a loop
+/// sends its next operation a few microseconds after its reply; catching it while polling
+/// saves a sleep and a wake-up on each side, which cost more than the poll. The writer only
+/// polls while work keeps arriving within this time, so a lightly loaded store does not spin.
+const WRITER_POLL: Duration = Duration::from_micros(50);
+
+/// The group-commit queue of a store and its writer thread.
+pub(crate) struct Committer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
-    /// Runs `op` as part of a shared batch and returns its result.
-    pub(crate) fn submit(&self, store: &Store, op: Op) -> Result<OpResult> {
-        let me = Arc::new(Slot {
-            op: Mutex::new(Some(op)),
-            state: Mutex::new(SlotState::Waiting),
-            wake: Condvar::new(),
-        });
-        {
-            let mut q = self.queue.lock();
-            q.pending.push(me.clone());
-            if q.leading {
-                drop(q);
-                let mut st = me.state.lock();
-                loop {
-                    match std::mem::replace(&mut *st, SlotState::Waiting) {
-                        SlotState::Done(r) => return r,
-                        SlotState::Lead => break,
-                        SlotState::Waiting => me.wake.wait(&mut st),
-                    }
-                }
-            } else {
-                q.leading = true;
-            }
-        }
-        // Leader: commit groups until our own operation is done, then hand over.
-        loop {
-            let group = std::mem::take(&mut self.queue.lock().pending);
-            self.commit_group(store, &group);
-            let mut q = self.queue.lock();
-            let done = matches!(*me.state.lock(), SlotState::Done(_));
-            if done {
-                if q.pending.is_empty() {
-                    q.leading = false;
-                } else {
-                    let next = q.pending[0].clone();
-                    *next.state.lock() = SlotState::Lead;
-                    next.wake.notify_one();
-                }
-                drop(q);
-                let result = std::mem::replace(&mut *me.state.lock(), SlotState::Waiting);
-                return match result {
-                    SlotState::Done(r) => r,
-                    _ => Err(Error::Internal("commit slot lost its result".into())),
-                };
-            }
+    /// Starts the writer thread of `store` (a weak reference, so the thread does not keep the
+    /// store open).
+    pub(crate) fn start(store: Weak<Store>) -> Result<Committer> {
+        let shared = Arc::new(Shared::default());
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("barrel-writer".into())
+            .spawn(move || writer_loop(&thread_shared, &store))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Committer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A committer without a thread, refusing every operation with `Closed` (used only when
+    /// the thread could not be started, so `Store::open` can fail cleanly).
+    pub(crate) fn stopped() -> Committer {
+        let shared = Arc::new(Shared::default());
+        shared.queue.lock().stop = true;
+        Committer {
+            shared,
+            thread: None,
         }
     }
 
-    fn commit_group(&self, store: &Store, group: &[Arc<Slot>]) {
-        let ops: Vec<Option<Op>> = group.iter().map(|s| s.op.lock().take()).collect();
-        let results =
-            catch_unwind(AssertUnwindSafe(|| apply_group(store, ops))).unwrap_or_else(|p| {
-                let msg = crate::panic_message(&p);
-                group
-                    .iter()
-                    .map(|_| Err(Error::Internal(msg.clone())))
-                    .collect()
-            });
-        for (slot, result) in group.iter().zip(results) {
-            let mut st = slot.state.lock();
-            *st = SlotState::Done(result);
-            slot.wake.notify_one();
+    /// Queues `op`; `reply` runs on the writer thread once the op's group is committed (or
+    /// failed).
+    pub(crate) fn submit_with(&self, op: Op, reply: Reply) {
+        let mut q = self.shared.queue.lock();
+        if q.stop {
+            drop(q);
+            reply(Err(Error::Closed));
+            return;
+        }
+        q.pending.push(Pending { op, reply });
+        self.shared.queued.store(true, Ordering::Release);
+        if q.pending.len() == 1 {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Runs `op` as part of a shared batch and waits for its result.
+    pub(crate) fn submit(&self, op: Op) -> Result<OpResult> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit_with(
+            op,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Internal("writer thread gone".into())))
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shared.queue.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            // The writer itself may drop the last reference to the store: never join oneself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn writer_loop(shared: &Shared, store: &Weak<Store>) {
+    let mut poll = false;
+    loop {
+        let idle_since = Instant::now();
+        if poll {
+            while !shared.queued.load(Ordering::Acquire) && idle_since.elapsed() < WRITER_POLL {
+                std::hint::spin_loop();
+            }
+        }
+        let group = {
+            let mut q = shared.queue.lock();
+            while q.pending.is_empty() && !q.stop {
+                shared.wake.wait(&mut q);
+            }
+            if q.pending.is_empty() {
+                return;
+            }
+            shared.queued.store(false, Ordering::Release);
+            std::mem::take(&mut q.pending)
+        };
+        poll = idle_since.elapsed() < WRITER_POLL;
+        let (ops, replies): (Vec<Op>, Vec<Reply>) =
+            group.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let n = ops.len();
+        let results = match store.upgrade() {
+            Some(store) => catch_unwind(AssertUnwindSafe(|| apply_group(&store, ops)))
+                .unwrap_or_else(|p| {
+                    let msg = crate::panic_message(&p);
+                    (0..n).map(|_| Err(Error::Internal(msg.clone()))).collect()
+                }),
+            None => (0..n).map(|_| Err(Error::Closed)).collect(),
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A failing reply (its receiver gone) must not stop the others.
+            let _ = catch_unwind(AssertUnwindSafe(|| reply(result)));
         }
     }
 }
@@ -149,7 +205,7 @@ struct GroupWriter<'a> {
     stats: HashMap<u64, (Arc<BarrelInner>, Stats)>,
 }
 
-fn apply_group(store: &Store, ops: Vec<Option<Op>>) -> Vec<Result<OpResult>> {
+fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
     let mut w = GroupWriter {
         store,
         batch: WriteBatch::default(),
@@ -160,12 +216,11 @@ fn apply_group(store: &Store, ops: Vec<Option<Op>>) -> Vec<Result<OpResult>> {
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
-            None => Err(Error::Internal("operation taken twice".into())),
-            Some(Op::Save {
+            Op::Save {
                 barrel,
                 docs,
                 new_edits,
-            }) => {
+            } => {
                 if barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
                     Err(Error::NotFound)
                 } else {
@@ -177,7 +232,7 @@ fn apply_group(store: &Store, ops: Vec<Option<Op>>) -> Vec<Result<OpResult>> {
                     Ok(OpResult::Saved(saved))
                 }
             }
-            Some(Op::Drop { barrel }) => {
+            Op::Drop { barrel } => {
                 store.drop_barrel_into(&mut w.batch, &barrel);
                 w.stats.remove(&barrel.id);
                 sync = true;
@@ -247,10 +302,6 @@ impl GroupWriter<'_> {
         doc: DocInput,
         new_edits: bool,
     ) -> Result<(String, Rev)> {
-        let body = encode_body(&doc.body);
-        if body.len() > MAX_DOC_SIZE {
-            return Err(DocError::TooLarge(format!("body over {MAX_DOC_SIZE} bytes")).into());
-        }
         if !new_edits && doc.rev.is_none() {
             return Err(DocError::MissingRev.into());
         }
@@ -258,7 +309,7 @@ impl GroupWriter<'_> {
         let key = keys::doc(barrel.id, &id);
         let current = self.read_record(&key)?;
         let result = if new_edits {
-            Self::edit(current.as_ref().map(|c| &c.0), &doc, &body)
+            Self::edit(current.as_ref().map(|c| &c.0), &doc)
         } else {
             Self::merge(current.as_ref().map(|c| &c.0), &doc)
         };
@@ -275,12 +326,19 @@ impl GroupWriter<'_> {
             }
         };
         tree.stem(barrel.config.revs_limit);
-        self.write_record(barrel, &id, key, current, tree, (rev.clone(), body))?;
+        self.write_record(
+            barrel,
+            &id,
+            key,
+            current,
+            tree,
+            (rev.clone(), doc.into_body()),
+        )?;
         Ok((id, rev))
     }
 
     /// A local edit: must extend a current leaf (or a deleted winner, or create the doc).
-    fn edit(current: Option<&DocRecord>, doc: &DocInput, body: &[u8]) -> Result<Outcome> {
+    fn edit(current: Option<&DocRecord>, doc: &DocInput) -> Result<Outcome> {
         let (tree, parent) = match current {
             None if doc.rev.is_some() => return Err(Error::Conflict),
             None => (RevTree::new(), None),
@@ -296,8 +354,7 @@ impl GroupWriter<'_> {
                 (rec.tree.clone(), Some(parent))
             }
         };
-        let gen = parent.as_ref().map_or(1, |p| p.gen + 1);
-        let rev = Rev::new(gen, rev_hash(parent.as_ref(), doc.deleted, body));
+        let rev = doc.next_rev(parent.as_ref());
         let mut tree = tree;
         tree.add_child(parent.as_ref(), rev.clone(), doc.deleted);
         Ok(Outcome::Write(tree, rev))

@@ -46,8 +46,11 @@ pub struct DocInput {
     pub deleted: bool,
     /// `_revisions` as a path, newest first, when given.
     pub revisions: Option<Vec<Rev>>,
-    /// Everything else.
-    pub body: Body,
+    /// Everything else, as canonical JSON; encoded (and hashed) when the input is built, on the
+    /// caller's thread, so the store's writer thread does as little per document as it can.
+    body: Vec<u8>,
+    /// MD5 of `body`, the body's part of the revision hash.
+    digest: [u8; 16],
 }
 
 impl DocInput {
@@ -100,12 +103,58 @@ impl DocInput {
             return Err(DocError::ReservedField(k.clone()));
         }
         check_depth(&body)?;
+        let (body, digest) = encode_checked(&body)?;
         Ok(DocInput {
             id,
             rev,
             deleted,
             revisions,
             body,
+            digest,
+        })
+    }
+
+    /// Takes the encoded body out of the input.
+    pub(crate) fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body (everything but the special members) as canonical JSON.
+    pub fn body_json(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The revision this input creates when it extends `parent` (see [`rev_hash`]).
+    pub fn next_rev(&self, parent: Option<&Rev>) -> Rev {
+        let gen = parent.map_or(1, |p| p.gen + 1);
+        Rev::new(gen, rev_hash(parent, self.deleted, &self.digest))
+    }
+}
+
+/// Encodes a body and checks its size; returns the bytes and their MD5.
+fn encode_checked(body: &Body) -> Result<(Vec<u8>, [u8; 16]), DocError> {
+    let json = encode_body(body);
+    if json.len() > MAX_DOC_SIZE {
+        return Err(DocError::TooLarge(format!(
+            "body over {MAX_DOC_SIZE} bytes"
+        )));
+    }
+    let digest: [u8; 16] = Md5::digest(&json).into();
+    Ok((json, digest))
+}
+
+impl DocInput {
+    /// The deletion of revision `rev` of document `id` (what `delete_doc` writes).
+    pub fn tombstone(id: &str, rev: Rev) -> Result<DocInput, DocError> {
+        check_doc_id(id)?;
+        let (body, digest) = encode_checked(&Body::new())?;
+        Ok(DocInput {
+            id: Some(id.to_string()),
+            rev: Some(rev),
+            deleted: true,
+            revisions: None,
+            body,
+            digest,
         })
     }
 }
@@ -189,15 +238,15 @@ pub fn generate_id() -> String {
 }
 
 /// The deterministic revision hash: MD5 over the parent revision, the deletion flag and the
-/// body's canonical JSON (keys sorted), as 32 lowercase hex digits. The same edit made on two
-/// nodes gets the same revision id, so it does not conflict.
-pub fn rev_hash(parent: Option<&Rev>, deleted: bool, body_json: &[u8]) -> String {
+/// MD5 of the body's canonical JSON (keys sorted), as 32 lowercase hex digits. The same edit
+/// made on two nodes gets the same revision id, so it does not conflict.
+pub fn rev_hash(parent: Option<&Rev>, deleted: bool, body_digest: &[u8; 16]) -> String {
     let mut h = Md5::new();
     if let Some(p) = parent {
         h.update(p.to_string().as_bytes());
     }
     h.update([0u8, u8::from(deleted)]);
-    h.update(body_json);
+    h.update(body_digest);
     let digest = h.finalize();
     let mut s = String::with_capacity(32);
     for b in digest {
@@ -281,13 +330,13 @@ mod tests {
         assert_eq!(d.id.as_deref(), Some("a"));
         assert_eq!(d.rev, Some(Rev::new(1, "ab")));
         assert!(d.deleted);
-        assert_eq!(Value::Object(d.body), json!({"k": 1}));
+        assert_eq!(d.body_json(), br#"{"k":1}"#);
     }
 
     #[test]
     fn output_only_members_are_ignored_and_unknown_ones_refused() {
         let d = input(json!({"_conflicts": ["1-a"], "x": 1})).unwrap();
-        assert_eq!(Value::Object(d.body), json!({"x": 1}));
+        assert_eq!(d.body_json(), br#"{"x":1}"#);
         assert_eq!(
             input(json!({"_foo": 1})),
             Err(DocError::ReservedField("_foo".into()))
@@ -335,6 +384,15 @@ mod tests {
     }
 
     #[test]
+    fn too_large_documents_are_refused() {
+        let big = "x".repeat(MAX_DOC_SIZE);
+        assert!(matches!(
+            input(json!({ "big": big })),
+            Err(DocError::TooLarge(_))
+        ));
+    }
+
+    #[test]
     fn too_deep_documents_are_refused() {
         let mut v = json!(1);
         for _ in 0..200 {
@@ -348,16 +406,17 @@ mod tests {
 
     #[test]
     fn rev_hash_is_deterministic_and_depends_on_every_input() {
-        let b = encode_body(&input(json!({"b": 1, "a": 2})).unwrap().body);
-        let b2 = encode_body(&input(json!({"a": 2, "b": 1})).unwrap().body);
-        assert_eq!(b, b2);
+        let a = input(json!({"b": 1, "a": 2})).unwrap();
+        let b = input(json!({"a": 2, "b": 1})).unwrap();
+        assert_eq!(a.body_json(), b.body_json());
         let p = Rev::new(1, "ab");
-        let h = rev_hash(Some(&p), false, &b);
-        assert_eq!(h.len(), 32);
-        assert_eq!(h, rev_hash(Some(&p), false, &b2));
-        assert_ne!(h, rev_hash(None, false, &b));
-        assert_ne!(h, rev_hash(Some(&p), true, &b));
-        assert_ne!(h, rev_hash(Some(&p), false, b"{}"));
+        let r = a.next_rev(Some(&p));
+        assert_eq!((r.gen, r.hash.len()), (2, 32));
+        assert_eq!(r, b.next_rev(Some(&p)));
+        assert_ne!(r.hash, a.next_rev(None).hash);
+        let deleted = input(json!({"b": 1, "a": 2, "_deleted": true})).unwrap();
+        assert_ne!(r, deleted.next_rev(Some(&p)));
+        assert_ne!(r, input(json!({})).unwrap().next_rev(Some(&p)));
     }
 
     #[test]

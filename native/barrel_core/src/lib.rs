@@ -26,7 +26,9 @@ pub mod error;
 pub mod revtree;
 pub mod store;
 
-pub use barrel::{Barrel, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions};
+pub use barrel::{
+    Barrel, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions, SaveResults,
+};
 pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};
 pub use revtree::{Rev, RevTree};

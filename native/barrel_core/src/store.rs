@@ -163,12 +163,13 @@ pub(crate) struct BarrelInner {
 
 /// One node's storage: a RocksDB instance holding every barrel.
 pub struct Store {
+    // Declared first so it is dropped first: the writer thread stops before the database closes.
+    pub(crate) committer: Committer,
     pub(crate) db: DB,
     path: PathBuf,
     catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
     catalog_changes: Mutex<()>,
     next_id: AtomicU64,
-    pub(crate) committer: Committer,
 }
 
 impl std::fmt::Debug for Store {
@@ -264,16 +265,25 @@ impl Store {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
-        let store = Store {
-            db,
-            path,
-            catalog: RwLock::new(HashMap::new()),
-            catalog_changes: Mutex::new(()),
-            next_id: AtomicU64::new(1),
-            committer: Committer::default(),
-        };
+        let mut started = Ok(());
+        let store = Arc::new_cyclic(|weak| {
+            let committer = Committer::start(weak.clone());
+            let committer = committer.unwrap_or_else(|e| {
+                started = Err(e);
+                Committer::stopped()
+            });
+            Store {
+                committer,
+                db,
+                path,
+                catalog: RwLock::new(HashMap::new()),
+                catalog_changes: Mutex::new(()),
+                next_id: AtomicU64::new(1),
+            }
+        });
+        started?;
         store.load_catalog()?;
-        Ok(Arc::new(store))
+        Ok(store)
     }
 
     /// The directory this store lives in.
@@ -389,12 +399,9 @@ impl Store {
         let _guard = self.catalog_changes.lock();
         let inner = self.catalog.write().remove(name).ok_or(Error::NotFound)?;
         inner.deleted.store(true, Ordering::SeqCst);
-        match self.committer.submit(
-            self,
-            Op::Drop {
-                barrel: inner.clone(),
-            },
-        )? {
+        match self.committer.submit(Op::Drop {
+            barrel: inner.clone(),
+        })? {
             OpResult::Dropped => Ok(()),
             OpResult::Saved(_) => Err(Error::Internal("unexpected commit result".into())),
         }

@@ -26,19 +26,43 @@ fn pointer(path: &[String]) -> String {
     s
 }
 
-/// Converts a term to a JSON value.
-pub(crate) fn term_to_value(term: Term) -> Result<Value, DocError> {
-    let mut path = Vec::new();
-    to_value(term, &mut path)
+/// Why a conversion stopped.
+enum Stop {
+    Refused(DocError),
+    OverBudget,
 }
 
-fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
-    let invalid = |path: &[String]| DocError::InvalidValue(pointer(path));
-    if path.len() > MAX_DEPTH {
-        return Err(DocError::TooLarge(format!(
-            "nested deeper than {MAX_DEPTH}"
-        )));
+impl From<DocError> for Stop {
+    fn from(e: DocError) -> Self {
+        Stop::Refused(e)
     }
+}
+
+/// Converts a term to a JSON value unless that costs more than what is left of `budget` (about
+/// one unit per byte, spent as it goes): `Ok(None)` then, so a normal scheduler can hand big
+/// documents to a dirty one.
+pub(crate) fn term_to_value_within(
+    term: Term,
+    budget: &mut usize,
+) -> Result<Option<Value>, DocError> {
+    match to_value(term, &mut Vec::new(), budget) {
+        Ok(v) => Ok(Some(v)),
+        Err(Stop::Refused(e)) => Err(e),
+        Err(Stop::OverBudget) => Ok(None),
+    }
+}
+
+fn spend(budget: &mut usize, cost: usize) -> Result<(), Stop> {
+    *budget = budget.checked_sub(cost).ok_or(Stop::OverBudget)?;
+    Ok(())
+}
+
+fn to_value(term: Term, path: &mut Vec<String>, budget: &mut usize) -> Result<Value, Stop> {
+    let invalid = |path: &[String]| Stop::Refused(DocError::InvalidValue(pointer(path)));
+    if path.len() > MAX_DEPTH {
+        return Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")).into());
+    }
+    spend(budget, 16)?;
     match term.get_type() {
         TermType::Map => {
             let iter = MapIterator::new(term).ok_or_else(|| invalid(path))?;
@@ -48,19 +72,21 @@ fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
                     path.push(format!("{k:?}"));
                     let e = DocError::InvalidKey(pointer(path));
                     path.pop();
-                    return Err(e);
+                    return Err(e.into());
                 };
+                spend(budget, key.len())?;
                 path.push(key);
-                let value = to_value(v, path)?;
+                let value = to_value(v, path, budget)?;
                 let key = path.pop().unwrap_or_default();
                 m.insert(key, value);
             }
             Ok(Value::Object(m))
         }
-        TermType::Binary => term
-            .decode::<String>()
-            .map(Value::String)
-            .map_err(|_| invalid(path)),
+        TermType::Binary => {
+            let s = term.decode::<String>().map_err(|_| invalid(path))?;
+            spend(budget, s.len())?;
+            Ok(Value::String(s))
+        }
         TermType::Integer => {
             if let Ok(i) = term.decode::<i64>() {
                 Ok(Value::from(i))
@@ -95,7 +121,7 @@ fn to_value(term: Term, path: &mut Vec<String>) -> Result<Value, DocError> {
             let mut out = Vec::new();
             for (i, item) in iter.enumerate() {
                 path.push(i.to_string());
-                out.push(to_value(item, path)?);
+                out.push(to_value(item, path, budget)?);
                 path.pop();
             }
             Ok(Value::Array(out))

@@ -3,19 +3,23 @@
 //! `fetch_open_revs/5`, `fold_docs_chunk/6`. Argument checking and option defaults live in
 //! `barrel.erl`; these decode, call the engine and encode.
 
-use crate::convert::{map_to_term, term_to_value};
+use crate::convert::{map_to_term, term_to_value_within};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
+use barrel_core::SaveResults;
 use barrel_core::{
     Body, DocInput, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
 };
-use rustler::{Atom, Encoder, Env, ResourceArc, Term};
+use parking_lot::Mutex;
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
 
 mod atoms {
     rustler::atoms! {
-        ok, error, missing, all, undefined, inclusive, exclusive, invalid_doc_id, bad_rev, null
+        ok, error, missing, all, undefined, inclusive, exclusive, invalid_doc_id, bad_rev, null,
+        would_block,
     }
 }
 
@@ -55,7 +59,21 @@ fn rev_term<'a>(env: Env<'a>, rev: &Rev) -> Term<'a> {
     rev.to_string().encode(env)
 }
 
+/// What a normal scheduler may spend converting documents before it hands the call to a dirty
+/// scheduler instead (about one unit per byte: roughly 100 µs of work).
+const NORMAL_BUDGET: usize = 64 * 1024;
+
 fn decode_doc(term: Term) -> Result<DocInput, Failure> {
+    let mut unlimited = usize::MAX;
+    decode_doc_within(term, &mut unlimited)?
+        .ok_or_else(|| Failure::Engine(Error::Internal("unbounded conversion stopped".into())))
+}
+
+/// Decodes a document unless that costs more than what is left of `budget` (`Ok(None)`).
+fn decode_doc_within<'a>(
+    term: Term<'a>,
+    budget: &mut usize,
+) -> Result<Option<DocInput>, Failure<'a>> {
     if !term.is_map() {
         return Err(barrel_core::DocError::NotAnObject.into());
     }
@@ -68,8 +86,10 @@ fn decode_doc(term: Term) -> Result<DocInput, Failure> {
             }
         }
     }
-    let value = term_to_value(term)?;
-    Ok(DocInput::from_value(value)?)
+    match term_to_value_within(term, budget)? {
+        Some(value) => Ok(Some(DocInput::from_value(value)?)),
+        None => Ok(None),
+    }
 }
 
 fn decode_rev(term: Term) -> Result<Rev, Failure> {
@@ -337,6 +357,158 @@ fn fold_docs_chunk<'a>(
                 (atoms::ok(), rows, last).encode(env)
             }
             Err(e) => error::encode(env, &e),
+        }
+    })
+}
+
+/// Sends `{Ref, Result}` to the calling process, from the store's writer thread.
+struct Replier {
+    env: OwnedEnv,
+    reference: rustler::env::SavedTerm,
+    to: LocalPid,
+}
+
+impl Replier {
+    fn new(env: Env, reference: Term) -> Replier {
+        let owned = OwnedEnv::new();
+        let reference = owned.save(reference);
+        Replier {
+            env: owned,
+            reference,
+            to: env.pid(),
+        }
+    }
+
+    fn send(mut self, results: SaveResults, single: bool) {
+        let reference = self.reference;
+        // The caller may have died meanwhile: nothing to do then.
+        let _ = self.env.send_and_clear(&self.to, |env| {
+            (reference.load(env), encode_results(env, &results, single))
+        });
+    }
+}
+
+/// `{ok, Id, Rev} | {error, Reason}` for one document, `{ok, [..]} | {error, Reason}` for many.
+fn encode_results<'a>(env: Env<'a>, results: &SaveResults, single: bool) -> Term<'a> {
+    match results {
+        Ok(list) if single => match list.first() {
+            Some(Ok((id, rev))) => (atoms::ok(), id.as_str(), rev_term(env, rev)).encode(env),
+            Some(Err(e)) => error::encode(env, e),
+            None => error::encode(env, &Error::Internal("no result".into())),
+        },
+        Ok(list) => {
+            let items: Vec<Term> = list
+                .iter()
+                .map(|r| match r {
+                    Ok((id, rev)) => (atoms::ok(), id.as_str(), rev_term(env, rev)).encode(env),
+                    Err(e) => error::encode(env, e),
+                })
+                .collect();
+            (atoms::ok(), items).encode(env)
+        }
+        Err(e) => error::encode(env, e),
+    }
+}
+
+/// Submits a save without blocking the scheduler: returns `ok` and the result arrives as
+/// `{Ref, Result}`; or, when the engine answers at once (closed store, deleted barrel), returns
+/// the result itself.
+fn submit_async<'a>(
+    env: Env<'a>,
+    barrel: &BarrelRef,
+    docs: Vec<Result<DocInput, Error>>,
+    new_edits: bool,
+    reference: Term<'a>,
+    single: bool,
+) -> Term<'a> {
+    let barrel = match barrel.barrel() {
+        Ok(b) => b,
+        Err(e) => return error::encode(env, &e),
+    };
+    let replier = Replier::new(env, reference);
+    let caller = std::thread::current().id();
+    let inline: Arc<Mutex<Option<SaveResults>>> = Arc::new(Mutex::new(None));
+    let inline_slot = inline.clone();
+    barrel.save_docs_with(docs, &save_options(new_edits), move |results| {
+        if std::thread::current().id() == caller {
+            *inline_slot.lock() = Some(results);
+        } else {
+            replier.send(results, single);
+        }
+    });
+    let answered = inline.lock().take();
+    match answered {
+        Some(results) => encode_results(env, &results, single),
+        None => atoms::ok().encode(env),
+    }
+}
+
+/// `save_doc/3` without a dirty scheduler: `ok` (then `{Ref, {ok, Id, Rev} | {error, R}}`
+/// arrives), `{error, Reason}` for a refused document, or `would_block` for a document too big
+/// to convert here (call `save_doc/3`).
+#[rustler::nif]
+fn save_doc_async<'a>(
+    env: Env<'a>,
+    barrel: ResourceArc<BarrelRef>,
+    doc: Term<'a>,
+    new_edits: bool,
+    reference: Term<'a>,
+) -> Term<'a> {
+    guarded(env, || {
+        let mut budget = NORMAL_BUDGET;
+        match decode_doc_within(doc, &mut budget) {
+            Ok(Some(doc)) => submit_async(env, &barrel, vec![Ok(doc)], new_edits, reference, true),
+            Ok(None) => atoms::would_block().encode(env),
+            Err(f) => encode_failure(env, &f),
+        }
+    })
+}
+
+/// `save_docs/3` without a dirty scheduler: `ok` (then `{Ref, {ok, Results}}` arrives), or
+/// `would_block` when the documents are too big to convert here or one of them must be
+/// reported with its own term (call `save_docs/3`).
+#[rustler::nif]
+fn save_docs_async<'a>(
+    env: Env<'a>,
+    barrel: ResourceArc<BarrelRef>,
+    docs: Term<'a>,
+    new_edits: bool,
+    reference: Term<'a>,
+) -> rustler::NifResult<Term<'a>> {
+    docs.list_length()?;
+    let docs: Vec<Term<'a>> = docs.decode()?;
+    Ok(guarded(env, || {
+        let mut budget = NORMAL_BUDGET;
+        let mut inputs = Vec::with_capacity(docs.len());
+        for d in docs {
+            match decode_doc_within(d, &mut budget) {
+                Ok(Some(doc)) => inputs.push(Ok(doc)),
+                Err(Failure::Engine(e)) => inputs.push(Err(e)),
+                Ok(None) | Err(Failure::BadTerm(..)) => return atoms::would_block().encode(env),
+            }
+        }
+        submit_async(env, &barrel, inputs, new_edits, reference, false)
+    }))
+}
+
+/// `delete_doc/3` without a dirty scheduler: `ok` (then `{Ref, {ok, Id, Rev} | {error, R}}`
+/// arrives) or `{error, Reason}`.
+#[rustler::nif]
+fn delete_doc_async<'a>(
+    env: Env<'a>,
+    barrel: ResourceArc<BarrelRef>,
+    id: Term<'a>,
+    rev: Term<'a>,
+    reference: Term<'a>,
+) -> Term<'a> {
+    guarded(env, || {
+        let doc = (|| {
+            let id = utf8(id, atoms::invalid_doc_id())?;
+            Ok::<_, Failure>(DocInput::tombstone(&id, decode_rev(rev)?)?)
+        })();
+        match doc {
+            Ok(doc) => submit_async(env, &barrel, vec![Ok(doc)], true, reference, true),
+            Err(f) => encode_failure(env, &f),
         }
     })
 }
