@@ -25,7 +25,34 @@ docs_test_() ->
       fun fetch_options/0,
       fun open_revs/0,
       fun revs_limit_prunes/0,
-      fun fetched_doc_can_be_saved_back/0]}.
+      fun fetched_doc_can_be_saved_back/0,
+      fun big_documents/0,
+      fun writer_dying_does_not_lose_the_write/0]}.
+
+%% Documents too big for the calling scheduler go through the dirty NIFs, for
+%% saves, batches and fetches alike.
+big_documents() ->
+    {_, B} = barrel_test_setup:fresh_barrel("big"),
+    Big = binary:copy(<<"0123456789">>, 50000),
+    {ok, Id, Rev} = barrel:save_doc(B, #{<<"blob">> => Big}),
+    ?assertEqual({ok, #{<<"id">> => Id, <<"_rev">> => Rev, <<"blob">> => Big}},
+                 barrel:fetch_doc(B, Id)),
+    {ok, [{ok, _, _}, {error, {invalid_doc_id, 7}}, {ok, _, _}]} =
+        barrel:save_docs(B, [#{<<"blob">> => Big}, #{<<"id">> => 7}, #{}]),
+    {ok, [{ok, <<"x">>, _}, {error, {invalid_doc_id, 7}}]} =
+        barrel:save_docs(B, [#{<<"id">> => <<"x">>}, #{<<"id">> => 7}]).
+
+%% A writer killed while its write is queued does not take the write, or the
+%% store, down with it.
+writer_dying_does_not_lose_the_write() ->
+    {Name, B} = barrel_test_setup:fresh_barrel("dying"),
+    Pids = [spawn(fun() -> barrel:save_doc(B, #{<<"id">> => integer_to_binary(N)}) end)
+            || N <- lists:seq(1, 50)],
+    [exit(P, kill) || P <- Pids],
+    {ok, Id, _} = barrel:save_doc(B, #{<<"id">> => <<"after">>}),
+    ?assertEqual(<<"after">>, Id),
+    {ok, #{docs_count := Count}} = barrel:barrel_infos(Name),
+    ?assert(Count >= 1 andalso Count =< 51).
 
 save_then_fetch() ->
     {_, B} = barrel_test_setup:fresh_barrel("docs"),

@@ -73,3 +73,30 @@ unusable_data_dir_fails_start_cleanly_test() ->
     ?assertEqual(ok, barrel:create_barrel(<<"after">>, #{})),
     ok = application:stop(barrel),
     ok = barrel_test_setup:rm_dir(Dir).
+
+%% Writers racing with the application stopping each get an answer (written,
+%% or closed), and none hangs.
+writes_racing_a_stop_all_return_test_() ->
+    {timeout, 60, fun writes_racing_a_stop_all_return/0}.
+
+writes_racing_a_stop_all_return() ->
+    Dir = barrel_test_setup:start(),
+    ok = barrel:create_barrel(<<"race">>, #{}),
+    {ok, B} = barrel:open(<<"race">>),
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               Results = [barrel:save_doc(B, #{<<"w">> => W, <<"i">> => I})
+                                          || I <- lists:seq(1, 200)],
+                               Self ! {done, self(), Results}
+                       end) || W <- lists:seq(1, 8)],
+    timer:sleep(5),
+    ok = application:stop(barrel),
+    Results = lists:append([receive {done, P, R} -> R after 30000 -> error(hang) end
+                            || P <- Pids]),
+    ?assertEqual(1600, length(Results)),
+    ?assertEqual([], [R || R <- Results, not is_ok_or_closed(R)]),
+    ok = barrel_test_setup:rm_dir(Dir).
+
+is_ok_or_closed({ok, _, _}) -> true;
+is_ok_or_closed({error, closed}) -> true;
+is_ok_or_closed(_) -> false.

@@ -166,6 +166,9 @@ impl Barrel {
 
     fn store(&self) -> Result<Arc<Store>> {
         let store = self.store.upgrade().ok_or(Error::Closed)?;
+        if store.is_closing() {
+            return Err(Error::Closed);
+        }
         if self.inner.deleted.load(Ordering::SeqCst) {
             return Err(Error::NotFound);
         }

@@ -170,6 +170,7 @@ pub struct Store {
     catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
     catalog_changes: Mutex<()>,
     next_id: AtomicU64,
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -279,11 +280,23 @@ impl Store {
                 catalog: RwLock::new(HashMap::new()),
                 catalog_changes: Mutex::new(()),
                 next_id: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
             }
         });
         started?;
         store.load_catalog()?;
         Ok(store)
+    }
+
+    /// Refuses every later operation through barrel handles with [`Error::Closed`]; operations
+    /// already running finish. The database itself closes when the last `Arc<Store>` is dropped.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` once [`Store::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// The directory this store lives in.

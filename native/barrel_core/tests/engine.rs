@@ -527,3 +527,12 @@ fn two_opens_of_one_directory_are_refused() {
         Err(Error::Storage(_))
     ));
 }
+
+#[test]
+fn a_closed_store_refuses_new_operations() {
+    let (_d, store, b) = setup();
+    b.save_doc(doc(json!({"id": "a"})), &NEW).unwrap();
+    store.close();
+    assert_eq!(b.fetch_doc("a", &plain()), Err(Error::Closed));
+    assert_eq!(b.save_doc(doc(json!({})), &NEW), Err(Error::Closed));
+}

@@ -101,6 +101,7 @@ fn store_close(env: Env) -> Term {
     guarded(env, || {
         let taken = STORE.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(store) = taken {
+            store.close();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
