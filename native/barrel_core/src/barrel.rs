@@ -128,7 +128,7 @@ fn merge_results(
 }
 
 /// Adds the special members of revision `rev` to `body`.
-fn decorate(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
+pub(crate) fn decorate_doc(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
     body.insert(ID.into(), Value::String(id.to_string()));
     body.insert(REV.into(), Value::String(rev.to_string()));
     if deleted {
@@ -162,6 +162,14 @@ impl Barrel {
     /// The barrel's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn live_store(&self) -> Result<Arc<Store>> {
+        self.store()
     }
 
     fn store(&self) -> Result<Arc<Store>> {
@@ -229,7 +237,7 @@ impl Barrel {
             Box::new(move |r| {
                 reply(r.and_then(|res| match res {
                     OpResult::Saved(saved) => Ok(merge_results(refused, saved)),
-                    OpResult::Dropped => Err(Error::Internal("unexpected commit result".into())),
+                    _ => Err(Error::Internal("unexpected commit result".into())),
                 }))
             }),
         );
@@ -323,7 +331,7 @@ impl Barrel {
             Some(_) => return Err(Error::NotFound),
         };
         let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
-        let mut doc = decorate(body, id, &rev, deleted);
+        let mut doc = decorate_doc(body, id, &rev, deleted);
         if opts.revs {
             doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
         }
@@ -371,7 +379,7 @@ impl Barrel {
                 }
                 let deleted = rec.tree.is_deleted(&rev) == Some(true);
                 let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
-                let mut doc = decorate(body, id, &rev, deleted);
+                let mut doc = decorate_doc(body, id, &rev, deleted);
                 if revs {
                     doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
                 }
@@ -432,7 +440,7 @@ impl Barrel {
                 .map_err(|_| Error::Corrupt("document id".into()))?
                 .to_string();
             let doc = if opts.include_docs {
-                Some(decorate(
+                Some(decorate_doc(
                     body_of(&rec.winner_body)?,
                     &id,
                     &winner.rev,
@@ -453,6 +461,19 @@ impl Barrel {
             }
         }
         Ok(count)
+    }
+
+    /// Rebuilds the path index of this barrel from its documents (it is kept up to date on
+    /// every write; this is for recovery and checks). Returns the number of live documents
+    /// indexed. Writes queued before it are committed first.
+    pub fn reindex(&self) -> Result<u64> {
+        let store = self.store()?;
+        match store.committer.submit(Op::Reindex {
+            barrel: self.inner.clone(),
+        })? {
+            OpResult::Reindexed(n) => Ok(n),
+            _ => Err(Error::Internal("unexpected commit result".into())),
+        }
     }
 
     /// Counters and sizes of this barrel.

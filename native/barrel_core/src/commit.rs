@@ -9,10 +9,11 @@
 //! thread applies writes, read-modify-write of revision trees needs no further locking: of
 //! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
 
-use crate::doc::{generate_id, DocInput, DocRecord};
+use crate::doc::{decode_body, generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
+use crate::index;
 use crate::revtree::{Rev, RevTree};
-use crate::store::{keys, BarrelInner, Stats, Store, CF_DOCS, CF_META, CF_REVS, CF_SEQS};
+use crate::store::{keys, BarrelInner, Stats, Store, CF_DOCS, CF_INDEX, CF_META, CF_REVS, CF_SEQS};
 use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteBatch, WriteOptions};
 use std::collections::HashMap;
@@ -32,12 +33,18 @@ pub(crate) enum Op {
     },
     /// Remove a barrel's data.
     Drop { barrel: Arc<BarrelInner> },
+    /// Rebuild a barrel's path index from its documents.
+    Reindex { barrel: Arc<BarrelInner> },
+    /// Marks the end of a group (internal).
+    End,
 }
 
 /// The outcome of an [`Op`].
 pub(crate) enum OpResult {
     Saved(Vec<Result<(String, Rev)>>),
     Dropped,
+    /// The number of documents reindexed.
+    Reindexed(u64),
 }
 
 /// Runs once with the result of an operation, on the writer thread.
@@ -167,20 +174,22 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>) {
         poll = idle_since.elapsed() < WRITER_POLL;
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             group.into_iter().map(|p| (p.op, p.reply)).unzip();
-        let n = ops.len();
         let results = match store.upgrade() {
-            Some(store) => catch_unwind(AssertUnwindSafe(|| apply_group(&store, ops)))
-                .unwrap_or_else(|p| {
-                    let msg = crate::panic_message(&p);
-                    (0..n).map(|_| Err(Error::Internal(msg.clone()))).collect()
-                }),
-            None => (0..n).map(|_| Err(Error::Closed)).collect(),
+            Some(store) => apply_ops(&store, ops),
+            None => ops.iter().map(|_| Err(Error::Closed)).collect(),
         };
         for (reply, result) in replies.into_iter().zip(results) {
             // A failing reply (its receiver gone) must not stop the others.
             let _ = catch_unwind(AssertUnwindSafe(|| reply(result)));
         }
     }
+}
+
+/// The index entries of a stored winning body.
+fn winner_entries(id: &str, body: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
+    // A stored body was accepted once, so it is within the limits.
+    Ok(index::entries(id, &body)?)
 }
 
 /// What a document write turns into.
@@ -203,6 +212,79 @@ struct GroupWriter<'a> {
     batch: WriteBatch,
     overlay: Overlay,
     stats: HashMap<u64, (Arc<BarrelInner>, Stats)>,
+}
+
+/// Applies a group in order: runs of writes share one batch; a reindex runs on its own, after
+/// the writes queued before it are committed.
+fn apply_ops(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
+    let mut results = Vec::with_capacity(ops.len());
+    let mut run = Vec::new();
+    let guarded = |f: &mut dyn FnMut() -> Vec<Result<OpResult>>, n: usize| {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let msg = crate::panic_message(&p);
+            (0..n).map(|_| Err(Error::Internal(msg.clone()))).collect()
+        })
+    };
+    for op in ops.into_iter().chain(std::iter::once(Op::End)) {
+        match op {
+            Op::Reindex { .. } | Op::End => {
+                if !run.is_empty() {
+                    let n = run.len();
+                    let mut batch = Some(std::mem::take(&mut run));
+                    results.extend(guarded(
+                        &mut || apply_group(store, batch.take().unwrap_or_default()),
+                        n,
+                    ));
+                }
+                if let Op::Reindex { barrel } = op {
+                    results.extend(guarded(&mut || vec![reindex(store, &barrel)], 1));
+                }
+            }
+            other => run.push(other),
+        }
+    }
+    results
+}
+
+/// Rebuilds a barrel's index: drops its entries, then writes those of every live document, in
+/// batches of 1000 documents. Readers may see a partial index until it returns.
+fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
+    if barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::NotFound);
+    }
+    let (start, end) = (keys::prefix(barrel.id), keys::prefix_end(barrel.id));
+    let index_cf = store.cf(CF_INDEX);
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(index_cf, start, end);
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_iterate_upper_bound(end.to_vec());
+    let iter = store.db.iterator_cf_opt(
+        store.cf(CF_DOCS),
+        ro,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    );
+    let (mut docs, mut in_batch) = (0u64, 0);
+    for item in iter {
+        let (k, v) = item?;
+        let rec = DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
+        match rec.tree.winner() {
+            Some(w) if !w.deleted => {}
+            _ => continue,
+        }
+        let id = std::str::from_utf8(&k[start.len()..])
+            .map_err(|_| Error::Corrupt("document id".into()))?;
+        for entry in winner_entries(id, &rec.winner_body)? {
+            batch.put_cf(index_cf, keys::index(barrel.id, &entry, id), []);
+        }
+        docs += 1;
+        in_batch += 1;
+        if in_batch == 1000 {
+            store.db.write(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    store.db.write(batch)?;
+    Ok(OpResult::Reindexed(docs))
 }
 
 fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
@@ -231,6 +313,9 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
                         .collect();
                     Ok(OpResult::Saved(saved))
                 }
+            }
+            Op::Reindex { .. } | Op::End => {
+                Err(Error::Internal("reindex inside a write group".into()))
             }
             Op::Drop { barrel } => {
                 store.drop_barrel_into(&mut w.batch, &barrel);
@@ -285,6 +370,33 @@ impl GroupWriter<'_> {
         Ok(self.store.db.get_cf(self.store.cf(CF_REVS), key)?)
     }
 
+    /// Adds the difference between two sorted entry lists of document `id` to the batch.
+    fn update_index(&mut self, barrel: u64, id: &str, old: &[Vec<u8>], new: &[Vec<u8>]) {
+        let cf = self.store.cf(CF_INDEX);
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) if o == n => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(o), Some(n)) if o < n => {
+                    self.batch.delete_cf(cf, keys::index(barrel, o, id));
+                    i += 1;
+                }
+                (Some(o), None) => {
+                    self.batch.delete_cf(cf, keys::index(barrel, o, id));
+                    i += 1;
+                }
+                (_, Some(n)) => {
+                    self.batch.put_cf(cf, keys::index(barrel, n, id), []);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+    }
+
     fn put_body(&mut self, key: Vec<u8>, body: Vec<u8>) {
         self.batch.put_cf(self.store.cf(CF_REVS), &key, &body);
         self.overlay.bodies.insert(key, Some(body));
@@ -326,14 +438,8 @@ impl GroupWriter<'_> {
             }
         };
         tree.stem(barrel.config.revs_limit);
-        self.write_record(
-            barrel,
-            &id,
-            key,
-            current,
-            tree,
-            (rev.clone(), doc.into_body()),
-        )?;
+        let (body, index) = doc.into_body_and_index();
+        self.write_record(barrel, &id, key, current, tree, (rev.clone(), body, index))?;
         Ok((id, rev))
     }
 
@@ -383,7 +489,7 @@ impl GroupWriter<'_> {
         key: Vec<u8>,
         old: Option<(DocRecord, usize)>,
         tree: RevTree,
-        new_body: (Rev, Vec<u8>),
+        new_body: (Rev, Vec<u8>, Vec<Vec<u8>>),
     ) -> Result<()> {
         let winner = tree
             .winner()
@@ -393,7 +499,7 @@ impl GroupWriter<'_> {
             Some((r, len)) => (Some(r), len),
             None => (None, 0),
         };
-        let (new_rev, new_body) = new_body;
+        let (new_rev, new_body, new_index) = new_body;
         let new_is_leaf = tree.is_leaf(&new_rev);
         let mut old_winner_body = old_rec.as_ref().map(|r| r.winner_body.clone());
 
@@ -408,6 +514,26 @@ impl GroupWriter<'_> {
             self.delete_body(k);
             b
         };
+        // Index entries follow the winner: those of the old live winner go, those of the new
+        // live winner come, and entries both share are left alone.
+        let old_entries = match (&old_rec, &old_winner) {
+            (Some(rec), Some(w)) if !w.deleted => winner_entries(id, &rec.winner_body)?,
+            _ => Vec::new(),
+        };
+        let new_entries = if winner.deleted {
+            Vec::new()
+        } else if winner.rev == new_rev {
+            let mut e = new_index;
+            if let Some(id_entry) = index::id_entry(id) {
+                if let Err(at) = e.binary_search(&id_entry) {
+                    e.insert(at, id_entry);
+                }
+            }
+            e
+        } else {
+            winner_entries(id, &winner_body)?
+        };
+        self.update_index(barrel.id, id, &old_entries, &new_entries);
         // The old winner, still a leaf but no longer winning, moves to `revs`.
         if let (Some(ow), Some(body)) = (&old_winner, old_winner_body) {
             if ow.rev != winner.rev && tree.is_leaf(&ow.rev) {

@@ -51,6 +51,8 @@ pub struct DocInput {
     body: Vec<u8>,
     /// MD5 of `body`, the body's part of the revision hash.
     digest: [u8; 16],
+    /// The body's path-index entries (see [`crate::index`]), sorted.
+    index: Vec<Vec<u8>>,
 }
 
 impl DocInput {
@@ -103,6 +105,7 @@ impl DocInput {
             return Err(DocError::ReservedField(k.clone()));
         }
         check_depth(&body)?;
+        let index = crate::index::body_entries(&body)?;
         let (body, digest) = encode_checked(&body)?;
         Ok(DocInput {
             id,
@@ -111,12 +114,13 @@ impl DocInput {
             revisions,
             body,
             digest,
+            index,
         })
     }
 
-    /// Takes the encoded body out of the input.
-    pub(crate) fn into_body(self) -> Vec<u8> {
-        self.body
+    /// Takes the encoded body and its index entries out of the input.
+    pub(crate) fn into_body_and_index(self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        (self.body, self.index)
     }
 
     /// The body (everything but the special members) as canonical JSON.
@@ -155,6 +159,7 @@ impl DocInput {
             revisions: None,
             body,
             digest,
+            index: Vec::new(),
         })
     }
 }

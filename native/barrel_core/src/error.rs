@@ -67,6 +67,8 @@ pub enum Error {
     Storage(String),
     /// Stored bytes could not be decoded (corruption or a format bug).
     Corrupt(String),
+    /// A query's path or options are not valid.
+    BadQuery(String),
     /// A memory-only read needed disk I/O; retry where blocking is allowed. Only
     /// [`Barrel::fetch_doc_cached`](crate::Barrel::fetch_doc_cached) produces it internally and
     /// it never reaches users.
@@ -89,6 +91,7 @@ impl fmt::Display for Error {
             Error::Corrupt(e) => write!(f, "corrupt data: {e}"),
             Error::Internal(e) => write!(f, "internal error: {e}"),
             Error::WouldBlock => write!(f, "read needs disk I/O"),
+            Error::BadQuery(w) => write!(f, "bad query: {w}"),
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod barrel;
 mod commit;
 pub mod doc;
 pub mod error;
+pub mod index;
+pub mod query;
 pub mod revtree;
 pub mod store;
 
@@ -31,6 +33,8 @@ pub use barrel::{
 };
 pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};
+pub use index::{PathPattern, Segment};
+pub use query::{Query, QueryCursor, QueryRow, Select};
 pub use revtree::{Rev, RevTree};
 pub use store::{BarrelConfig, BarrelInfo, Stats, Store, StoreOptions};
 

@@ -9,6 +9,8 @@
 //! - `revs`: `<barrel id><doc id len><doc id><rev>` → body of a non-winning leaf (a conflict).
 //! - `seqs`: `<barrel id><seq>` → doc id: the changes feed, one entry per document at its latest
 //!   sequence.
+//! - `index`: `<barrel id><path><value><doc id>` → nothing: the path index (see
+//!   [`crate::index`]).
 //!
 //! A barrel id is a 64-bit number never reused, so deleting a barrel is a range delete of its
 //! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
@@ -31,7 +33,8 @@ pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_DOCS: &str = "docs";
 pub(crate) const CF_REVS: &str = "revs";
 pub(crate) const CF_SEQS: &str = "seqs";
-const DATA_CFS: [&str; 3] = [CF_DOCS, CF_REVS, CF_SEQS];
+pub(crate) const CF_INDEX: &str = "index";
+const DATA_CFS: [&str; 4] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX];
 
 /// Longest accepted barrel name, in bytes.
 pub const MAX_BARREL_NAME_LEN: usize = 128;
@@ -214,6 +217,15 @@ pub(crate) mod keys {
         k
     }
 
+    /// An index entry: `<barrel><path and value><doc id>`.
+    pub fn index(barrel: u64, entry: &[u8], id: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(8 + entry.len() + id.len());
+        k.extend_from_slice(&prefix(barrel));
+        k.extend_from_slice(entry);
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
     pub fn catalog(name: &str) -> Vec<u8> {
         [b"b/".as_slice(), name.as_bytes()].concat()
     }
@@ -262,7 +274,7 @@ impl Store {
         db_opts.create_missing_column_families(true);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         db_opts.increase_parallelism(cores as i32);
-        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS]
+        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
@@ -416,14 +428,14 @@ impl Store {
             barrel: inner.clone(),
         })? {
             OpResult::Dropped => Ok(()),
-            OpResult::Saved(_) => Err(Error::Internal("unexpected commit result".into())),
+            _ => Err(Error::Internal("unexpected commit result".into())),
         }
     }
 
     /// Flushes every memtable to disk (SST files). Not needed for durability (the write-ahead
     /// log already has every commit); useful before measuring sizes or backing up files.
     pub fn flush(&self) -> Result<()> {
-        for cf in [CF_META, CF_DOCS, CF_REVS, CF_SEQS] {
+        for cf in [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX] {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())

@@ -6,7 +6,7 @@ use rustler::{Encoder, Env, Term};
 mod atoms {
     rustler::atoms! {
         error, not_found, already_exists, conflict, closed, invalid_name, bad_param, bad_doc,
-        storage_error, corrupt, internal_error, would_block, invalid_doc_id, bad_rev, not_a_map, bad_revisions,
+        storage_error, corrupt, internal_error, would_block, bad_query, invalid_doc_id, bad_rev, not_a_map, bad_revisions,
         bad_deleted, reserved_field, missing_rev, too_large, invalid_value, invalid_key,
     }
 }
@@ -25,6 +25,7 @@ pub(crate) fn reason<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
         Error::Corrupt(m) => (corrupt(), m.as_str()).encode(env),
         Error::Internal(m) => (internal_error(), m.as_str()).encode(env),
         Error::WouldBlock => would_block().encode(env),
+        Error::BadQuery(w) => (bad_query(), w.as_str()).encode(env),
         Error::BadDoc(d) => match d {
             DocError::InvalidDocId(id) => (invalid_doc_id(), id.as_str()).encode(env),
             DocError::BadRev(r) => (bad_rev(), r.as_str()).encode(env),

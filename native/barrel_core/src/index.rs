@@ -1,0 +1,572 @@
+//! The path index: every scalar of a document's winning revision, by path and value.
+//!
+//! `{"id":"ID","locations":[{"country":"France"}]}` yields the entries `$/id/ID` and
+//! `$/locations/0/country/france`. An entry's key (in the `index` column family) is
+//! `<barrel id><path segments><value><doc id>`, encoded so that bytewise order is the order a
+//! user expects:
+//!
+//! - object keys (tag `0x01`, escaped UTF-8, terminated) sort before array indexes (tag `0x02`,
+//!   32-bit big-endian), each in its natural order;
+//! - values sort by type — `null` < `false` < `true` < numbers < strings — then numerically
+//!   (integers and floats together, exactly) or by the UTF-8 bytes of the string;
+//! - strings are indexed lowercased (Unicode lowercase), as in the talk's
+//!   `$/locations/0/country/france`; the document keeps its original value;
+//! - the doc id comes last, so entries with the same path and value list in id order.
+//!
+//! Limits: strings longer than [`MAX_INDEXED_STRING`] bytes and paths whose encoding exceeds
+//! [`MAX_INDEXED_PATH`] bytes are not indexed; a document with more than [`MAX_ENTRIES`] entries
+//! is refused. Empty objects and arrays have no scalar and no entry. `_attachments` is not
+//! indexed.
+
+use crate::doc::Body;
+use crate::error::DocError;
+use serde_json::{Number, Value};
+
+/// Longest string value indexed, in bytes (longer ones are stored but not indexed).
+pub const MAX_INDEXED_STRING: usize = 256;
+/// Longest encoded path indexed, in bytes.
+pub const MAX_INDEXED_PATH: usize = 1024;
+/// Most index entries one document may have.
+pub const MAX_ENTRIES: usize = 10_000;
+
+const SEG_KEY: u8 = 0x01;
+const SEG_INDEX: u8 = 0x02;
+const VAL_NULL: u8 = 0x10;
+const VAL_FALSE: u8 = 0x11;
+const VAL_TRUE: u8 = 0x12;
+const VAL_NUMBER: u8 = 0x13;
+const VAL_STRING: u8 = 0x14;
+
+/// One step of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Segment {
+    /// An object member.
+    Key(String),
+    /// An array element.
+    Index(u32),
+}
+
+/// A step of a query path: a segment, or any array index (`*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathPattern {
+    /// Exactly this segment.
+    Seg(Segment),
+    /// Any array index.
+    AnyIndex,
+}
+
+/// Appends `s` escaped (NUL as `00 FF`) and terminated (`00 01`), which keeps bytewise order.
+fn put_escaped(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+}
+
+/// Reads an escaped string at `*pos`.
+fn get_escaped(buf: &[u8], pos: &mut usize) -> Option<String> {
+    let mut out = Vec::new();
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        if b == 0 {
+            let next = *buf.get(*pos)?;
+            *pos += 1;
+            match next {
+                0x01 => return String::from_utf8(out).ok(),
+                0xFF => out.push(0),
+                _ => return None,
+            }
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// Encodes one segment.
+pub fn encode_segment(out: &mut Vec<u8>, seg: &Segment) {
+    match seg {
+        Segment::Key(k) => {
+            out.push(SEG_KEY);
+            put_escaped(out, k);
+        }
+        Segment::Index(i) => {
+            out.push(SEG_INDEX);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+    }
+}
+
+fn sortable_f64(f: f64) -> [u8; 8] {
+    let f = if f == 0.0 { 0.0 } else { f };
+    let bits = f.to_bits();
+    let bits = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    bits.to_be_bytes()
+}
+
+/// Encodes a scalar value as indexed; `None` for arrays, objects and over-long strings.
+pub fn encode_value(v: &Value) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match v {
+        Value::Null => out.push(VAL_NULL),
+        Value::Bool(false) => out.push(VAL_FALSE),
+        Value::Bool(true) => out.push(VAL_TRUE),
+        Value::Number(n) => {
+            out.push(VAL_NUMBER);
+            encode_number(&mut out, n);
+        }
+        Value::String(s) => {
+            if s.len() > MAX_INDEXED_STRING {
+                return None;
+            }
+            out.push(VAL_STRING);
+            put_escaped(&mut out, &normalize(s));
+        }
+        Value::Array(_) | Value::Object(_) => return None,
+    }
+    Some(out)
+}
+
+/// How string values are matched: Unicode lowercase.
+pub fn normalize(s: &str) -> String {
+    s.to_lowercase()
+}
+
+/// Numbers sort by their f64 value, ties (large integers that round to the same f64) broken by
+/// the exact integer. Integral floats are indexed as the integer they equal, so `1` and `1.0`
+/// are the same indexed value.
+fn encode_number(out: &mut Vec<u8>, n: &Number) {
+    let exact: Option<i128> = if let Some(i) = n.as_i64() {
+        Some(i128::from(i))
+    } else if let Some(u) = n.as_u64() {
+        Some(i128::from(u))
+    } else {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1.8e19)
+            .map(|f| f as i128)
+    };
+    let approx = match exact {
+        Some(i) => i as f64,
+        None => n.as_f64().unwrap_or(0.0),
+    };
+    out.extend_from_slice(&sortable_f64(approx));
+    let exact = exact.unwrap_or(0) as u128 ^ (1u128 << 127);
+    out.extend_from_slice(&exact.to_be_bytes());
+}
+
+/// Decodes a value encoded by [`encode_value`] at `*pos` (numbers come back as their exact
+/// integer or their float, strings as indexed, i.e. lowercased).
+fn decode_value(buf: &[u8], pos: &mut usize) -> Option<Value> {
+    let tag = *buf.get(*pos)?;
+    *pos += 1;
+    Some(match tag {
+        VAL_NULL => Value::Null,
+        VAL_FALSE => Value::Bool(false),
+        VAL_TRUE => Value::Bool(true),
+        VAL_NUMBER => {
+            let f: [u8; 8] = buf.get(*pos..*pos + 8)?.try_into().ok()?;
+            let e: [u8; 16] = buf.get(*pos + 8..*pos + 24)?.try_into().ok()?;
+            *pos += 24;
+            let exact = (u128::from_be_bytes(e) ^ (1u128 << 127)) as i128;
+            let bits = u64::from_be_bytes(f);
+            let bits = if bits >> 63 == 1 {
+                bits & !(1 << 63)
+            } else {
+                !bits
+            };
+            let approx = f64::from_bits(bits);
+            if approx.fract() == 0.0 && (exact != 0 || approx == 0.0) {
+                if let Ok(i) = i64::try_from(exact) {
+                    Value::from(i)
+                } else if let Ok(u) = u64::try_from(exact) {
+                    Value::from(u)
+                } else {
+                    Value::from(approx)
+                }
+            } else {
+                Value::from(approx)
+            }
+        }
+        VAL_STRING => Value::String(get_escaped(buf, pos)?),
+        _ => return None,
+    })
+}
+
+/// The index entries (path and value, without barrel prefix or doc id) of a document body and
+/// its id, sorted and without duplicates.
+pub fn entries(id: &str, body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
+    let mut out = body_entries(body)?;
+    if let Some(e) = id_entry(id) {
+        if let Err(at) = out.binary_search(&e) {
+            out.insert(at, e);
+        }
+    }
+    Ok(out)
+}
+
+/// The entry of the document id itself (`$/id/<id>`), when the id is short enough to index.
+pub fn id_entry(id: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    push_entry(
+        &mut out,
+        &[Segment::Key("id".into())],
+        &Value::String(id.to_string()),
+    );
+    out.pop()
+}
+
+/// The index entries of a body (without the id entry), sorted and without duplicates.
+pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    for (k, v) in body {
+        if k == "_attachments" {
+            continue;
+        }
+        path.push(Segment::Key(k.clone()));
+        walk(&mut out, &mut path, v)?;
+        path.pop();
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn push_entry(out: &mut Vec<Vec<u8>>, path: &[Segment], v: &Value) {
+    let Some(value) = encode_value(v) else {
+        return;
+    };
+    let mut key = Vec::with_capacity(32 + value.len());
+    for seg in path {
+        encode_segment(&mut key, seg);
+    }
+    if key.len() > MAX_INDEXED_PATH {
+        return;
+    }
+    key.extend_from_slice(&value);
+    out.push(key);
+}
+
+fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<Segment>, v: &Value) -> Result<(), DocError> {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                path.push(Segment::Key(k.clone()));
+                walk(out, path, v)?;
+                path.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(Segment::Index(i as u32));
+                walk(out, path, v)?;
+                path.pop();
+            }
+        }
+        scalar => {
+            push_entry(out, path, scalar);
+            if out.len() > MAX_ENTRIES {
+                return Err(DocError::TooLarge(format!(
+                    "more than {MAX_ENTRIES} indexed values"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A decoded index key: path, value and doc id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Where the value is.
+    pub path: Vec<Segment>,
+    /// The value as indexed (strings lowercased).
+    pub value: Value,
+    /// Start of the value's encoding in the key (after the path).
+    pub value_at: usize,
+    /// End of the value's encoding (where the doc id starts).
+    pub value_end: usize,
+    /// The document.
+    pub id: String,
+}
+
+/// Decodes an index key (without the barrel prefix).
+pub fn decode_entry(key: &[u8]) -> Option<Entry> {
+    let mut pos = 0;
+    let mut path = Vec::new();
+    loop {
+        match *key.get(pos)? {
+            SEG_KEY => {
+                pos += 1;
+                path.push(Segment::Key(get_escaped(key, &mut pos)?));
+            }
+            SEG_INDEX => {
+                let b: [u8; 4] = key.get(pos + 1..pos + 5)?.try_into().ok()?;
+                pos += 5;
+                path.push(Segment::Index(u32::from_be_bytes(b)));
+            }
+            _ => break,
+        }
+    }
+    let value_at = pos;
+    let value = decode_value(key, &mut pos)?;
+    let id = std::str::from_utf8(key.get(pos..)?).ok()?.to_string();
+    Some(Entry {
+        path,
+        value,
+        value_at,
+        value_end: pos,
+        id,
+    })
+}
+
+/// Parses a path: `$/a/0/b` (or `/a/0/b`, or `a/0/b`) into segments. Digits are array indexes,
+/// `*` is any array index, anything else is an object key; `~1` and `~0` stand for `/` and `~`
+/// inside a key (as in JSON pointers).
+pub fn parse_path(path: &str) -> Result<Vec<PathPattern>, String> {
+    let rest = path
+        .strip_prefix("$/")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or(path);
+    if rest.is_empty() || path == "$" {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|seg| {
+            if seg.is_empty() {
+                Err(format!("empty segment in {path:?}"))
+            } else if seg == "*" {
+                Ok(PathPattern::AnyIndex)
+            } else if seg.bytes().all(|b| b.is_ascii_digit()) {
+                seg.parse::<u32>()
+                    .map(|i| PathPattern::Seg(Segment::Index(i)))
+                    .map_err(|_| format!("array index {seg} too large"))
+            } else {
+                Ok(PathPattern::Seg(Segment::Key(
+                    seg.replace("~1", "/").replace("~0", "~"),
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Parses the talk's one-string query, `$/path/.../value`: the last segment is the value
+/// (`null`, `true`, `false`, a JSON number, or else a string).
+pub fn parse_path_and_value(query: &str) -> Result<(Vec<PathPattern>, Value), String> {
+    let (path, value) = query
+        .rsplit_once('/')
+        .ok_or_else(|| format!("no value in {query:?}"))?;
+    if value.is_empty() {
+        return Err(format!("no value in {query:?}"));
+    }
+    let value = match value {
+        "null" => Value::Null,
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        v => match serde_json::from_str::<Value>(v) {
+            Ok(n @ Value::Number(_)) => n,
+            _ => Value::String(v.replace("~1", "/").replace("~0", "~")),
+        },
+    };
+    let path = if path == "$" || path.is_empty() {
+        Vec::new()
+    } else {
+        parse_path(path)?
+    };
+    Ok((path, value))
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` when there is
+/// none (all `0xFF`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut k = prefix.to_vec();
+    while let Some(last) = k.pop() {
+        if last < 0xFF {
+            k.push(last + 1);
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// Does a decoded path match a pattern (same length, each step equal or `*` on an index)?
+pub fn path_matches(pattern: &[PathPattern], path: &[Segment]) -> bool {
+    pattern.len() == path.len()
+        && pattern.iter().zip(path).all(|(p, s)| match (p, s) {
+            (PathPattern::AnyIndex, Segment::Index(_)) => true,
+            (PathPattern::Seg(a), b) => a == b,
+            _ => false,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Body {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn paths(id: &str, v: Value) -> Vec<(Vec<Segment>, Value)> {
+        entries(id, &body(v))
+            .unwrap()
+            .iter()
+            .map(|k| {
+                let mut key = k.clone();
+                key.extend_from_slice(id.as_bytes());
+                let e = decode_entry(&key).unwrap();
+                assert_eq!(e.id, id);
+                (e.path, e.value)
+            })
+            .collect()
+    }
+
+    fn key(s: &str) -> Segment {
+        Segment::Key(s.into())
+    }
+
+    #[test]
+    fn talk_example_entries() {
+        let got = paths(
+            "ID",
+            json!({"locations": [{"country": "France", "city": "creil"}], "headquarter": "France"}),
+        );
+        assert_eq!(
+            got,
+            vec![
+                (vec![key("headquarter")], json!("france")),
+                (vec![key("id")], json!("id")),
+                (
+                    vec![key("locations"), Segment::Index(0), key("city")],
+                    json!("creil")
+                ),
+                (
+                    vec![key("locations"), Segment::Index(0), key("country")],
+                    json!("france")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_and_skipped_values() {
+        let long = "x".repeat(MAX_INDEXED_STRING + 1);
+        let got = paths(
+            "a",
+            json!({"long": long, "empty": [], "obj": {}, "_attachments": {"f": {"x": 1}}}),
+        );
+        assert_eq!(got, vec![(vec![key("id")], json!("a"))]);
+        let many: Vec<u32> = (0..=MAX_ENTRIES as u32).collect();
+        assert!(matches!(
+            entries("a", &body(json!({ "many": many }))),
+            Err(DocError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("$/locations/*/country").unwrap(),
+            vec![
+                PathPattern::Seg(key("locations")),
+                PathPattern::AnyIndex,
+                PathPattern::Seg(key("country"))
+            ]
+        );
+        assert_eq!(
+            parse_path("/a~1b/3").unwrap(),
+            vec![
+                PathPattern::Seg(key("a/b")),
+                PathPattern::Seg(Segment::Index(3))
+            ]
+        );
+        assert!(parse_path("$/a//b").is_err());
+        assert!(parse_path("$/99999999999").is_err());
+        let (p, v) = parse_path_and_value("$/age/42").unwrap();
+        assert_eq!((p, v), (vec![PathPattern::Seg(key("age"))], json!(42)));
+        let (_, v) = parse_path_and_value("$/headquarter/france").unwrap();
+        assert_eq!(v, json!("france"));
+        assert!(parse_path_and_value("nothing").is_err());
+    }
+
+    fn arb_scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e20f64..1e20).prop_map(Value::from),
+            (-50i64..50).prop_map(|i| Value::from(i as f64 / 4.0)),
+            "[a-zA-Z\u{e9}\u{0}]{0,6}".prop_map(Value::String),
+        ]
+    }
+
+    fn type_rank(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Bool(false) => 1,
+            Value::Bool(true) => 2,
+            Value::Number(_) => 3,
+            _ => 4,
+        }
+    }
+
+    /// The order the encoding must give: by type, then numerically, then by lowercased bytes.
+    fn model_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
+        let num = |n: &Number| -> (f64, i128) {
+            let exact = n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from));
+            match exact {
+                Some(i) => (i as f64, i),
+                None => {
+                    let f = n.as_f64().unwrap();
+                    if f.fract() == 0.0 && f.abs() < 1.8e19 {
+                        (f, f as i128)
+                    } else {
+                        (f, 0)
+                    }
+                }
+            }
+        };
+        type_rank(a).cmp(&type_rank(b)).then_with(|| match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (fx, ix) = num(x);
+                let (fy, iy) = num(y);
+                fx.partial_cmp(&fy).unwrap().then(ix.cmp(&iy))
+            }
+            (Value::String(x), Value::String(y)) => normalize(x).cmp(&normalize(y)),
+            _ => std::cmp::Ordering::Equal,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn value_encoding_preserves_order(a in arb_scalar(), b in arb_scalar()) {
+            let (ea, eb) = (encode_value(&a).unwrap(), encode_value(&b).unwrap());
+            prop_assert_eq!(ea.cmp(&eb), model_cmp(&a, &b), "{:?} vs {:?}", a, b);
+        }
+
+        #[test]
+        fn entries_decode_back(k in "[a-z\u{0}/~]{1,5}", v in arb_scalar()) {
+            let doc = json!({ k.clone(): [v.clone()] });
+            let got = paths("d", doc);
+            let want_path = vec![key(&k), Segment::Index(0)];
+            let found = got.iter().find(|(p, _)| *p == want_path).unwrap();
+            prop_assert_eq!(model_cmp(&found.1, &v), std::cmp::Ordering::Equal);
+        }
+    }
+}
