@@ -25,10 +25,11 @@
 -export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0,
          barrel_infos/1,
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
-         fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4]).
+         fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
+         query/5, find/2, find/3, reindex/1]).
 
 -export_type([barrel/0, barrel_name/0, doc/0, docid/0, rev/0, reason/0,
-              save_result/0, fold_fun/0]).
+              save_result/0, fold_fun/0, path/0, query_opts/0, scalar/0]).
 
 -type barrel() :: reference().
 %% An open barrel handle (a NIF resource), from {@link open/1}.
@@ -51,6 +52,15 @@
 %% id, a rev, an option) come back as given.
 -type save_result() :: {ok, docid(), rev()} | {error, reason()}.
 -type fold_fun() :: fun((doc(), Acc :: term()) -> {ok, term()} | {stop, term()} | stop).
+-type path() :: binary() | [binary() | non_neg_integer() | '*'].
+%% A field: `<<"$/locations/*/country">>' or `[<<"locations">>, '*', <<"country">>]'.
+%% Digits are array indexes, `*' any array index.
+-type scalar() :: binary() | number() | boolean() | null | nil.
+-type query_opts() :: #{equal => scalar(), prefix => binary(),
+                        start_at => scalar(), end_at => scalar(),
+                        start_inclusive => boolean(), end_inclusive => boolean(),
+                        limit => non_neg_integer() | infinity, descending => boolean(),
+                        include_docs => boolean(), null => atom()}.
 
 -define(FOLD_CHUNK, 256).
 
@@ -366,6 +376,147 @@ apply_fold(Fun, [Row | Rows], Acc) ->
 is_proper_list(L) ->
     try length(L) of _ -> true
     catch error:badarg -> false
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Queries
+%% ---------------------------------------------------------------------------
+
+%% @doc Folds over the documents whose value at `Path' matches, in index order:
+%% by value (null, false, true, numbers, then strings; strings compared
+%% lowercased), then by document id. Every document is indexed automatically
+%% by every path to every scalar (see README, "Path index").
+%%
+%% Selection options (at most one kind): `equal => V'; `prefix => Bin' (string
+%% values starting with it); `start_at => V' and/or `end_at => V', inclusive
+%% unless `start_inclusive => false' / `end_inclusive => false'. With none,
+%% every document with a scalar at `Path' matches. Other options: `limit',
+%% `descending' (default `false'), `include_docs' (default `true'; with
+%% `false' each row is `#{<<"id">> => Id, <<"value">> => IndexedValue}'),
+%% `null'. With a `*' in the path a document matches once, at its first
+%% matching entry. The whole query reads one snapshot, whatever writers do
+%% meanwhile.
+%% ```
+%% {ok, Ids} = barrel:query(Barrel, <<"$/locations/*/country">>,
+%%                          fun(#{<<"id">> := Id}, Acc) -> {ok, [Id | Acc]} end, [],
+%%                          #{equal => <<"France">>}).
+%% '''
+-spec query(barrel(), path(), fold_fun(), term(), query_opts()) ->
+          {ok, term()} | {error, reason()}.
+query(Barrel, Path, Fun, Acc, Opts) when is_function(Fun, 2), is_map(Opts) ->
+    case query_select(Opts) of
+        {ok, Select, #{limit := Limit, descending := Desc, include_docs := Docs,
+                       null := Null}} ->
+            run_query(Barrel, Path, Select, Desc, Docs, Null, Fun, Acc, Limit);
+        Error ->
+            Error
+    end;
+query(_Barrel, _Path, Fun, _Acc, Opts) when is_function(Fun, 2) ->
+    {error, {bad_option, Opts}};
+query(_Barrel, _Path, _Fun, _Acc, _Opts) ->
+    {error, {bad_arg, fold_fun}}.
+
+%% @equiv find(Barrel, Query, #{})
+-spec find(barrel(), binary() | {path(), query_opts()}) -> {ok, [doc()]} | {error, reason()}.
+find(Barrel, Query) ->
+    find(Barrel, Query, #{}).
+
+%% @doc The matching documents as a list. `Query' is the talk's one-string
+%% form, `<<"$/path/to/value">>', where the last segment is the value (`null',
+%% `true', `false', a number, or else a string), or `{Path, QueryOpts}' as for
+%% {@link query/5}. `Opts' adds `limit', `descending', `include_docs', `null'.
+%% ```
+%% {ok, [#{<<"id">> := <<"acme">>}]} = barrel:find(Barrel, <<"$/headquarter/france">>).
+%% '''
+-spec find(barrel(), binary() | {path(), query_opts()}, query_opts()) ->
+          {ok, [doc()]} | {error, reason()}.
+find(Barrel, Query, Opts) when is_binary(Query), is_map(Opts) ->
+    case query_select(Opts) of
+        {ok, all, #{limit := Limit, descending := Desc, include_docs := Docs, null := Null}} ->
+            collect(run_query(Barrel, Query, path_value, Desc, Docs, Null,
+                              fun collect_row/2, [], Limit));
+        {ok, _, _} ->
+            {error, {bad_query, <<"the value is in the path: no selection options">>}};
+        Error ->
+            Error
+    end;
+find(Barrel, {Path, QueryOpts}, Opts) when is_map(QueryOpts), is_map(Opts) ->
+    collect(query(Barrel, Path, fun collect_row/2, [], maps:merge(QueryOpts, Opts)));
+find(_Barrel, Query, Opts) when is_map(Opts) ->
+    {error, {bad_query, Query}};
+find(_Barrel, _Query, Opts) ->
+    {error, {bad_option, Opts}}.
+
+collect_row(Row, Acc) -> {ok, [Row | Acc]}.
+
+collect({ok, Rows}) -> {ok, lists:reverse(Rows)};
+collect(Error) -> Error.
+
+%% @doc Rebuilds the path index of a barrel from its documents and returns the
+%% number of documents indexed. The index is maintained on every write; this is
+%% for recovery. Queries running meanwhile may see a partial index.
+-spec reindex(barrel()) -> {ok, non_neg_integer()} | {error, reason()}.
+reindex(Barrel) ->
+    ?NIF(barrel_nif:reindex(Barrel), barrel).
+
+query_select(Opts) ->
+    Defaults = #{equal => undefined, prefix => undefined, start_at => undefined,
+                 end_at => undefined, start_inclusive => true, end_inclusive => true,
+                 limit => infinity, descending => false, include_docs => true, null => null},
+    case check_options(Opts, Defaults, fun query_option_ok/2) of
+        {ok, #{equal := E, prefix := P, start_at := S, end_at := End} = O} ->
+            Bound = fun(undefined, _) -> undefined;
+                       (V, true) -> {inclusive, V};
+                       (V, false) -> {exclusive, V}
+                    end,
+            Ranged = S =/= undefined orelse End =/= undefined,
+            case {E, P, Ranged} of
+                {undefined, undefined, false} -> {ok, all, O};
+                {_, undefined, false} -> {ok, {equal, E}, O};
+                {undefined, _, false} -> {ok, {prefix, P}, O};
+                {undefined, undefined, true} ->
+                    {ok, {range, Bound(S, maps:get(start_inclusive, O)),
+                          Bound(End, maps:get(end_inclusive, O))}, O};
+                _ ->
+                    {error, {bad_query,
+                             <<"equal, prefix and start_at/end_at exclude each other">>}}
+            end;
+        Error ->
+            Error
+    end.
+
+query_option_ok(K, V) when K =:= equal; K =:= start_at; K =:= end_at -> is_scalar(V);
+query_option_ok(prefix, V) -> is_binary(V);
+query_option_ok(K, V) when K =:= start_inclusive; K =:= end_inclusive; K =:= descending;
+                           K =:= include_docs -> is_boolean(V);
+query_option_ok(limit, V) -> V =:= infinity orelse (is_integer(V) andalso V >= 0);
+query_option_ok(null, V) -> is_atom(V).
+
+is_scalar(V) ->
+    is_binary(V) orelse is_number(V) orelse is_boolean(V) orelse V =:= null orelse V =:= nil.
+
+run_query(_Barrel, _Path, _Select, _Desc, _Docs, _Null, _Fun, Acc, 0) ->
+    {ok, Acc};
+run_query(Barrel, Path, Select, Desc, Docs, Null, Fun, Acc, Limit) ->
+    case ?NIF(barrel_nif:query_open(Barrel, Path, Select, Desc, Docs), barrel) of
+        {ok, Cursor} -> query_chunks(Cursor, Null, Fun, Acc, Limit);
+        Error -> Error
+    end.
+
+query_chunks(Cursor, Null, Fun, Acc, Limit) ->
+    N = case Limit of infinity -> ?FOLD_CHUNK; _ -> min(Limit, ?FOLD_CHUNK) end,
+    case barrel_nif:query_next(Cursor, N, Null) of
+        {ok, Rows, Done} ->
+            case apply_fold(Fun, Rows, Acc) of
+                {stop, Acc1} -> {ok, Acc1};
+                {ok, Acc1} when Done -> {ok, Acc1};
+                {ok, Acc1} when Limit =:= N -> {ok, Acc1};
+                {ok, Acc1} ->
+                    Left = case Limit of infinity -> infinity; _ -> Limit - N end,
+                    query_chunks(Cursor, Null, Fun, Acc1, Left)
+            end;
+        Error ->
+            Error
     end.
 
 %% Merges Opts over Defaults, refusing unknown keys and ill-typed values.

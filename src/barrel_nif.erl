@@ -9,7 +9,8 @@
          save_doc/3, save_docs/3, delete_doc/3,
          save_doc_async/4, save_docs_async/4, delete_doc_async/4, fetch_doc/6, fetch_doc_cached/6,
          fetch_open_revs/5,
-         fold_docs_chunk/6]).
+         fold_docs_chunk/6,
+         query_open/5, query_next/3, reindex/1]).
 
 -on_load(init/0).
 
@@ -46,3 +47,6 @@ fetch_doc(_Barrel, _DocId, _Rev, _Revs, _Conflicts, _Null) -> ?NOT_LOADED.
 fetch_doc_cached(_Barrel, _DocId, _Rev, _Revs, _Conflicts, _Null) -> ?NOT_LOADED.
 fetch_open_revs(_Barrel, _DocId, _Which, _Revs, _Null) -> ?NOT_LOADED.
 fold_docs_chunk(_Barrel, _Start, _End, _Limit, _IncludeDocs, _Null) -> ?NOT_LOADED.
+query_open(_Barrel, _Path, _Select, _Descending, _IncludeDocs) -> ?NOT_LOADED.
+query_next(_Cursor, _N, _Null) -> ?NOT_LOADED.
+reindex(_Barrel) -> ?NOT_LOADED.

@@ -4,6 +4,7 @@
 mod convert;
 mod docs;
 mod error;
+mod query;
 mod store;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
