@@ -96,6 +96,46 @@ defmodule Barrel do
   and `conflicts: true` or `open_revs: :all` show the others so that you can
   merge them and delete the losers.
 
+  ## Path index and queries
+
+  Every document is indexed as it is written, in the same atomic write: each
+  scalar value (string, number, boolean, `null`) at each path of its winning
+  revision, plus its id at `$/id/ID`. The document
+  `{"id":"ID","locations":[{"country":"France","city":"creil"}],"headquarter":"France"}`
+  yields `$/id/ID`, `$/locations/0/country/france`,
+  `$/locations/0/city/creil` and `$/headquarter/france`. An update replaces
+  the entries of the old winner, a delete removes them, and of conflicting
+  revisions only the winner is indexed.
+
+    * A path is `"$/locations/0/country"` or a list of segments,
+      `["locations", 0, "country"]`. Digits (integers in a list) are array
+      indexes, `*` (`:*` in a list) is any array index, and in a binary `~1`
+      and `~0` stand for `/` and `~` inside a key.
+    * Strings are matched lowercased (Unicode lowercase): `"Été"` matches
+      `"été"`. Documents keep their original values.
+    * Values sort by type, `null < false < true < numbers < strings`, then
+      numbers numerically (integers and floats together; `2.0` is the same
+      value as `2`) and strings by their lowercased UTF-8 bytes.
+    * A path with `*` lists its matches by array index first, then value,
+      then id, and a document once, at its first matching entry.
+    * Every query reads one snapshot: writes made while it runs, even by its
+      own function, are not seen.
+    * Strings longer than 256 bytes are stored but not indexed.
+
+  `query/5` folds over the matches in index order, `find/3` returns them as
+  a list, and `reindex/1` rebuilds the index from the documents:
+
+      iex> :ok = Barrel.create_barrel("quickstart-query")
+      iex> {:ok, barrel} = Barrel.open("quickstart-query")
+      iex> {:ok, _results} =
+      ...>   Barrel.save_docs(barrel, [
+      ...>     %{"id" => "ID", "locations" => [%{"country" => "France", "city" => "creil"}], "headquarter" => "France"},
+      ...>     %{"id" => "other", "locations" => [%{"country" => "Spain"}], "headquarter" => "Spain"}
+      ...>   ])
+      iex> {:ok, [%{"id" => "ID", "headquarter" => "France"}]} = Barrel.find(barrel, "$/headquarter/france")
+      iex> Barrel.find(barrel, {"$/locations/*/country", equal: "FRANCE"}, include_docs: false)
+      {:ok, [%{"id" => "ID", "value" => "france"}]}
+
   ## Errors
 
   Every function returns `{:error, reason}` on failure; see `t:reason/0`.
@@ -148,6 +188,8 @@ defmodule Barrel do
       document input.
     * `{:bad_option, option}`: an unknown option, an ill-typed value, or
       options that are not a keyword list.
+    * `{:bad_query, why}`: a query that cannot be run: a bad path, a value
+      that cannot be indexed, selection options that exclude each other.
     * `{:bad_arg, what}`: an argument of the wrong type, such as a handle that
       is not a barrel.
     * `{:storage_error, message}`, `{:corrupt, message}`,
@@ -164,6 +206,7 @@ defmodule Barrel do
           | {:bad_rev, term()}
           | {:bad_doc, term()}
           | {:bad_option, term()}
+          | {:bad_query, term()}
           | {:bad_arg, atom()}
           | {:storage_error, String.t()}
           | {:corrupt, String.t()}
@@ -196,6 +239,34 @@ defmodule Barrel do
 
   @typedoc "What a `fold_docs/4` function returns: go on, or stop with or without a new acc."
   @type fold_result(acc) :: {:ok, acc} | {:stop, acc} | :stop
+
+  @typedoc """
+  A field of a document: `"$/locations/*/country"`, or a list of segments
+  such as `["locations", :*, "country"]`: strings are object keys,
+  non-negative integers array indexes, and `:*` any array index.
+  """
+  @type path :: String.t() | [String.t() | non_neg_integer() | :*]
+
+  @typedoc "A value that can be indexed and queried: JSON `null` is `nil` (or `:null`)."
+  @type scalar :: String.t() | number() | boolean() | nil | :null
+
+  @type query_option ::
+          {:equal, scalar()}
+          | {:prefix, String.t()}
+          | {:start_at, scalar()}
+          | {:end_at, scalar()}
+          | {:start_inclusive, boolean()}
+          | {:end_inclusive, boolean()}
+          | {:limit, non_neg_integer() | :infinity}
+          | {:descending, boolean()}
+          | {:include_docs, boolean()}
+          | {:null, atom()}
+
+  @typedoc "Options of `query/5` and `find/3`, as a keyword list."
+  @type query_opts :: [query_option()]
+
+  @typedoc ~S'A query for `find/3`: `"$/path/to/value"` or `{path, query_opts}`.'
+  @type query :: String.t() | {path(), query_opts()}
 
   ## Barrels
 
@@ -453,6 +524,116 @@ defmodule Barrel do
       :barrel.fold_docs(barrel, fun, acc, Map.put_new(opts, :null, nil))
     end
   end
+
+  ## Queries
+
+  @doc """
+  Folds over the documents whose value at `path` matches, in index order: by
+  value (`nil`, `false`, `true`, numbers, then strings compared lowercased),
+  then by document id. With `*` in the path, by the array index it stands
+  for first, and each document once, at its first match in that order. `fun`
+  and its returns are as for `fold_docs/4`. See "Path index and queries"
+  above for what is indexed.
+
+  Selection options, at most one kind; with none, every document with a
+  scalar at `path` matches:
+
+    * `equal: value`: values equal to `value` (strings compared lowercased).
+    * `prefix: string`: strings starting with `string` (compared lowercased).
+    * `start_at: value`, `end_at: value`: values between these bounds, in the
+      type order, inclusive unless `start_inclusive: false` or
+      `end_inclusive: false`. Either bound can be left out.
+
+  Other options:
+
+    * `limit: n` (default `:infinity`): at most `n` documents.
+    * `descending: true`: highest value first.
+    * `include_docs: false`: instead of the document, each row is
+      `%{"id" => id, "value" => value}`, with the value as indexed
+      (strings lowercased).
+    * `null: atom` (default `nil`): what JSON `null` comes back as.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-query")
+      iex> {:ok, barrel} = Barrel.open("docs-query")
+      iex> {:ok, _results} =
+      ...>   Barrel.save_docs(barrel, [
+      ...>     %{"id" => "ann", "age" => 31, "pets" => [%{"kind" => "Cat"}]},
+      ...>     %{"id" => "bob", "age" => 17.5, "pets" => [%{"kind" => "dog"}, %{"kind" => "cat"}]},
+      ...>     %{"id" => "cid", "age" => 45}
+      ...>   ])
+      iex> ids = fn doc, acc -> {:ok, acc ++ [doc["id"]]} end
+      iex> Barrel.query(barrel, "$/age", ids, [], start_at: 18, end_at: 45, end_inclusive: false)
+      {:ok, ["ann"]}
+      iex> Barrel.query(barrel, ["pets", :*, "kind"], ids, [], equal: "cat")
+      {:ok, ["ann", "bob"]}
+      iex> Barrel.query(barrel, "$/age", fn row, acc -> {:ok, [row | acc]} end, [], include_docs: false, limit: 2)
+      {:ok, [%{"id" => "ann", "value" => 31}, %{"id" => "bob", "value" => 17.5}]}
+      iex> Barrel.query(barrel, "$//age", ids, [])
+      {:error, {:bad_query, ~S'empty segment in "$//age"'}}
+  """
+  @spec query(barrel(), path(), (doc(), acc -> fold_result(acc)), acc, query_opts()) ::
+          {:ok, acc} | {:error, reason()}
+        when acc: term()
+  def query(barrel, path, fun, acc, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.query(barrel, path, fun, acc, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @doc """
+  The matching documents as a list, in the order of `query/5`.
+
+  `query` is either the one-string form `"$/path/to/value"`, whose last
+  segment is the value (`null`, `true`, `false`, a number, or else a
+  string), or `{path, query_opts}` with the options of `query/5`. `opts`
+  adds `:limit`, `:descending`, `:include_docs` and `:null`; with the
+  one-string form, selection options are refused since the value is in the
+  path.
+
+      iex> :ok = Barrel.create_barrel("docs-find")
+      iex> {:ok, barrel} = Barrel.open("docs-find")
+      iex> {:ok, "acme", rev} = Barrel.save_doc(barrel, %{"id" => "acme", "headquarter" => "France"})
+      iex> Barrel.find(barrel, "$/headquarter/france")
+      {:ok, [%{"id" => "acme", "_rev" => rev, "headquarter" => "France"}]}
+      iex> Barrel.find(barrel, {"$/headquarter", prefix: "FR"}, include_docs: false)
+      {:ok, [%{"id" => "acme", "value" => "france"}]}
+      iex> Barrel.find(barrel, "$/headquarter/spain")
+      {:ok, []}
+  """
+  @spec find(barrel(), query(), query_opts()) :: {:ok, [doc()]} | {:error, reason()}
+  def find(barrel, query, opts \\ [])
+
+  def find(barrel, {path, query_opts}, opts) do
+    # The null default goes with the query options so that one in opts wins.
+    with {:ok, query_opts} <- options(query_opts),
+         {:ok, opts} <- options(opts) do
+      :barrel.find(barrel, {path, Map.put_new(query_opts, :null, nil)}, opts)
+    end
+  end
+
+  def find(barrel, query, opts) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.find(barrel, query, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @doc """
+  Rebuilds the path index of a barrel from its documents and returns the
+  number of live documents indexed. Every write keeps the index up to date,
+  so this is for recovery; queries running meanwhile may see a partial index.
+
+      iex> :ok = Barrel.create_barrel("docs-reindex")
+      iex> {:ok, barrel} = Barrel.open("docs-reindex")
+      iex> {:ok, _results} = Barrel.save_docs(barrel, [%{"id" => "a", "n" => 1}, %{"id" => "b", "n" => 2}])
+      iex> Barrel.reindex(barrel)
+      {:ok, 2}
+      iex> Barrel.find(barrel, "$/n/2", include_docs: false)
+      {:ok, [%{"id" => "b", "value" => 2}]}
+  """
+  @spec reindex(barrel()) :: {:ok, non_neg_integer()} | {:error, reason()}
+  def reindex(barrel), do: :barrel.reindex(barrel)
 
   # Options come as a keyword list; :barrel takes a map. A repeated key keeps
   # its first value, as Keyword.get/2 reads it.

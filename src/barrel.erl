@@ -46,6 +46,7 @@
                 | {invalid_name, term()} | {bad_param, term()}
                 | {invalid_doc_id, term()} | {bad_rev, term()}
                 | {bad_doc, term()} | {bad_option, term()} | {bad_arg, atom()}
+                | {bad_query, term()}
                 | {storage_error, binary()} | {corrupt, binary()}
                 | {internal_error, binary()}.
 %% The README lists when each is returned. Terms the caller passed (a name, an
@@ -383,8 +384,9 @@ is_proper_list(L) ->
 %% ---------------------------------------------------------------------------
 
 %% @doc Folds over the documents whose value at `Path' matches, in index order:
-%% by value (null, false, true, numbers, then strings; strings compared
-%% lowercased), then by document id. Every document is indexed automatically
+%% by path (with a `*', array position first), then by value (null, false,
+%% true, numbers, then strings; strings compared lowercased, ids included),
+%% then by document id. Every document is indexed automatically
 %% by every path to every scalar (see README, "Path index").
 %%
 %% Selection options (at most one kind): `equal => V'; `prefix => Bin' (string

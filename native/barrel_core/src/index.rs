@@ -139,6 +139,9 @@ pub fn normalize(s: &str) -> String {
     s.to_lowercase()
 }
 
+/// 2^127: integral floats below it are indexed as the integer they equal.
+const I128_LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+
 /// Numbers sort by their f64 value, ties (large integers that round to the same f64) broken by
 /// the exact integer. Integral floats are indexed as the integer they equal, so `1` and `1.0`
 /// are the same indexed value.
@@ -148,8 +151,9 @@ fn encode_number(out: &mut Vec<u8>, n: &Number) {
     } else if let Some(u) = n.as_u64() {
         Some(i128::from(u))
     } else {
+        // Every integral float below 2^127 is an integer an i128 holds exactly.
         n.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 1.8e19)
+            .filter(|f| f.fract() == 0.0 && f.abs() < I128_LIMIT)
             .map(|f| f as i128)
     };
     let approx = match exact {
@@ -336,7 +340,7 @@ pub fn parse_path(path: &str) -> Result<Vec<PathPattern>, String> {
         .or_else(|| path.strip_prefix('/'))
         .unwrap_or(path);
     if rest.is_empty() || path == "$" {
-        return Ok(Vec::new());
+        return Err(format!("empty path {path:?}"));
     }
     rest.split('/')
         .map(|seg| {
@@ -375,12 +379,7 @@ pub fn parse_path_and_value(query: &str) -> Result<(Vec<PathPattern>, Value), St
             _ => Value::String(v.replace("~1", "/").replace("~0", "~")),
         },
     };
-    let path = if path == "$" || path.is_empty() {
-        Vec::new()
-    } else {
-        parse_path(path)?
-    };
-    Ok((path, value))
+    Ok((parse_path(path)?, value))
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when there is
@@ -499,6 +498,9 @@ mod tests {
         let (_, v) = parse_path_and_value("$/headquarter/france").unwrap();
         assert_eq!(v, json!("france"));
         assert!(parse_path_and_value("nothing").is_err());
+        assert!(parse_path_and_value("$/n").is_err());
+        assert!(parse_path("$").is_err());
+        assert!(parse_path("").is_err());
     }
 
     fn arb_scalar() -> impl Strategy<Value = Value> {
@@ -508,6 +510,9 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
             (-1e20f64..1e20).prop_map(Value::from),
+            (0u32..2048)
+                .prop_map(|d| Value::from(18_446_744_073_709_551_615f64 - f64::from(d) * 2048.0)),
+            (0u64..4096).prop_map(|d| Value::from(u64::MAX - d)),
             (-50i64..50).prop_map(|i| Value::from(i as f64 / 4.0)),
             "[a-zA-Z\u{e9}\u{0}]{0,6}".prop_map(Value::String),
         ]
@@ -534,7 +539,7 @@ mod tests {
                 Some(i) => (i as f64, i),
                 None => {
                     let f = n.as_f64().unwrap();
-                    if f.fract() == 0.0 && f.abs() < 1.8e19 {
+                    if f.fract() == 0.0 && f.abs() < I128_LIMIT {
                         (f, f as i128)
                     } else {
                         (f, 0)

@@ -133,6 +133,9 @@ fn value_bounds(select: &Select) -> Result<ValueBounds> {
 }
 
 fn plan(barrel: u64, q: &Query) -> Result<Plan> {
+    if q.path.is_empty() {
+        return Err(bad("empty path"));
+    }
     let mut prefix = keys::prefix(barrel).to_vec();
     let first_wild = q.path.iter().position(|p| *p == PathPattern::AnyIndex);
     let concrete = &q.path[..first_wild.unwrap_or(q.path.len())];
