@@ -27,6 +27,26 @@ impl Default for SaveOptions {
     }
 }
 
+/// A fetched document in two parts: the body as stored (canonical JSON of everything but the
+/// special members) and the special members (`id`, `_rev`, and as asked `_deleted`,
+/// `_revisions`, `_conflicts`). Their union is the document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocParts {
+    /// The body's JSON object.
+    pub body: Vec<u8>,
+    /// The special members.
+    pub meta: Body,
+}
+
+impl DocParts {
+    /// The whole document as one object.
+    pub fn into_body(self) -> Result<Body> {
+        let mut doc = body_of(&self.body)?;
+        doc.extend(self.meta);
+        Ok(doc)
+    }
+}
+
 /// Options of [`Barrel::fetch_doc`].
 #[derive(Clone, Debug, Default)]
 pub struct FetchOptions {
@@ -259,6 +279,30 @@ impl Barrel {
         DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
     }
 
+    /// The stored body of leaf `leaf` of a document, read with `ro`, as JSON.
+    fn leaf_body_json(
+        &self,
+        store: &Store,
+        id: &str,
+        rec: &DocRecord,
+        winner: &Rev,
+        leaf: &Rev,
+        ro: &ReadOptions,
+    ) -> Result<Vec<u8>> {
+        if leaf == winner {
+            return Ok(rec.winner_body.clone());
+        }
+        let k = keys::rev(self.inner.id, id, leaf);
+        match store
+            .db
+            .get_pinned_cf_opt(store.cf(CF_REVS), &k, ro)
+            .map_err(read_error)?
+        {
+            Some(b) => Ok(b.to_vec()),
+            None => Err(Error::Corrupt(format!("missing body of {id} {leaf}"))),
+        }
+    }
+
     /// The stored body of leaf `leaf` of a document, read with `ro`.
     fn leaf_body(
         &self,
@@ -269,18 +313,7 @@ impl Barrel {
         leaf: &Rev,
         ro: &ReadOptions,
     ) -> Result<Body> {
-        if leaf == winner {
-            return body_of(&rec.winner_body);
-        }
-        let k = keys::rev(self.inner.id, id, leaf);
-        match store
-            .db
-            .get_pinned_cf_opt(store.cf(CF_REVS), &k, ro)
-            .map_err(read_error)?
-        {
-            Some(b) => body_of(&b),
-            None => Err(Error::Corrupt(format!("missing body of {id} {leaf}"))),
-        }
+        body_of(&self.leaf_body_json(store, id, rec, winner, leaf, ro)?)
     }
 
     /// Fetches a document: the winning revision (or `opts.rev`), with `id` and `_rev`. An id
@@ -289,7 +322,25 @@ impl Barrel {
     /// deletion returns it with `_deleted: true`. Only current leaves keep their body: asking
     /// for an older revision is [`Error::NotFound`].
     pub fn fetch_doc(&self, id: &str, opts: &FetchOptions) -> Result<Body> {
+        self.fetch_in(id, opts, false)?.into_body()
+    }
+
+    /// [`Barrel::fetch_doc`] with the body left as stored JSON, for bindings that decode JSON
+    /// straight into their own terms.
+    pub fn fetch_doc_parts(&self, id: &str, opts: &FetchOptions) -> Result<DocParts> {
         self.fetch_in(id, opts, false)
+    }
+
+    /// [`Barrel::fetch_doc_cached`] with the body left as stored JSON.
+    pub fn fetch_doc_parts_cached(
+        &self,
+        id: &str,
+        opts: &FetchOptions,
+    ) -> Result<Option<DocParts>> {
+        match self.fetch_in(id, opts, true) {
+            Err(Error::WouldBlock) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// [`Barrel::fetch_doc`] answered from memory only (memtables and block cache), for callers
@@ -299,11 +350,11 @@ impl Barrel {
     pub fn fetch_doc_cached(&self, id: &str, opts: &FetchOptions) -> Result<Option<Body>> {
         match self.fetch_in(id, opts, true) {
             Err(Error::WouldBlock) => Ok(None),
-            other => other.map(Some),
+            other => other.and_then(DocParts::into_body).map(Some),
         }
     }
 
-    fn fetch_in(&self, id: &str, opts: &FetchOptions, cached_only: bool) -> Result<Body> {
+    fn fetch_in(&self, id: &str, opts: &FetchOptions, cached_only: bool) -> Result<DocParts> {
         crate::doc::check_doc_id(id)?;
         let store = self.store()?;
         // A plain fetch reads one key; reading another leaf's body needs a snapshot so the
@@ -330,8 +381,8 @@ impl Barrel {
             Some(r) if rec.tree.is_leaf(r) => (r.clone(), rec.tree.is_deleted(r) == Some(true)),
             Some(_) => return Err(Error::NotFound),
         };
-        let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
-        let mut doc = decorate_doc(body, id, &rev, deleted);
+        let body = self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?;
+        let mut doc = decorate_doc(Body::new(), id, &rev, deleted);
         if opts.revs {
             doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
         }
@@ -351,7 +402,7 @@ impl Barrel {
                 doc.insert(CONFLICTS.into(), Value::Array(list));
             }
         }
-        Ok(doc)
+        Ok(DocParts { body, meta: doc })
     }
 
     /// Fetches several leaf revisions at once (CouchDB's `open_revs`), deleted leaves included;

@@ -29,7 +29,8 @@ pub mod revtree;
 pub mod store;
 
 pub use barrel::{
-    Barrel, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions, SaveResults,
+    Barrel, DocParts, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions,
+    SaveResults,
 };
 pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};

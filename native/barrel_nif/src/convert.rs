@@ -164,3 +164,104 @@ pub(crate) fn map_to_term<'a>(env: Env<'a>, m: &Map<String, Value>, null_atom: A
     Term::map_from_term_arrays(env, &keys, &vals)
         .unwrap_or_else(|_| rustler::types::map::map_new(env))
 }
+
+/// Decodes a stored JSON object straight into a map term (no intermediate JSON value), adding
+/// the `extra` members (special members such as `id` and `_rev`).
+pub(crate) fn json_to_term<'a>(
+    env: Env<'a>,
+    json: &[u8],
+    extra: &Map<String, Value>,
+    null_atom: Atom,
+) -> Result<Term<'a>, String> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let seed = TermSeed {
+        env,
+        null_atom,
+        extra: Some(extra),
+    };
+    let term = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(term)
+}
+
+/// Builds terms while serde_json parses. `extra` members are added to the top-level object.
+struct TermSeed<'a, 'x> {
+    env: Env<'a>,
+    null_atom: Atom,
+    extra: Option<&'x Map<String, Value>>,
+}
+
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for TermSeed<'a, '_> {
+    type Value = Term<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Term<'a>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 'a> serde::de::Visitor<'de> for TermSeed<'a, '_> {
+    type Value = Term<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Term<'a>, E> {
+        Ok(v.encode(self.env))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Term<'a>, E> {
+        Ok(v.encode(self.env))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Term<'a>, E> {
+        Ok(v.encode(self.env))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Term<'a>, E> {
+        Ok(v.encode(self.env))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Term<'a>, E> {
+        Ok(v.encode(self.env))
+    }
+
+    fn visit_unit<E>(self) -> Result<Term<'a>, E> {
+        Ok(self.null_atom.encode(self.env))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Term<'a>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(t) = seq.next_element_seed(TermSeed {
+            env: self.env,
+            null_atom: self.null_atom,
+            extra: None,
+        })? {
+            items.push(t);
+        }
+        Ok(items.encode(self.env))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Term<'a>, A::Error> {
+        let extra_len = self.extra.map_or(0, |e| e.len());
+        let mut keys = Vec::with_capacity(map.size_hint().unwrap_or(8) + extra_len);
+        let mut values = Vec::with_capacity(keys.capacity());
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            keys.push(k.as_ref().encode(self.env));
+            values.push(map.next_value_seed(TermSeed {
+                env: self.env,
+                null_atom: self.null_atom,
+                extra: None,
+            })?);
+        }
+        if let Some(extra) = self.extra {
+            for (k, v) in extra {
+                keys.push(k.as_str().encode(self.env));
+                values.push(value_to_term(self.env, v, self.null_atom));
+            }
+        }
+        Term::map_from_term_arrays(self.env, &keys, &values)
+            .map_err(|_| serde::de::Error::custom("duplicate key in stored document"))
+    }
+}

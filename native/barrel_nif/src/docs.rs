@@ -3,13 +3,13 @@
 //! `fetch_open_revs/5`, `fold_docs_chunk/6`. Argument checking and option defaults live in
 //! `barrel.erl`; these decode, call the engine and encode.
 
-use crate::convert::{map_to_term, term_to_value_within};
+use crate::convert::{json_to_term, map_to_term, term_to_value_within};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
 use barrel_core::SaveResults;
 use barrel_core::{
-    Body, DocInput, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
+    Body, DocInput, DocParts, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
 };
 use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
@@ -194,6 +194,14 @@ fn decode_id(id: Term) -> Result<String, Failure> {
     utf8(id, atoms::invalid_doc_id())
 }
 
+/// `{ok, Doc}` from a fetched document's parts.
+fn doc_term<'a>(env: Env<'a>, parts: &DocParts, null: Atom) -> Term<'a> {
+    match json_to_term(env, &parts.body, &parts.meta, null) {
+        Ok(doc) => (atoms::ok(), doc).encode(env),
+        Err(e) => error::encode(env, &Error::Corrupt(format!("document body: {e}"))),
+    }
+}
+
 fn fetch_options(rev: Term, revs: bool, conflicts: bool) -> Result<FetchOptions, Failure> {
     let rev = if rev.decode::<Atom>().ok() == Some(atoms::undefined()) {
         None
@@ -221,10 +229,10 @@ fn fetch_doc<'a>(
     guarded(env, || {
         let r = (|| {
             let opts = fetch_options(rev, revs, conflicts)?;
-            Ok(barrel.barrel()?.fetch_doc(&decode_id(id)?, &opts)?)
+            Ok(barrel.barrel()?.fetch_doc_parts(&decode_id(id)?, &opts)?)
         })();
         match r {
-            Ok(doc) => (atoms::ok(), map_to_term(env, &doc, null)).encode(env),
+            Ok(parts) => doc_term(env, &parts, null),
             Err(f) => encode_failure(env, &f),
         }
     })
@@ -246,10 +254,12 @@ fn fetch_doc_cached<'a>(
     guarded(env, || {
         let r = (|| {
             let opts = fetch_options(rev, revs, conflicts)?;
-            Ok(barrel.barrel()?.fetch_doc_cached(&decode_id(id)?, &opts)?)
+            Ok(barrel
+                .barrel()?
+                .fetch_doc_parts_cached(&decode_id(id)?, &opts)?)
         })();
         match r {
-            Ok(Some(doc)) => (atoms::ok(), map_to_term(env, &doc, null)).encode(env),
+            Ok(Some(parts)) => doc_term(env, &parts, null),
             Ok(None) => error::reason(env, &Error::WouldBlock),
             Err(f) => encode_failure(env, &f),
         }
