@@ -7,6 +7,8 @@
 #   make lint    rustfmt and mix format checks, clippy with warnings as errors
 #   make fmt     rewrite Rust and Elixir sources in place
 #   make clean   remove build outputs of this clone (the shared cargo cache stays)
+#   make bench   Barrel against its peers (Mnesia, DETS, RocksDB, PouchDB): bench/RESULTS.md
+#   make bench-quick  the same with small counts, to try the harness (prints the table only)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -109,6 +111,16 @@ fmt: deps
 	cargo fmt --all
 	mix format
 	if [ -f examples/mix_app/.formatter.exs ]; then cd examples/mix_app && mix format; fi
+
+# Benchmarks: bench/run.sh builds the RocksDB peer, installs PouchDB into bench/node_modules and
+# runs the driver on the Barrel just built. BENCH_FULL=1 adds 10M documents; see bench/README.md.
+.PHONY: bench bench-quick
+
+bench: build
+	bash bench/run.sh
+
+bench-quick: build
+	BENCH_QUICK=1 bash bench/run.sh
 
 clean:
 	rm -rf _build deps priv/*.so priv/*.tmp barrel_data erl_crash.dump

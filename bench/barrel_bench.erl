@@ -1,0 +1,362 @@
+%% @doc The benchmark driver behind `make bench': runs Barrel and its peers on the same
+%% workloads, one after the other on this machine, then writes `bench/RESULTS.md' and prints
+%% one table.
+%%
+%% Environment:
+%% <ul>
+%% <li>`BENCH_QUICK=1': small counts, for trying the harness.</li>
+%% <li>`BENCH_FULL=1': adds the 10M-document scale step (Barrel and RocksDB only).</li>
+%% <li>`BENCH_PEERS=barrel,rocksdb': run only these peers.</li>
+%% <li>`BENCH_ONLY=save_doc_1,fold_docs_1M': run only these workloads (and the loads and
+%%     writes whose documents they need).</li>
+%% <li>`BENCH_OUT=path': where to write the results. By default only a whole run (no
+%%     `BENCH_QUICK', `BENCH_PEERS' or `BENCH_ONLY') writes them, to `bench/RESULTS.md'.</li>
+%% <li>`BENCH_TMP=dir': where the peers' data lives while they run (removed at the end).</li>
+%% </ul>
+-module(barrel_bench).
+
+-export([main/0, workloads/1, peers/1]).
+
+-define(TEMPLATES, 1000).
+
+%% ---------------------------------------------------------------------------
+%% What runs
+%% ---------------------------------------------------------------------------
+
+config() ->
+    Quick = os:getenv("BENCH_QUICK", "") =:= "1",
+    Full = os:getenv("BENCH_FULL", "") =:= "1",
+    Base = case Quick of
+               true -> #{writes => 2000, reads => 5000, sizes => [1000, 10000],
+                         read_size => 10000, fold_size => 10000, deadline_ms => 5000,
+                         load_deadline_ms => 60000};
+               false -> #{writes => 50000, reads => 100000, sizes => [10000, 100000, 1000000],
+                          read_size => 100000, fold_size => 1000000, deadline_ms => 10000,
+                          load_deadline_ms => 180000}
+           end,
+    Sizes = maps:get(sizes, Base) ++ [10000000 || Full, not Quick],
+    Base#{quick => Quick, full => Full, sizes => Sizes,
+          load_deadline_ms => case Full of
+                                  true -> 3600000;
+                                  false -> maps:get(load_deadline_ms, Base)
+                              end,
+          peers => list_env("BENCH_PEERS"), only => list_env("BENCH_ONLY"),
+          %% Only a whole run replaces RESULTS.md.
+          out => case {os:getenv("BENCH_OUT"), Quick, list_env("BENCH_PEERS"),
+                       list_env("BENCH_ONLY")} of
+                     {false, false, all, all} -> "bench/RESULTS.md";
+                     {false, _, _, _} -> undefined;
+                     {Out, _, _, _} -> Out
+                 end,
+          tmp => case os:getenv("BENCH_TMP") of
+                     false -> filename:join("/tmp", "barrel-bench-" ++ os:getpid());
+                     Tmp -> Tmp
+                 end}.
+
+list_env(Name) ->
+    case os:getenv(Name, "") of
+        "" -> all;
+        V -> [list_to_atom(S) || S <- string:lexemes(V, ", ")]
+    end.
+
+%% @doc The peers, in the order of the table's columns. `max_docs': larger data sets are skipped
+%% for that peer, with the reason given.
+peers(#{full := Full}) ->
+    Floor = filename:join(cargo_target_dir(), "release/rocksdb_floor"),
+    %% Loading 1M documents takes Mnesia (whose log dumps fall behind) and PouchDB two minutes
+    %% or more each: a default run stops them at 100k to stay under 15 minutes.
+    Slow = fun(Why) when Full -> {1000000, Why};
+              (_Why) -> {100000, "1M documents only with BENCH_FULL=1 (the load alone takes "
+                                 "minutes)"}
+           end,
+    InRam = "disc_copies keeps every document in RAM",
+    [#{id => barrel, name => "Barrel", mod => bench_barrel, opts => #{}},
+     #{id => mnesia_tx, name => "Mnesia tx", mod => bench_mnesia, opts => #{mode => transaction},
+       max_docs => Slow(InRam)},
+     #{id => mnesia_dirty, name => "Mnesia dirty", mod => bench_mnesia, opts => #{mode => dirty},
+       max_docs => Slow(InRam)},
+     #{id => dets, name => "DETS", mod => bench_dets, opts => #{},
+       max_docs => {1000000, "a DETS file holds at most 2 GB"}},
+     #{id => rocksdb, name => "RocksDB", mod => bench_external,
+       opts => #{exe => Floor, args => []}},
+     #{id => pouchdb, name => "PouchDB", mod => bench_external,
+       opts => #{exe => os:find_executable("node"), args => ["bench/pouchdb_peer.js"]},
+       max_docs => Slow("loading 10M documents would take over 15 minutes")}].
+
+%% @doc Every workload, in the order they run. A workload is a map:
+%% <ul>
+%% <li>`id', `title': its name in the tables.</li>
+%% <li>`store': the data set it runs in: `writes' (one store for all write workloads, each in
+%%     its own keyspace) or `{scale, N}' (N documents loaded by the store's `setup' workload).</li>
+%% <li>`op': `put' (`batch' documents a call), `update', `get' (`pattern' `seq' or `random'
+%%     over `keys' stored documents), `fold', or `disk_size' (measured by the driver once the
+%%     store is closed).</li>
+%% <li>`ks', `start', `count', `procs': the keys `ks-start'..`ks-(start+count-1)', shared among
+%%     `procs' concurrent processes.</li>
+%% <li>`count_from': take `count' from the documents another workload managed to write.</li>
+%% <li>`main': a row of the table; `scale => {N, Metric}': a row of the scale part of the
+%%     table (`load', `disk' or `fetch' at N documents).</li>
+%% </ul>
+%% Adding a workload is adding a map here (and a clause to the peers' `op/2' for a new `op').
+workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size := FS,
+            deadline_ms := D, load_deadline_ms := LD}) ->
+    Writes = [w(save_doc_1, "save_doc, 1 process", put, <<"w1">>, W, 1, #{}),
+              w(save_doc_16, "save_doc, 16 processes", put, <<"w16">>, W, 16, #{}),
+              w(save_doc_64, "save_doc, 64 processes", put, <<"w64">>, W, 64, #{}),
+              w(save_docs_100, "save_docs, batches of 100", put, <<"b100">>, 2 * W, 1,
+                #{batch => 100}),
+              w(save_docs_1000, "save_docs, batches of 1000", put, <<"b1000">>, 2 * W, 1,
+                #{batch => 1000}),
+              w(update, "update (save_doc with _rev), 1 process", update, <<"w1">>, W, 1,
+                #{count_from => save_doc_1})],
+    Reads = fun(N) ->
+                    [w(fetch_random_1, "fetch_doc random, 1 process", get, <<"s">>, R, 1,
+                       #{pattern => random, keys => N, store => {scale, N}, scale => {N, fetch}}),
+                     w(fetch_seq_1, "fetch_doc sequential, 1 process", get, <<"s">>, R, 1,
+                       #{pattern => seq, keys => N, store => {scale, N}}),
+                     w(fetch_random_16, "fetch_doc random, 16 processes", get, <<"s">>, R, 16,
+                       #{pattern => random, keys => N, store => {scale, N}}),
+                     w(fetch_seq_16, "fetch_doc sequential, 16 processes", get, <<"s">>, R, 16,
+                       #{pattern => seq, keys => N, store => {scale, N}})]
+            end,
+    Fold = fun(N) ->
+                   [w(list_to_atom("fold_docs_" ++ count_label(N)),
+                      "fold_docs over " ++ count_label(N) ++ " docs", fold, <<"s">>, N, 1,
+                      #{store => {scale, N}})]
+           end,
+    Scale = fun(N) ->
+                    Store = #{store => {scale, N}, main => false},
+                    [w({load, N}, "load " ++ count_label(N), put, <<"s">>, N, 1,
+                       Store#{batch => 1000, setup => true, scale => {N, load},
+                              deadline_ms => LD}),
+                     w({disk, N}, "disk size", disk_size, <<"s">>, N, 1,
+                       Store#{scale => {N, disk}})]
+                        ++ case N of
+                               RS -> Reads(N);
+                               _ -> [w({fetch, N}, "fetch_doc random", get, <<"s">>, min(R, N), 1,
+                                       Store#{pattern => random, keys => N,
+                                              scale => {N, fetch}})]
+                           end
+                        ++ [F || lists:member(N, [RS, FS]), F <- Fold(N)]
+            end,
+    [maps:merge(#{deadline_ms => D}, X) || X <- Writes ++ lists:append([Scale(N) || N <- Sizes])].
+
+w(Id, Title, Op, Ks, Count, Procs, Extra) ->
+    maps:merge(#{id => Id, title => Title, op => Op, ks => Ks, start => 0, count => Count,
+                 procs => Procs, batch => 1, store => writes, main => true, setup => false},
+               Extra).
+
+count_label(N) when N >= 1000000 -> integer_to_list(N div 1000000) ++ "M";
+count_label(N) when N >= 1000 -> integer_to_list(N div 1000) ++ "k";
+count_label(N) -> integer_to_list(N).
+
+%% ---------------------------------------------------------------------------
+%% Running
+%% ---------------------------------------------------------------------------
+
+%% @doc Runs the benchmark and halts: 0 when it completed (even with peers' errors, which the
+%% tables show), 1 when the harness itself failed.
+main() ->
+    Config = #{tmp := Tmp} = config(),
+    Started = erlang:monotonic_time(second),
+    _ = logger:set_primary_config(level, error),
+    ok = io:setopts([{encoding, unicode}]),
+    Status = try
+                 run(Config, Started),
+                 0
+             catch
+                 Class:Reason:Stack ->
+                     io:format(standard_error, "bench failed: ~p:~p~n~p~n", [Class, Reason, Stack]),
+                     1
+             after
+                 rm_rf(Tmp)
+             end,
+    halt(Status).
+
+run(Config = #{tmp := Tmp}, Started) ->
+    Machine = #{load := Load} = bench_report:machine(),
+    case string:to_float(binary_to_list(hd(Load))) of
+        {L, _} when L > 0.5 ->
+            io:format("bench: load average ~ts: something else is running, figures will be "
+                      "noisy~n", [lists:join(" ", Load)]);
+        _ -> ok
+    end,
+    ok = filelib:ensure_dir(filename:join(Tmp, "x")),
+    Templates = bench_docs:templates(?TEMPLATES),
+    TemplatesFile = filename:join(Tmp, "templates.jsonl"),
+    ok = bench_docs:write_templates(TemplatesFile, Templates),
+    Workloads = selected(workloads(Config), Config),
+    Peers = [P || P = #{id := Id} <- peers(Config), wanted(Id, maps:get(peers, Config))],
+    io:format("bench: ~b workloads x ~b peers; data in ~ts~n",
+              [length(Workloads), length(Peers), Tmp]),
+    Results = lists:foldl(fun(Peer, Acc) ->
+                                  run_peer(Peer, Workloads, Templates, TemplatesFile, Config, Acc)
+                          end, #{}, Peers),
+    Secs = erlang:monotonic_time(second) - Started,
+    Report = #{machine => Machine, config => Config, peers => Peers, workloads => Workloads,
+               results => Results, secs => Secs},
+    io:put_chars(["\n", bench_report:table(Report), "\n"]),
+    case maps:get(out, Config) of
+        undefined -> ok;
+        Out ->
+            ok = file:write_file(Out, unicode:characters_to_binary(bench_report:markdown(Report))),
+            io:format("bench: wrote ~ts~n", [Out])
+    end,
+    io:format("bench: took ~bs~n", [Secs]).
+
+wanted(_Id, all) -> true;
+wanted(Id, List) -> lists:member(Id, List).
+
+%% BENCH_ONLY keeps the named workloads, those they take their documents from, and the setup
+%% of their stores.
+selected(Workloads, #{only := all}) ->
+    Workloads;
+selected(Workloads, #{only := Only0}) ->
+    Only = Only0 ++ [From || #{id := Id, count_from := From} <- Workloads,
+                             lists:member(Id, Only0)],
+    Stores = [S || #{id := Id, store := S} <- Workloads, lists:member(Id, Only)],
+    [X || X = #{id := Id, store := S, setup := Setup} <- Workloads,
+          lists:member(Id, Only) orelse (Setup andalso lists:member(S, Stores))].
+
+run_peer(Peer = #{id := PeerId}, Workloads, Templates, TemplatesFile, Config, Results) ->
+    Stores = lists:usort(fun store_order/2, [S || #{store := S} <- Workloads]),
+    lists:foldl(
+      fun(Store, Acc) ->
+              InStore = [X || X = #{store := S} <- Workloads, S =:= Store],
+              case too_big(Peer, Store) of
+                  {true, Why} ->
+                      lists:foldl(fun(#{id := Id}, A) -> A#{{PeerId, Id} => {skipped, Why}} end,
+                                  Acc, InStore);
+                  false ->
+                      run_store(Peer, Store, InStore, Templates, TemplatesFile, Config, Acc)
+              end
+      end, Results, Stores).
+
+store_order(writes, _) -> true;
+store_order(_, writes) -> false;
+store_order({scale, A}, {scale, B}) -> A =< B.
+
+too_big(#{max_docs := {Max, Why}}, {scale, N}) when N > Max -> {true, Why};
+too_big(_Peer, _Store) -> false.
+
+run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates,
+          TemplatesFile, #{tmp := Tmp}, Results) ->
+    Dir = filename:join([Tmp, atom_to_list(PeerId), store_name(Store)]),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    %% Disk size is measured once the store is closed: at rest, logs flushed.
+    {Disk, Timed} = lists:partition(fun(#{op := Op}) -> Op =:= disk_size end, Workloads),
+    try Mod:open(Dir, TemplatesFile, Opts) of
+        {ok, State} ->
+            try
+                R1 = lists:foldl(fun(W, Acc) ->
+                                         run_workload(PeerId, Mod, State, W, Templates, Acc)
+                                 end, Results, Timed),
+                ok = Mod:close(State),
+                lists:foldl(fun(W = #{id := Id}, Acc) ->
+                                    R = {ok, dir_size(Dir)},
+                                    log(PeerId, W, R, 0),
+                                    Acc#{{PeerId, Id} => R}
+                            end, R1, Disk)
+            catch
+                Class:Reason:Stack ->
+                    catch Mod:close(State),
+                    erlang:raise(Class, Reason, Stack)
+            after
+                rm_rf(Dir)
+            end
+    catch
+        Class:Reason ->
+            rm_rf(Dir),
+            Why = {open_failed, Class, Reason},
+            lists:foldl(fun(#{id := Id}, A) -> A#{{PeerId, Id} => {error, Why}} end,
+                        Results, Workloads)
+    end.
+
+store_name(writes) -> "writes";
+store_name({scale, N}) -> "scale-" ++ integer_to_list(N).
+
+run_workload(PeerId, Mod, State, W0 = #{id := Id}, Templates, Results) ->
+    case setup_failed(PeerId, W0, Results) of
+        {true, Why} ->
+            Results#{{PeerId, Id} => {skipped, Why}};
+        false ->
+            W = with_count(PeerId, W0, Results),
+            T0 = erlang:monotonic_time(millisecond),
+            R = measure(Mod, State, W, Templates),
+            log(PeerId, W, R, erlang:monotonic_time(millisecond) - T0),
+            Results#{{PeerId, Id} => R}
+    end.
+
+%% Once a store's setup workload failed or was cut short, its other workloads do not run.
+setup_failed(PeerId, #{setup := false, store := Store}, Results) ->
+    case [R || {{P, {load, N}}, R} <- maps:to_list(Results), P =:= PeerId, {scale, N} =:= Store] of
+        [{ok, #{ops := Ops}}] when element(2, Store) > Ops -> {true, "setup cut short"};
+        [{ok, _}] -> false;
+        [] -> false;
+        [_] -> {true, "setup failed"}
+    end;
+setup_failed(_PeerId, _W, _Results) ->
+    false.
+
+with_count(PeerId, W = #{count_from := From}, Results) ->
+    case Results of
+        #{{PeerId, From} := {ok, #{ops := Ops}}} -> W#{count := min(Ops, maps:get(count, W))};
+        _ -> W
+    end;
+with_count(_PeerId, W, _Results) ->
+    W.
+
+measure(Mod, State, W, Templates) ->
+    try
+        case erlang:function_exported(Mod, run, 2) of
+            true ->
+                Mod:run(W, State);
+            false ->
+                case Mod:op(W, State) of
+                    {unsupported, Why} -> {unsupported, Why};
+                    Fun -> bench_runner:run(W, Fun, Templates)
+                end
+        end
+    catch
+        Class:Reason -> {error, short_error(Class, Reason)}
+    end.
+
+short_error(exit, {worker_failed, {{badmatch, Value}, _}}) -> {badmatch, Value};
+short_error(exit, {worker_failed, {Reason, _Stack}}) -> Reason;
+short_error(_Class, Reason) -> Reason.
+
+log(PeerId, #{id := Id}, R, Ms) ->
+    What = case R of
+               {ok, #{bytes := B, log_bytes := L}} ->
+                   io_lib:format("~ts (logs ~ts)", [bench_report:bytes(B), bench_report:bytes(L)]);
+               {ok, #{ops := Ops, secs := S} = M} ->
+                   io_lib:format("~ts/s (~b docs, p50 ~ts, p99 ~ts)",
+                                 [bench_report:rate(Ops / max(S, 1.0e-9)), Ops,
+                                  bench_report:us(maps:get(p50_us, M)),
+                                  bench_report:us(maps:get(p99_us, M))]);
+               {Tag, Why} -> io_lib:format("~p: ~0p", [Tag, Why])
+           end,
+    io:format("  ~-13ts ~-30ts ~ts [~.1fs]~n",
+              [PeerId, bench_report:workload_label(Id), What, Ms / 1000]).
+
+%% All bytes, and those in write-ahead logs (`*.log': RocksDB, LevelDB; Mnesia's `*.LOG').
+dir_size(Dir) ->
+    filelib:fold_files(Dir, ".*", true,
+                       fun(F, #{bytes := B, log_bytes := L}) ->
+                               Size = filelib:file_size(F),
+                               Log = case string:lowercase(filename:extension(F)) of
+                                         ".log" -> Size;
+                                         _ -> 0
+                                     end,
+                               #{bytes => B + Size, log_bytes => L + Log}
+                       end, #{bytes => 0, log_bytes => 0}).
+
+rm_rf(Dir) ->
+    _ = file:del_dir_r(Dir),
+    ok.
+
+cargo_target_dir() ->
+    case os:getenv("CARGO_TARGET_DIR") of
+        false -> filename:join(os:getenv("HOME"), ".cache/barrel-target");
+        Dir -> Dir
+    end.

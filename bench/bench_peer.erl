@@ -1,0 +1,26 @@
+%% @doc What a peer of the benchmark implements. A peer is a store the driver
+%% (`barrel_bench') runs the same workloads on: Barrel itself, Mnesia, DETS, and the external
+%% peers (RocksDB, PouchDB) reached through `bench_external'.
+%%
+%% For each data set a workload needs (a "store"), the driver calls `open/3' with a fresh
+%% directory, runs that store's workloads in order, then `close/1' and removes the directory.
+%%
+%% An in-VM peer exports `op/2': for a workload (a map, see `barrel_bench:workloads/1') it
+%% returns the fun doing one call on one item, and `bench_runner' does the looping, the
+%% concurrency and the timing the same way for every peer. Setup (such as reading the current
+%% revisions before an update) happens in `op/2', before the clock starts. An external peer
+%% exports `run/2' instead and times the workload itself.
+-module(bench_peer).
+
+-callback open(Dir :: file:filename(), TemplatesFile :: file:filename(), Opts :: map()) ->
+    {ok, State :: term()}.
+-callback close(State :: term()) -> ok.
+-callback op(Workload :: map(), State :: term()) ->
+    fun((Item :: term()) -> term()) | {fold, fun(() -> non_neg_integer())}
+    | {unsupported, Why :: string()}.
+-callback run(Workload :: map(), State :: term()) ->
+    {ok, #{ops := non_neg_integer(), secs := float(), p50_us := number() | undefined,
+           p99_us := number() | undefined}}
+    | {unsupported, Why :: string()} | {error, Why :: term()}.
+
+-optional_callbacks([op/2, run/2]).

@@ -1,0 +1,326 @@
+%% @doc The benchmark's output: the machine, the table printed at the end of a run, and
+%% `bench/RESULTS.md' (every figure, the ratios of Barrel to each peer, and the targets of
+%% issue 3 checked against them).
+-module(bench_report).
+
+-export([machine/0, table/1, markdown/1, rate/1, us/1, bytes/1, workload_label/1]).
+
+%% ---------------------------------------------------------------------------
+%% Targets: `num' / `den' (throughputs, docs/s) must be at least `min'.
+%% ---------------------------------------------------------------------------
+
+targets() ->
+    [#{title => "save_doc, 1 process ≥ 2× Mnesia disc_copies transactions",
+       num => {barrel, save_doc_1}, den => {mnesia_tx, save_doc_1}, min => 2.0},
+     #{title => "save_doc, 1 process ≥ 0.5× raw RocksDB puts",
+       num => {barrel, save_doc_1}, den => {rocksdb, save_doc_1}, min => 0.5},
+     #{title => "save_doc, 16 processes ≥ 1.6× save_doc, 1 process",
+       num => {barrel, save_doc_16}, den => {barrel, save_doc_1}, min => 1.6},
+     #{title => "save_docs, batches of 1000 ≥ 1× raw RocksDB single puts",
+       num => {barrel, save_docs_1000}, den => {rocksdb, save_doc_1}, min => 1.0},
+     #{title => "fetch_doc random, 1 process ≥ 0.5× Mnesia dirty_read",
+       num => {barrel, fetch_random_1}, den => {mnesia_dirty, fetch_random_1}, min => 0.5},
+     #{title => "fetch_doc sequential, 1 process ≥ 0.5× Mnesia dirty_read",
+       num => {barrel, fetch_seq_1}, den => {mnesia_dirty, fetch_seq_1}, min => 0.5}].
+
+later_targets() ->
+    ["Replication ≥ 10× PouchDB-to-PouchDB docs/s for the same 100k docs (replication issue)",
+     "Listener latency p99 below 1 ms at 10k writes/s (changes issue)"].
+
+%% ---------------------------------------------------------------------------
+%% Machine
+%% ---------------------------------------------------------------------------
+
+%% @doc What the figures were measured on.
+machine() ->
+    CpuInfo = read("/proc/cpuinfo"),
+    Cpu = case re:run(CpuInfo, "model name\\s*:\\s*(.*)", [{capture, all_but_first, binary}]) of
+              {match, [M]} -> M;
+              nomatch -> <<"unknown">>
+          end,
+    Mem = case re:run(read("/proc/meminfo"), "MemTotal:\\s*(\\d+)",
+                      [{capture, all_but_first, binary}]) of
+              {match, [K]} -> binary_to_integer(K) * 1024;
+              nomatch -> 0
+          end,
+    Os = case re:run(read("/etc/os-release"), "PRETTY_NAME=\"?([^\"\\n]*)",
+                     [{capture, all_but_first, binary}]) of
+             {match, [O]} -> O;
+             nomatch -> <<"unknown">>
+         end,
+    #{date => list_to_binary(calendar:system_time_to_rfc3339(erlang:system_time(second),
+                                                             [{offset, "Z"}])),
+      cpu => Cpu,
+      cores => erlang:system_info(logical_processors_available),
+      ram => Mem,
+      os => iolist_to_binary([Os, ", Linux ", cmd("uname -r")]),
+      otp => iolist_to_binary(["OTP ", erlang:system_info(otp_release), " (erts ",
+                               erlang:system_info(version), ")"]),
+      rust => cmd("rustc --version"),
+      node => cmd("node --version"),
+      rocksdb => rocksdb_version(),
+      pouchdb => pouchdb_version(),
+      commit => iolist_to_binary([cmd("git rev-parse --short HEAD"),
+                                  case cmd("git status --porcelain -- native src lib") of
+                                      <<>> -> <<>>;
+                                      _ -> <<" with uncommitted engine changes">>
+                                  end]),
+      load => lists:sublist(string:lexemes(read("/proc/loadavg"), " "), 3)}.
+
+read(File) ->
+    case file:read_file(File) of
+        {ok, B} -> B;
+        {error, _} -> <<>>
+    end.
+
+cmd(Cmd) ->
+    string:trim(list_to_binary(os:cmd(Cmd ++ " 2>/dev/null"))).
+
+rocksdb_version() ->
+    Lock = read("Cargo.lock"),
+    V = fun(Name) ->
+                case re:run(Lock, "name = \"" ++ Name ++ "\"\\nversion = \"([^\"]+)\"",
+                            [{capture, all_but_first, binary}]) of
+                    {match, [X]} -> X;
+                    nomatch -> <<"?">>
+                end
+        end,
+    <<"rocksdb crate ", (V("rocksdb"))/binary, ", librocksdb-sys ", (V("librocksdb-sys"))/binary>>.
+
+pouchdb_version() ->
+    case re:run(read("bench/node_modules/pouchdb-node/package.json"),
+                "\"version\":\\s*\"([^\"]+)\"", [{capture, all_but_first, binary}]) of
+        {match, [V]} -> <<"pouchdb-node ", V/binary, " (leveldb adapter)">>;
+        nomatch -> <<"pouchdb-node (not installed)">>
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Tables
+%% ---------------------------------------------------------------------------
+
+%% @doc The table printed at the end of a run: docs/s (bytes for disk rows) of every peer, with
+%% Barrel's ratio to it.
+table(Report) ->
+    markdown_table(summary(Report)).
+
+summary(#{peers := Peers} = Report) ->
+    Header = ["Workload" | [name(P) || P <- Peers]],
+    Rows = [[Label ++ unit(Kind) | [cell(Kind, Id, P, Report) || P <- Peers]]
+            || {Label, Kind, Id} <- rows(Report)],
+    [Header | Rows].
+
+%% Main rows, then the scale rows of each size.
+rows(#{workloads := Ws, config := #{sizes := Sizes}}) ->
+    Main = [{Title, rate, Id} || #{id := Id, title := Title, main := true} <- Ws],
+    Scale = lists:append(
+              [[{"scale " ++ count_label(N) ++ ": " ++ Label, Kind, Id}
+                || {Metric, Label, Kind} <- [{load, "load (save_docs 1000)", rate},
+                                             {disk, "disk size", bytes},
+                                             {disk, "of which write-ahead logs", log_bytes},
+                                             {fetch, "fetch_doc random", rate}],
+                   #{id := Id, scale := {SN, M}} <- Ws, SN =:= N, M =:= Metric]
+               || N <- Sizes]),
+    Main ++ Scale.
+
+unit(rate) -> " (docs/s)";
+unit(_Bytes) -> "".
+
+cell(Kind, Id, #{id := PeerId}, #{results := Results}) ->
+    case {maps:get({PeerId, Id}, Results, missing), maps:get({barrel, Id}, Results, missing)} of
+        {missing, _} -> "—";
+        {{skipped, _}, _} -> "skipped";
+        {{unsupported, _}, _} -> "n/a";
+        {{error, _}, _} -> "error";
+        {{ok, R}, B} ->
+            Value = value(Kind, R),
+            Text = format(Kind, Value),
+            case {PeerId, B} of
+                {barrel, _} -> Text;
+                {_, {ok, BR}} when Value > 0 ->
+                    Text ++ " (" ++ ratio(value(Kind, BR) / Value) ++ ")";
+                _ -> Text
+            end
+    end.
+
+value(rate, #{ops := Ops, secs := Secs}) -> Ops / max(Secs, 1.0e-9);
+value(bytes, #{bytes := B}) -> B;
+value(log_bytes, #{log_bytes := B}) -> B.
+
+format(rate, V) -> rate(V);
+format(_Bytes, V) -> bytes(V).
+
+ratio(X) -> [$× | float_to_list(X, [{decimals, if X >= 10 -> 1; true -> 2 end}])].
+
+markdown_table([Header | Rows]) ->
+    Widths = [lists:max([string:length(lists:nth(I, R)) || R <- [Header | Rows]])
+              || I <- lists:seq(1, length(Header))],
+    Line = fun(Cells) ->
+                   ["|", [[" ", string:pad(C, W), " |"] || {C, W} <- lists:zip(Cells, Widths)],
+                    "\n"]
+           end,
+    [Line(Header),
+     "|", [[lists:duplicate(W + 2, $-), "|"] || W <- Widths], "\n",
+     [Line(R) || R <- Rows]].
+
+name(#{name := N}) -> N.
+
+%% ---------------------------------------------------------------------------
+%% RESULTS.md
+%% ---------------------------------------------------------------------------
+
+%% @doc The whole report as Markdown.
+markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results := Results,
+           secs := Secs} = Report) ->
+    Mode = case C of
+               #{quick := true} -> "quick (BENCH_QUICK=1: small counts, not comparable)";
+               #{full := true} -> "full (BENCH_FULL=1)";
+               _ -> "default"
+           end,
+    [<<"# Barrel benchmark results\n\n">>,
+     <<"Written by `make bench` (bench/README.md explains the workloads). Every figure below was "
+       "measured in one run on this machine, the peers one after the other; a ratio is Barrel's "
+       "figure divided by the peer's (above 1: Barrel is faster; for disk size, above 1: Barrel "
+       "uses more).\n\n">>,
+     "## Machine\n\n",
+     io_lib:format("- Date: ~ts (run took ~b s, ~ts mode)~n", [maps:get(date, M), Secs, Mode]),
+     io_lib:format("- CPU: ~ts, ~b cores available; RAM ~ts~n",
+                   [maps:get(cpu, M), maps:get(cores, M), bytes(maps:get(ram, M))]),
+     io_lib:format("- OS: ~ts~n", [maps:get(os, M)]),
+     io_lib:format("- ~ts; ~ts; Node ~ts~n",
+                   [maps:get(otp, M), maps:get(rust, M), maps:get(node, M)]),
+     io_lib:format("- Peers: ~ts; ~ts; Mnesia and DETS from OTP~n",
+                   [maps:get(rocksdb, M), maps:get(pouchdb, M)]),
+     io_lib:format("- Barrel at commit ~ts~n", [maps:get(commit, M)]),
+     io_lib:format("- Load average at start: ~ts~n~n", [lists:join(" ", maps:get(load, M))]),
+     "## Throughput\n\n",
+     "Documents per second (disk rows: bytes on disk once the store is closed). In "
+     "parentheses, Barrel's ratio to that peer.\n\n",
+     table(Report), "\n",
+     "## Latency\n\n",
+     "Per call, p50 / p99 (a call is one document, or one batch for save_docs and the loads).\n\n",
+     markdown_table(latency(Report)), "\n",
+     "## Targets (issue 3)\n\n",
+     markdown_table(target_rows(Results)), "\n",
+     [["- Not measured yet: ", T, "\n"] || T <- later_targets()], "\n",
+     "## Workloads\n\n",
+     markdown_table([["Workload", "Store", "Docs", "Processes", "Batch"]
+                     | [[workload_label(Id), store_label(S), integer_to_list(N),
+                         integer_to_list(P), integer_to_list(B)]
+                        || #{id := Id, store := S, count := N, procs := P, batch := B} <- Ws]]),
+     "\n",
+     io_lib:format("Each workload stops after ~b s (loads: ~b s); a peer that is cut short "
+                   "reports the documents it did in that time, and a store whose load was cut "
+                   "short skips its other workloads.~n~n",
+                   [maps:get(deadline_ms, C) div 1000, maps:get(load_deadline_ms, C) div 1000]),
+     "## Notes\n\n", notes(Peers, Ws, Results)].
+
+latency(#{peers := Peers, results := Results} = Report) ->
+    Header = ["Workload" | [name(P) || P <- Peers]],
+    Rows = [[Label | [lat_cell(maps:get({PeerId, Id}, Results, missing))
+                      || #{id := PeerId} <- Peers]]
+            || {Label, rate, Id} <- rows(Report), has_latency(Id, Results)],
+    [Header | Rows].
+
+has_latency(Id, Results) ->
+    lists:any(fun({{_, I}, {ok, #{p50_us := P}}}) -> I =:= Id andalso P =/= undefined;
+                 (_) -> false
+              end, maps:to_list(Results)).
+
+lat_cell({ok, #{p50_us := P50, p99_us := P99}}) when P50 =/= undefined ->
+    us(P50) ++ " / " ++ us(P99);
+lat_cell(_) -> "—".
+
+target_rows(Results) ->
+    [["Target", "Measured", "Status"]
+     | [begin
+            {Measured, Status} = check(T, Results),
+            [Title, Measured, Status]
+        end || T = #{title := Title} <- targets()]].
+
+check(#{num := Num, den := Den, min := Min}, Results) ->
+    case {maps:get(Num, Results, missing), maps:get(Den, Results, missing)} of
+        {{ok, #{ops := _} = A}, {ok, #{ops := _} = B}} ->
+            X = value(rate, A),
+            Y = value(rate, B),
+            Ratio = X / max(Y, 1.0e-9),
+            {io_lib:format("~ts (~ts vs ~ts docs/s)", [ratio(Ratio), rate(X), rate(Y)]),
+             case Ratio >= Min of true -> "met"; false -> "**missed**" end};
+        _ ->
+            {"—", "not measured"}
+    end.
+
+notes(Peers, Ws, Results) ->
+    Fixed =
+        ["- Documents: 1 KB JSON objects of 22 fields (strings, numbers, booleans, null, "
+         "nested objects and lists), from 1000 templates with `id` and `seq` set per document; "
+         "ids are `<keyspace>-<10 digits>`, written in id order. Barrel, Mnesia and DETS store "
+         "the Erlang map, RocksDB the JSON bytes (key: the id), PouchDB the parsed object.\n",
+         "- Barrel: the public `barrel` API (`save_doc`, `save_docs`, `save_doc` with `_rev`, "
+         "`fetch_doc`, `fold_docs`), default barrel settings (`sync => false`).\n",
+         "- Mnesia tx: one `disc_copies` table, each call one transaction (`write`; `wread` then "
+         "`write` for an update; `read`; `foldl`). Mnesia dirty: `dirty_write`, `dirty_read`, "
+         "`foldl` in `async_dirty`; a batch is a loop of dirty writes. Mnesia's defaults (the "
+         "log is dumped every 1000 writes). Its fold is not in key order (a `set`).\n",
+         "- DETS: one `set` file, `insert` (a list for a batch), `lookup`, `foldl`.\n",
+         "- RocksDB: `bench/rocksdb_floor`, the `rocksdb` crate with its default options "
+         "(WAL on, no fsync), `put`, a `WriteBatch` for a batch, `get`, a full iterator for the "
+         "fold; concurrent processes are threads. No JSON decoding: the floor.\n",
+         "- PouchDB: `pouchdb-node` (leveldb adapter) in one Node process: `put`, `bulkDocs`, "
+         "`put` with `_rev`, `get`, `allDocs` with `include_docs` in pages of 1000; "
+         "\"processes\" are concurrent async callers on Node's single thread.\n",
+         "- Disk size: bytes of every file in the peer's directory once the store is closed "
+         "after its workloads (what is left on disk at rest); the next row counts the part in "
+         "write-ahead logs (`*.log` of RocksDB and LevelDB, Mnesia's `LATEST.LOG`).\n",
+         "- Mnesia's figures are below the ones quoted in issue 3 (36k transactional writes, "
+         "164k dirty writes, 726k dirty reads a second) because the value here is a 22-field "
+         "map, which Mnesia copies into and out of ETS (a bare `ets:lookup` of these documents "
+         "does about 280k a second on this machine), not a 1 KB binary.\n"],
+    Odd = [io_lib:format("- ~ts, ~ts (~ts): ~ts~n",
+                         [name(P), store_label(S), lists:join(", ", Ids), why(R)])
+           || P = #{id := PeerId} <- Peers,
+              {S, R} <- lists:usort([{S, R} || #{id := Id, store := S} <- Ws,
+                                              R <- [maps:get({PeerId, Id}, Results, missing)],
+                                              R =/= missing, element(1, R) =/= ok]),
+              Ids <- [[workload_label(Id) || #{id := Id, store := S1} <- Ws, S1 =:= S,
+                                             maps:get({PeerId, Id}, Results, missing) =:= R]]],
+    Cut = [io_lib:format("- ~ts, ~ts: stopped at the deadline after ~b of ~b documents~n",
+                         [name(P), workload_label(Id), Ops, N])
+           || P = #{id := PeerId} <- Peers, #{id := Id, count := N} <- Ws,
+              {ok, #{ops := Ops}} <- [maps:get({PeerId, Id}, Results, missing)], Ops < N],
+    [Fixed, Odd, Cut].
+
+why({Tag, Why}) when is_list(Why) -> [atom_to_list(Tag), ": ", Why];
+why({Tag, Why}) -> io_lib:format("~ts: ~0p", [Tag, Why]).
+
+store_label(writes) -> "writes";
+store_label({scale, N}) -> count_label(N) ++ " docs".
+
+%% ---------------------------------------------------------------------------
+%% Units
+%% ---------------------------------------------------------------------------
+
+%% @doc A throughput: `45.2k', `1.23M'.
+rate(X) when X >= 1.0e6 -> float_to_list(X / 1.0e6, [{decimals, 2}]) ++ "M";
+rate(X) when X >= 1.0e5 -> integer_to_list(round(X / 1000)) ++ "k";
+rate(X) when X >= 1.0e3 -> float_to_list(X / 1000, [{decimals, 1}]) ++ "k";
+rate(X) -> integer_to_list(round(X)).
+
+%% @doc A latency given in microseconds.
+us(undefined) -> "—";
+us(X) when X >= 1000 -> float_to_list(X / 1000, [{decimals, 2}]) ++ " ms";
+us(X) when X >= 100 -> integer_to_list(round(X)) ++ " µs";
+us(X) -> float_to_list(float(X), [{decimals, 1}]) ++ " µs".
+
+%% @doc A size in bytes.
+bytes(B) when B >= 1 bsl 30 -> float_to_list(B / (1 bsl 30), [{decimals, 2}]) ++ " GiB";
+bytes(B) when B >= 1 bsl 20 -> float_to_list(B / (1 bsl 20), [{decimals, 1}]) ++ " MiB";
+bytes(B) when B >= 1 bsl 10 -> float_to_list(B / (1 bsl 10), [{decimals, 1}]) ++ " KiB";
+bytes(B) -> integer_to_list(B) ++ " B".
+
+%% @doc A workload id as text: `save_doc_1', `load_1M'.
+workload_label({Tag, N}) -> atom_to_list(Tag) ++ "_" ++ count_label(N);
+workload_label(Id) -> atom_to_list(Id).
+
+count_label(N) when N >= 1000000 -> integer_to_list(N div 1000000) ++ "M";
+count_label(N) when N >= 1000 -> integer_to_list(N div 1000) ++ "k";
+count_label(N) -> integer_to_list(N).

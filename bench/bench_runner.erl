@@ -1,0 +1,126 @@
+%% @doc Runs one workload against an in-VM peer: builds each process's items before the clock
+%% starts, starts all processes at once, and times every call.
+%%
+%% A peer gives a fun of one item (see {@link items/3}); this module does the rest, the same way
+%% for every peer, so only the peer's own work is inside the timed loop. Each call's latency is
+%% the gap between consecutive timestamps of its process, so the loop reads the clock once a call.
+-module(bench_runner).
+
+-export([run/3, items/3, stats/3]).
+
+%% @doc Runs `Workload' calling `Fun' on each item; returns `{ok, Result}' with the documents
+%% done, the seconds and the latencies (p50, p99 in microseconds, per call).
+-spec run(map(), fun((term()) -> term()) | {fold, fun(() -> non_neg_integer())}, tuple()) ->
+          {ok, map()}.
+run(#{op := fold}, {fold, Fold}, _Templates) ->
+    %% In a fresh process, like every other workload.
+    {Pid, Ref} = spawn_monitor(fun() ->
+                                       T0 = erlang:monotonic_time(),
+                                       N = Fold(),
+                                       exit({done, N, erlang:monotonic_time() - T0})
+                               end),
+    receive
+        {'DOWN', Ref, process, Pid, {done, N, Elapsed}} -> {ok, stats(N, Elapsed, [])};
+        {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
+    end;
+run(W = #{procs := Procs}, Fun, Templates) ->
+    Parent = self(),
+    Budget = erlang:convert_time_unit(maps:get(deadline_ms, W), millisecond, native),
+    %% Default heaps: a big min_heap_size would build the items faster, but then every
+    %% collection in the timed loop allocates (and page-faults) a heap that big, which slowed
+    %% allocation-heavy peers (every fetch builds a document) by up to 40%.
+    Workers = [spawn_monitor(fun() -> worker(Parent, W, P, Fun, Templates) end)
+               || P <- lists:seq(0, Procs - 1)],
+    [receive {ready, Pid} -> ok; {'DOWN', _, process, _, R} -> exit({worker_failed, R}) end
+     || {Pid, _} <- Workers],
+    T0 = erlang:monotonic_time(),
+    [Pid ! {go, T0, T0 + Budget} || {Pid, _} <- Workers],
+    Results = [receive
+                   {done, Pid, Done, Lat} -> {Done, Lat};
+                   {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
+               end || {Pid, Ref} <- Workers],
+    Elapsed = erlang:monotonic_time() - T0,
+    [erlang:demonitor(Ref, [flush]) || {_, Ref} <- Workers],
+    Done = lists:sum([D || {D, _} <- Results]),
+    {ok, stats(Done, Elapsed, lists:append([L || {_, L} <- Results]))}.
+
+%% A process stops at the end of its items or at the deadline, whichever comes first.
+worker(Parent, W, P, Fun, Templates) ->
+    Items = items(W, P, Templates),
+    %% Two minor collections move the items to the old heap, where the collections during
+    %% the timed loop leave them alone.
+    _ = [erlang:garbage_collect(self(), [{type, minor}]) || _ <- [1, 2]],
+    Batched = maps:get(batch, W, 1) > 1,
+    Parent ! {ready, self()},
+    receive {go, T0, Deadline} -> ok end,
+    {Done, Lat} = loop(Items, Fun, T0, Deadline, Batched, 0, []),
+    Parent ! {done, self(), Done, Lat}.
+
+loop([], _Fun, _Prev, _Deadline, _Batched, Done, Lat) ->
+    {Done, Lat};
+loop([Item | Items], Fun, Prev, Deadline, Batched, Done, Lat) ->
+    Fun(Item),
+    T = erlang:monotonic_time(),
+    Done1 = Done + case Batched of true -> length(Item); false -> 1 end,
+    if T > Deadline -> {Done1, [T - Prev | Lat]};
+       true -> loop(Items, Fun, T, Deadline, Batched, Done1, [T - Prev | Lat])
+    end.
+
+%% @doc The items process `P' of a workload works through: its contiguous share of
+%% `count' items, keys `start'..`start + count - 1' of keyspace `ks'.
+%% <ul>
+%% <li>`put' with `batch' 1: `{Key, Doc}'; with `batch' B > 1: lists of B documents.</li>
+%% <li>`update': `{Key, Doc}', the document's next content (variant 1).</li>
+%% <li>`get': a key; `pattern' `seq' walks the share in order (wrapping around the `keys'
+%% stored), `random' picks uniformly among the `keys' stored.</li>
+%% </ul>
+-spec items(map(), non_neg_integer(), tuple()) -> [term()].
+items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) ->
+    Start = maps:get(start, W, 0),
+    Per = (Count + Procs - 1) div Procs,
+    First = P * Per,
+    N = max(0, min(Per, Count - First)),
+    Idx = lists:seq(First, First + N - 1),
+    case Op of
+        put ->
+            Docs = [{bench_docs:key(Ks, Start + I), bench_docs:doc(Templates, Ks, Start + I, 0)}
+                    || I <- Idx],
+            case maps:get(batch, W, 1) of
+                1 -> Docs;
+                B -> chunks([D || {_, D} <- Docs], B)
+            end;
+        update ->
+            [{bench_docs:key(Ks, Start + I), bench_docs:doc(Templates, Ks, Start + I, 1)}
+             || I <- Idx];
+        get ->
+            Keys = maps:get(keys, W),
+            case maps:get(pattern, W) of
+                seq -> [bench_docs:key(Ks, Start + I rem Keys) || I <- Idx];
+                random ->
+                    rand:seed(exsss, {P + 1, 7, 11}),
+                    [bench_docs:key(Ks, Start + rand:uniform(Keys) - 1) || _ <- Idx]
+            end
+    end.
+
+chunks(L, B) -> chunks(L, B, 0, [], []).
+
+chunks([], _B, _N, [], Acc) -> lists:reverse(Acc);
+chunks([], _B, _N, Chunk, Acc) -> lists:reverse(Acc, [lists:reverse(Chunk)]);
+chunks(L, B, B, Chunk, Acc) -> chunks(L, B, 0, [], [lists:reverse(Chunk) | Acc]);
+chunks([X | L], B, N, Chunk, Acc) -> chunks(L, B, N + 1, [X | Chunk], Acc).
+
+%% @doc A result from documents done, elapsed native time units and latencies (native units).
+-spec stats(non_neg_integer(), integer(), [integer()]) -> map().
+stats(Done, Elapsed, Lat) ->
+    Secs = erlang:convert_time_unit(Elapsed, native, nanosecond) / 1.0e9,
+    Sorted = lists:sort(Lat),
+    Us = fun(undefined) -> undefined;
+            (T) -> erlang:convert_time_unit(T, native, nanosecond) / 1000
+         end,
+    #{ops => Done, secs => Secs,
+      p50_us => Us(percentile(Sorted, 0.50)), p99_us => Us(percentile(Sorted, 0.99))}.
+
+percentile([], _P) -> undefined;
+percentile(Sorted, P) ->
+    N = length(Sorted),
+    lists:nth(max(1, min(N, ceil(N * P))), Sorted).

@@ -1,0 +1,163 @@
+// The PouchDB peer of `make bench` (pouchdb-node: the leveldb adapter).
+//
+// Speaks the same line protocol as bench/rocksdb_floor (see bench_external.erl):
+//   open <dir> <templates file>  -> ok
+//   run op=put ks=w1 start=0 count=N procs=P batch=B keys=K pattern=seq|random deadline_ms=D
+//                                -> ok ops=N secs=S p50_us=X p99_us=Y
+//   close                        -> ok
+// A document is template (i + variant) mod K with "id" and "seq" in front, under _id
+// "<ks>-<i, 10 digits>". "procs" are concurrent async callers: Node runs them on one thread.
+// End of input closes the database and ends the process.
+'use strict';
+
+const readline = require('readline');
+const PouchDB = require('pouchdb-node');
+
+let db = null;
+let templates = [];
+
+const key = (ks, i) => `${ks}-${String(i).padStart(10, '0')}`;
+
+function doc(ks, i, variant) {
+  const k = key(ks, i);
+  return Object.assign({ _id: k, id: k, seq: i }, templates[(i + variant) % templates.length]);
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return 0;
+  const idx = Math.min(sorted.length, Math.max(1, Math.ceil(sorted.length * p))) - 1;
+  return Number(sorted[idx]) / 1000;
+}
+
+// Every id of keyspace `ks` in [start, start + count) with its current revision.
+async function revisions(ks, start, count) {
+  const revs = new Map();
+  let startkey = key(ks, start);
+  const endkey = key(ks, start + count - 1);
+  for (;;) {
+    const page = await db.allDocs({ startkey, endkey, limit: 1000, skip: revs.size ? 1 : 0 });
+    for (const row of page.rows) revs.set(row.id, row.value.rev);
+    if (page.rows.length < 1000) return revs;
+    startkey = page.rows[page.rows.length - 1].id;
+  }
+}
+
+async function fold(w) {
+  const started = process.hrtime.bigint();
+  const deadline = started + BigInt(w.deadline_ms) * 1000000n;
+  let ops = 0;
+  let startkey;
+  while (process.hrtime.bigint() < deadline) {
+    const opts = { include_docs: true, limit: 1000 };
+    if (startkey !== undefined) Object.assign(opts, { startkey, skip: 1 });
+    const page = await db.allDocs(opts);
+    ops += page.rows.length;
+    if (page.rows.length < 1000) break;
+    startkey = page.rows[page.rows.length - 1].id;
+  }
+  return { ops, secs: Number(process.hrtime.bigint() - started) / 1e9, lat: [] };
+}
+
+async function run(w) {
+  if (w.op === 'fold') return fold(w);
+  const revs = w.op === 'update' ? await revisions(w.ks, w.start, w.count) : null;
+  const started = process.hrtime.bigint();
+  const deadline = started + BigInt(w.deadline_ms) * 1000000n;
+  const per = Math.ceil(w.count / w.procs);
+  const worker = async (t) => {
+    const first = t * per;
+    const n = Math.max(0, Math.min(per, w.count - first));
+    const lat = [];
+    let done = 0;
+    let last = process.hrtime.bigint();
+    while (done < n && last < deadline) {
+      const i = first + done;
+      if (w.op === 'put' && w.batch > 1) {
+        const size = Math.min(w.batch, n - done);
+        const docs = [];
+        for (let j = 0; j < size; j++) docs.push(doc(w.ks, w.start + i + j, 0));
+        const res = await db.bulkDocs(docs);
+        for (const r of res) if (r.error) throw new Error(`${r.id}: ${r.message}`);
+        done += size;
+      } else if (w.op === 'put') {
+        await db.put(doc(w.ks, w.start + i, 0));
+        done += 1;
+      } else if (w.op === 'update') {
+        const d = doc(w.ks, w.start + i, 1);
+        d._rev = revs.get(d._id);
+        await db.put(d);
+        done += 1;
+      } else if (w.op === 'get') {
+        const idx = w.pattern === 'random' ? Math.floor(Math.random() * w.keys) : i % w.keys;
+        await db.get(key(w.ks, w.start + idx));
+        done += 1;
+      } else {
+        throw new Error(`unsupported op ${w.op}`);
+      }
+      const now = process.hrtime.bigint();
+      lat.push(now - last);
+      last = now;
+    }
+    return { done, lat };
+  };
+  const results = await Promise.all(Array.from({ length: w.procs }, (_, t) => worker(t)));
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  const lat = results.flatMap((r) => r.lat).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { ops: results.reduce((s, r) => s + r.done, 0), secs, lat };
+}
+
+function parse(words) {
+  const w = { op: '', ks: 'k', start: 0, count: 0, procs: 1, batch: 1, keys: 0,
+              pattern: 'seq', deadline_ms: 60000 };
+  for (const word of words) {
+    const eq = word.indexOf('=');
+    if (eq < 0) continue;
+    const k = word.slice(0, eq);
+    const v = word.slice(eq + 1);
+    w[k] = typeof w[k] === 'number' ? Number(v) : v;
+  }
+  w.procs = Math.max(1, w.procs);
+  w.batch = Math.max(1, w.batch);
+  return w;
+}
+
+async function handle(line) {
+  const [cmd, ...words] = line.trim().split(/\s+/);
+  if (cmd === 'open') {
+    const [dir, file] = words;
+    templates = require('fs').readFileSync(file, 'utf8').split('\n')
+      .filter((l) => l.length > 0).map((l) => JSON.parse(l));
+    db = new PouchDB(dir);
+    await db.info();
+    return 'ok';
+  }
+  if (cmd === 'run') {
+    const r = await run(parse(words));
+    return `ok ops=${r.ops} secs=${r.secs.toFixed(6)} ` +
+      `p50_us=${percentile(r.lat, 0.5).toFixed(3)} p99_us=${percentile(r.lat, 0.99).toFixed(3)}`;
+  }
+  if (cmd === 'close') {
+    if (db) await db.close();
+    db = null;
+    return 'ok';
+  }
+  throw new Error(`unknown command ${cmd}`);
+}
+
+async function main() {
+  // The driver went away (Ctrl-C, crash): end quietly, as on end of input.
+  process.stdout.on('error', () => process.exit(0));
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  for await (const line of rl) {
+    let answer;
+    try {
+      answer = await handle(line);
+    } catch (e) {
+      answer = `error ${String(e && e.message ? e.message : e).replace(/\s+/g, ' ')}`;
+    }
+    process.stdout.write(`${answer}\n`);
+  }
+  if (db) await db.close();
+}
+
+main();
