@@ -274,6 +274,10 @@ impl Store {
         db_opts.create_missing_column_families(true);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         db_opts.increase_parallelism(cores as i32);
+        // Small column families (meta, rewritten on every commit) would otherwise keep every
+        // write-ahead log alive until RocksDB's default limit: bound the logs so they get
+        // flushed and the logs deleted.
+        db_opts.set_max_total_wal_size(128 * 1024 * 1024);
         let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
