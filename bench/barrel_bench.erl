@@ -108,7 +108,10 @@ workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size 
               w(save_docs_1000, "save_docs, batches of 1000", put, <<"b1000">>, 2 * W, 1,
                 #{batch => 1000}),
               w(update, "update (save_doc with _rev), 1 process", update, <<"w1">>, W, 1,
-                #{count_from => save_doc_1})],
+                #{count_from => save_doc_1}),
+              %% Index write overhead: the same size, one indexed value instead of 32.
+              w(save_doc_flat_1, "save_doc, 1 process, docs with 1 indexed value", put_flat,
+                <<"wf">>, W, 1, #{})],
     Reads = fun(N) ->
                     [w(fetch_random_1, "fetch_doc random, 1 process", get, <<"s">>, R, 1,
                        #{pattern => random, keys => N, store => {scale, N}, scale => {N, fetch}}),
@@ -117,7 +120,14 @@ workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size 
                      w(fetch_random_16, "fetch_doc random, 16 processes", get, <<"s">>, R, 16,
                        #{pattern => random, keys => N, store => {scale, N}}),
                      w(fetch_seq_16, "fetch_doc sequential, 16 processes", get, <<"s">>, R, 16,
-                       #{pattern => seq, keys => N, store => {scale, N}})]
+                       #{pattern => seq, keys => N, store => {scale, N}}),
+                     %% Path-index queries (Barrel only): `$/id' equal to a random key.
+                     w(query_id_1, "query $/id equal, random, 1 process", query_id, <<"s">>, R,
+                       1, #{pattern => random, keys => N, store => {scale, N},
+                            include_docs => false}),
+                     w(query_id_docs_1, "query $/id equal + doc, random, 1 process", query_id,
+                       <<"s">>, R, 1, #{pattern => random, keys => N, store => {scale, N},
+                                        include_docs => true})]
             end,
     Fold = fun(N) ->
                    [w(list_to_atom("fold_docs_" ++ count_label(N)),

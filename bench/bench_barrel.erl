@@ -28,8 +28,15 @@ op(#{op := put}, B) ->
 op(#{op := update} = W, B) ->
     Revs = revisions(B, W),
     fun({Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc#{<<"_rev">> => map_get(Key, Revs)}) end;
+op(#{op := put_flat}, B) ->
+    fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end;
 op(#{op := get}, B) ->
     fun(Key) -> {ok, _} = barrel:fetch_doc(B, Key) end;
+op(#{op := query_id, include_docs := Docs}, B) ->
+    %% A point query through the path index: `$/id' equal to the key.
+    fun(Key) ->
+            {ok, [_]} = barrel:find(B, {<<"$/id">>, #{equal => Key}}, #{include_docs => Docs})
+    end;
 op(#{op := fold}, B) ->
     {fold, fun() ->
                    {ok, N} = barrel:fold_docs(B, fun(_Doc, N) -> {ok, N + 1} end, 0, #{}),

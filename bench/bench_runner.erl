@@ -75,6 +75,8 @@ loop([Item | Items], Fun, Prev, Deadline, Batched, Done, Lat) ->
 %% stored), `random' picks uniformly among the `keys' stored.</li>
 %% </ul>
 -spec items(map(), non_neg_integer(), tuple()) -> [term()].
+%% `put_flat' items are `{Key, Doc}' with a 1 KB single-string document; `query_id' items are
+%% keys, like `get'.
 items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) ->
     Start = maps:get(start, W, 0),
     Per = (Count + Procs - 1) div Procs,
@@ -92,7 +94,14 @@ items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) -
         update ->
             [{bench_docs:key(Ks, Start + I), bench_docs:doc(Templates, Ks, Start + I, 1)}
              || I <- Idx];
-        get ->
+        put_flat ->
+            %% Same size as the standard documents, but one string over 256 bytes: the path
+            %% index then holds only the `$/id' entry (the index write overhead baseline).
+            Blob = binary:copy(<<"x">>, 1000),
+            [{bench_docs:key(Ks, Start + I), #{<<"id">> => bench_docs:key(Ks, Start + I),
+                                               <<"blob">> => Blob}}
+             || I <- Idx];
+        Q when Q =:= get; Q =:= query_id ->
             Keys = maps:get(keys, W),
             case maps:get(pattern, W) of
                 seq -> [bench_docs:key(Ks, Start + I rem Keys) || I <- Idx];
