@@ -188,11 +188,7 @@ impl Barrel {
         self.inner.id
     }
 
-    pub(crate) fn live_store(&self) -> Result<Arc<Store>> {
-        self.store()
-    }
-
-    fn store(&self) -> Result<Arc<Store>> {
+    pub(crate) fn store(&self) -> Result<Arc<Store>> {
         let store = self.store.upgrade().ok_or(Error::Closed)?;
         if store.is_closing() {
             return Err(Error::Closed);
@@ -348,10 +344,9 @@ impl Barrel {
     /// answer needs disk I/O or the document is larger than [`CACHED_FETCH_MAX`]: call
     /// [`Barrel::fetch_doc`] from a thread that may block.
     pub fn fetch_doc_cached(&self, id: &str, opts: &FetchOptions) -> Result<Option<Body>> {
-        match self.fetch_in(id, opts, true) {
-            Err(Error::WouldBlock) => Ok(None),
-            other => other.and_then(DocParts::into_body).map(Some),
-        }
+        self.fetch_doc_parts_cached(id, opts)?
+            .map(DocParts::into_body)
+            .transpose()
     }
 
     fn fetch_in(&self, id: &str, opts: &FetchOptions, cached_only: bool) -> Result<DocParts> {

@@ -299,7 +299,7 @@ impl QueryCursor {
 impl Barrel {
     /// Starts a query; read its rows with [`QueryCursor::next_chunk`].
     pub fn query_cursor(&self, q: &Query) -> Result<QueryCursor> {
-        let store = self.live_store()?;
+        let store = self.store()?;
         QueryCursor::new(store, self.id(), q)
     }
 

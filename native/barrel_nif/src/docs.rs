@@ -215,6 +215,38 @@ fn fetch_options(rev: Term, revs: bool, conflicts: bool) -> Result<FetchOptions,
     })
 }
 
+/// The body of `fetch_doc/6` and `fetch_doc_cached/6`: with `cached_only`, `would_block` when
+/// the answer needs disk I/O.
+#[allow(clippy::too_many_arguments)]
+fn fetch<'a>(
+    env: Env<'a>,
+    barrel: &BarrelRef,
+    id: Term<'a>,
+    rev: Term<'a>,
+    revs: bool,
+    conflicts: bool,
+    null: Atom,
+    cached_only: bool,
+) -> Term<'a> {
+    guarded(env, || {
+        let r = (|| {
+            let opts = fetch_options(rev, revs, conflicts)?;
+            let b = barrel.barrel()?;
+            let id = decode_id(id)?;
+            Ok(if cached_only {
+                b.fetch_doc_parts_cached(&id, &opts)?
+            } else {
+                Some(b.fetch_doc_parts(&id, &opts)?)
+            })
+        })();
+        match r {
+            Ok(Some(parts)) => doc_term(env, &parts, null),
+            Ok(None) => error::reason(env, &Error::WouldBlock),
+            Err(f) => encode_failure(env, &f),
+        }
+    })
+}
+
 /// `{ok, Doc} | {error, Reason}`. `Rev` is `undefined` for the winner.
 #[rustler::nif(schedule = "DirtyIo")]
 fn fetch_doc<'a>(
@@ -226,16 +258,7 @@ fn fetch_doc<'a>(
     conflicts: bool,
     null: Atom,
 ) -> Term<'a> {
-    guarded(env, || {
-        let r = (|| {
-            let opts = fetch_options(rev, revs, conflicts)?;
-            Ok(barrel.barrel()?.fetch_doc_parts(&decode_id(id)?, &opts)?)
-        })();
-        match r {
-            Ok(parts) => doc_term(env, &parts, null),
-            Err(f) => encode_failure(env, &f),
-        }
-    })
+    fetch(env, &barrel, id, rev, revs, conflicts, null, false)
 }
 
 /// `fetch_doc/6` on a normal scheduler, answered from memory only: returns `would_block` when
@@ -251,19 +274,7 @@ fn fetch_doc_cached<'a>(
     conflicts: bool,
     null: Atom,
 ) -> Term<'a> {
-    guarded(env, || {
-        let r = (|| {
-            let opts = fetch_options(rev, revs, conflicts)?;
-            Ok(barrel
-                .barrel()?
-                .fetch_doc_parts_cached(&decode_id(id)?, &opts)?)
-        })();
-        match r {
-            Ok(Some(parts)) => doc_term(env, &parts, null),
-            Ok(None) => error::reason(env, &Error::WouldBlock),
-            Err(f) => encode_failure(env, &f),
-        }
-    })
+    fetch(env, &barrel, id, rev, revs, conflicts, null, true)
 }
 
 /// `{ok, [{ok, Doc} | {missing, Rev}]} | {error, Reason}`; `Which` is `all` or a list of revs.
