@@ -26,10 +26,14 @@
          barrel_infos/1,
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
-         query/5, find/2, find/3, reindex/1]).
+         query/5, find/2, find/3, reindex/1,
+         changes/3, fold_changes/5, start_listener/2, stop_listener/1]).
+%% Shared with barrel_listener.
+-export([check_options/3, is_pattern_list/1]).
 
 -export_type([barrel/0, barrel_name/0, doc/0, docid/0, rev/0, reason/0,
-              save_result/0, fold_fun/0, path/0, query_opts/0, scalar/0]).
+              save_result/0, fold_fun/0, path/0, query_opts/0, scalar/0,
+              change/0, seq/0, changes_opts/0, listener_opts/0]).
 
 -type barrel() :: reference().
 %% An open barrel handle (a NIF resource), from {@link open/1}.
@@ -63,7 +67,24 @@
                         limit => non_neg_integer() | infinity, descending => boolean(),
                         include_docs => boolean(), null => atom()}.
 
+-type seq() :: non_neg_integer().
+%% A barrel's sequence number: every committed document write takes the next one.
+-type change() :: #{binary() => term()}.
+%% `#{<<"id">> => DocId, <<"rev">> => WinningRev, <<"seq">> => Seq,
+%% <<"changes">> => [Rev]}', plus `<<"deleted">> => true' for a deletion and
+%% `<<"doc">> => Doc' with `include_docs'.
+-type changes_opts() :: #{include_docs => boolean(), style => main_only | all_docs,
+                          limit => non_neg_integer() | infinity, descending => boolean(),
+                          filter => binary() | [binary()], null => atom()}.
+-type listener_opts() :: #{subscribe_to => [binary()], since => seq() | now,
+                           callback_fun => fun((change()) -> term()), to => pid(),
+                           include_docs => boolean(), style => main_only | all_docs,
+                           max_queue => pos_integer(), window => pos_integer(),
+                           null => atom()}.
+
 -define(FOLD_CHUNK, 256).
+-define(CHANGES_CHUNK, 256).
+-define(SEQ_MAX, 18446744073709551615).
 
 -define(NIF(Call, What),
         try Call
@@ -380,6 +401,167 @@ is_proper_list(L) ->
     end.
 
 %% ---------------------------------------------------------------------------
+%% Changes
+%% ---------------------------------------------------------------------------
+
+%% @doc The changes after sequence `Since' (`0' for all, `now' for none):
+%% `{ok, Changes, LastSeq}', in sequence order. A document appears once, at
+%% its latest change. Pass `LastSeq' as the next `Since' to read what came
+%% after. Options as for {@link fold_changes/5}.
+%% ```
+%% {ok, [#{<<"id">> := DocId, <<"seq">> := 1, <<"changes">> := [Rev]}], 1} =
+%%     barrel:changes(Barrel, 0, #{}).
+%% '''
+-spec changes(barrel(), seq() | now, changes_opts()) ->
+          {ok, [change()], seq()} | {error, reason()}.
+changes(Barrel, Since, Opts) ->
+    case fold_changes(Barrel, Since, fun(C, Acc) -> {ok, [C | Acc]} end, [], Opts) of
+        {ok, Changes, Last} -> {ok, lists:reverse(Changes), Last};
+        Error -> Error
+    end.
+
+%% @doc Folds over the changes feed after sequence `Since', over one snapshot:
+%% `Fun(Change, Acc)' returns `{ok, Acc1}', `{stop, Acc1}' or `stop'. Returns
+%% `{ok, Acc, LastSeq}' where `LastSeq' is where to continue from: the
+%% barrel's latest sequence when the whole feed was read, else the sequence of
+%% the last change handled (with `descending', always the latest sequence).
+%%
+%% Options: `include_docs' (default `false'; adds `<<"doc">>', the winning
+%% revision, `<<"_deleted">> => true' for deletions), `style' (`main_only',
+%% default, or `all_docs': `<<"changes">>' lists every leaf revision, winner
+%% first, i.e. conflicts and deleted branches too), `limit', `descending'
+%% (newest first), `filter' (path patterns, as for listeners: only documents
+%% whose current revision matches one), `null'.
+%% ```
+%% {ok, Ids, _Last} = barrel:fold_changes(Barrel, 0,
+%%     fun(#{<<"id">> := Id}, Acc) -> {ok, [Id | Acc]} end, [],
+%%     #{filter => [<<"/type/user">>]}).
+%% '''
+-spec fold_changes(barrel(), seq() | now, fun((change(), term()) -> term()), term(),
+                   changes_opts()) -> {ok, term(), seq()} | {error, reason()}.
+fold_changes(Barrel, Since, Fun, Acc, Opts) when is_function(Fun, 2), is_map(Opts) ->
+    Defaults = #{include_docs => false, style => main_only, limit => infinity,
+                 descending => false, filter => [], null => null},
+    case {since(Since), check_options(Opts, Defaults, fun changes_option_ok/2)} of
+        {error, _} ->
+            {error, {bad_arg, since}};
+        {_, {error, _} = Error} ->
+            Error;
+        {S, {ok, #{include_docs := Docs, style := Style, limit := Limit,
+                   descending := Desc, filter := Filter, null := Null}}} ->
+            Flags = {Docs, Style =:= all_docs, Desc},
+            case ?NIF(barrel_nif:changes_open(Barrel, S, Flags, patterns(Filter)), barrel) of
+                {ok, Cursor, UpdateSeq} ->
+                    From = case Since of now -> UpdateSeq; _ -> Since end,
+                    fold_feed(Cursor, Fun, Acc, Limit, Null, Desc, From, max(UpdateSeq, From));
+                Error ->
+                    Error
+            end
+    end;
+fold_changes(_Barrel, _Since, Fun, _Acc, Opts) when is_function(Fun, 2) ->
+    {error, {bad_option, Opts}};
+fold_changes(_Barrel, _Since, _Fun, _Acc, _Opts) ->
+    {error, {bad_arg, fold_fun}}.
+
+since(now) -> ?SEQ_MAX;
+since(N) when is_integer(N), N >= 0, N < ?SEQ_MAX -> N;
+since(_) -> error.
+
+patterns(P) when is_binary(P) -> [P];
+patterns(Ps) -> Ps.
+
+changes_option_ok(include_docs, V) -> is_boolean(V);
+changes_option_ok(style, V) -> V =:= main_only orelse V =:= all_docs;
+changes_option_ok(limit, V) -> V =:= infinity orelse (is_integer(V) andalso V >= 0);
+changes_option_ok(descending, V) -> is_boolean(V);
+changes_option_ok(filter, V) -> is_binary(V) orelse is_pattern_list(V);
+changes_option_ok(null, V) -> is_atom(V).
+
+%% @private
+is_pattern_list(V) ->
+    is_proper_list(V) andalso lists:all(fun is_binary/1, V).
+
+fold_feed(_Cursor, _Fun, Acc, 0, _Null, Desc, Last, Done) ->
+    {ok, Acc, last_seq(Desc, Last, Done)};
+fold_feed(Cursor, Fun, Acc, Limit, Null, Desc, Last, Done) ->
+    N = case Limit of infinity -> ?CHANGES_CHUNK; _ -> min(Limit, ?CHANGES_CHUNK) end,
+    case barrel_nif:changes_next(Cursor, N, Null) of
+        {ok, Changes, Exhausted} ->
+            case apply_changes(Fun, Changes, Acc, Last) of
+                {stop, Acc1, Seq} ->
+                    {ok, Acc1, last_seq(Desc, Seq, Done)};
+                {ok, Acc1, _Seq} when Exhausted ->
+                    {ok, Acc1, Done};
+                {ok, Acc1, Seq} ->
+                    Left = case Limit of infinity -> infinity; _ -> Limit - length(Changes) end,
+                    case Left of
+                        0 -> {ok, Acc1, last_seq(Desc, Seq, Done)};
+                        _ -> fold_feed(Cursor, Fun, Acc1, Left, Null, Desc, Seq, Done)
+                    end
+            end;
+        Error ->
+            Error
+    end.
+
+last_seq(true, _Seq, Done) -> Done;
+last_seq(false, Seq, _Done) -> Seq.
+
+apply_changes(_Fun, [], Acc, Last) ->
+    {ok, Acc, Last};
+apply_changes(Fun, [#{<<"seq">> := Seq} = C | Cs], Acc, _Last) ->
+    case Fun(C, Acc) of
+        {ok, Acc1} -> apply_changes(Fun, Cs, Acc1, Seq);
+        {stop, Acc1} -> {stop, Acc1, Seq};
+        stop -> {stop, Acc, Seq};
+        Other -> erlang:error({bad_fold_return, Other})
+    end.
+
+%% @doc Starts a listener: a supervised process that hears the barrel's changes
+%% matching `subscribe_to' (as in the talk). Returns `{ok, Pid}'; `Pid' is
+%% also the `ListenerRef' in its messages. The listener stops with its owner
+%% (the calling process) and with {@link stop_listener/1}.
+%%
+%% Options:
+%% <ul>
+%% <li>`subscribe_to' (default `[<<"/*">>]'): MQTT-like patterns over document
+%%     paths. `/*' (or `#') is every document; `/id/DocId' one document;
+%%     `/locations/+/country/france': `+' is exactly one segment (key, array
+%%     position or value), `#' (last) any remaining segments. Values match as
+%%     in the path index (strings case-insensitively, `1' equals `1.0'). A
+%%     change is heard when the new or the previous revision matches, so a
+%%     listener also hears a document leave its pattern, and its deletion.</li>
+%% <li>`callback_fun': `fun(Change) -> _', called in the listener process; a
+%%     crash is logged and the listener goes on. Or `to' (default: the
+%%     caller): a pid that receives `{barrel_change, ListenerPid, Change}'.</li>
+%% <li>`since' (default `now'): replay the feed's matching changes after
+%%     this sequence first, then continue live, with nothing lost or repeated
+%%     at the switch. While replaying (and while catching up, below), a change
+%%     is matched against the document's current revision.</li>
+%% <li>`include_docs', `style', `null': as for {@link fold_changes/5}.</li>
+%% <li>`max_queue' (default 1000): with `to', when that process has more
+%%     messages queued, the listener stops sending and later catches up from
+%%     the feed. `window' (default 1000): most changes the engine hands the
+%%     listener before it is told it fell behind and catches up from the feed.
+%%     Memory stays bounded however slow the receiver.</li>
+%% </ul>
+%% ```
+%% Self = self(),
+%% {ok, L} = barrel:start_listener(Barrel, #{subscribe_to => [<<"/type/user">>], since => 0}),
+%% receive {barrel_change, L, #{<<"id">> := Id}} -> Id end,
+%% {ok, L2} = barrel:start_listener(Barrel, #{callback_fun => fun(C) -> Self ! C end}),
+%% ok = barrel:stop_listener(L).
+%% '''
+-spec start_listener(barrel() | barrel_name(), listener_opts()) ->
+          {ok, pid()} | {error, reason()}.
+start_listener(Barrel, Opts) ->
+    barrel_listener:start(Barrel, Opts).
+
+%% @doc Stops a listener started by {@link start_listener/2}.
+-spec stop_listener(pid()) -> ok | {error, not_found}.
+stop_listener(Pid) ->
+    barrel_listener:stop(Pid).
+
+%% ---------------------------------------------------------------------------
 %% Queries
 %% ---------------------------------------------------------------------------
 
@@ -521,7 +703,7 @@ query_chunks(Cursor, Null, Fun, Acc, Limit) ->
             Error
     end.
 
-%% Merges Opts over Defaults, refusing unknown keys and ill-typed values.
+%% @private Merges Opts over Defaults, refusing unknown keys and ill-typed values.
 check_options(Opts, Defaults, Ok) ->
     maps:fold(fun(K, V, {ok, Acc}) ->
                       case maps:is_key(K, Defaults) andalso Ok(K, V) of

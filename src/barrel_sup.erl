@@ -10,4 +10,5 @@ start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 init([]) ->
-    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, []}}.
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10},
+          [barrel_listener:child_spec()]}}.

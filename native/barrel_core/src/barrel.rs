@@ -188,6 +188,10 @@ impl Barrel {
         self.inner.id
     }
 
+    pub(crate) fn inner(&self) -> &Arc<BarrelInner> {
+        &self.inner
+    }
+
     pub(crate) fn store(&self) -> Result<Arc<Store>> {
         let store = self.store.upgrade().ok_or(Error::Closed)?;
         if store.is_closing() {

@@ -9,6 +9,7 @@
 //! thread applies writes, read-modify-write of revision trees needs no further locking: of
 //! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
 
+use crate::changes::{Change, LiveChange};
 use crate::doc::{decode_body, generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
@@ -35,6 +36,8 @@ pub(crate) enum Op {
     Drop { barrel: Arc<BarrelInner> },
     /// Rebuild a barrel's path index from its documents.
     Reindex { barrel: Arc<BarrelInner> },
+    /// Nothing: answered once every operation queued before it is committed.
+    Barrier,
     /// Marks the end of a group (internal).
     End,
 }
@@ -45,6 +48,8 @@ pub(crate) enum OpResult {
     Dropped,
     /// The number of documents reindexed.
     Reindexed(u64),
+    /// A barrier passed.
+    Passed,
 }
 
 /// Runs once with the result of an operation, on the writer thread.
@@ -212,6 +217,8 @@ struct GroupWriter<'a> {
     batch: WriteBatch,
     overlay: Overlay,
     stats: HashMap<u64, (Arc<BarrelInner>, Stats)>,
+    /// Changes of barrels with subscribers, published once the batch is committed.
+    live: Vec<(Arc<BarrelInner>, LiveChange)>,
 }
 
 /// Applies a group in order: runs of writes share one batch; a reindex runs on its own, after
@@ -293,6 +300,7 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
         batch: WriteBatch::default(),
         overlay: Overlay::default(),
         stats: HashMap::new(),
+        live: Vec::new(),
     };
     let mut sync = false;
     let mut results = Vec::with_capacity(ops.len());
@@ -317,6 +325,7 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
             Op::Reindex { .. } | Op::End => {
                 Err(Error::Internal("reindex inside a write group".into()))
             }
+            Op::Barrier => Ok(OpResult::Passed),
             Op::Drop { barrel } => {
                 store.drop_barrel_into(&mut w.batch, &barrel);
                 w.stats.remove(&barrel.id);
@@ -341,12 +350,32 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
             for (barrel, stats) in w.stats.values() {
                 *barrel.stats.lock() = *stats;
             }
+            publish(store, std::mem::take(&mut w.live));
             results
         }
         Err(e) => {
             let e = Error::from(e);
             results.into_iter().map(|_| Err(e.clone())).collect()
         }
+    }
+}
+
+/// Hands the committed changes to the notifier, one event per barrel run.
+fn publish(store: &Store, live: Vec<(Arc<BarrelInner>, LiveChange)>) {
+    let mut run: Option<(Arc<BarrelInner>, Vec<LiveChange>)> = None;
+    for (barrel, change) in live {
+        match &mut run {
+            Some((b, changes)) if Arc::ptr_eq(b, &barrel) => changes.push(change),
+            _ => {
+                if let Some((b, changes)) = run.take() {
+                    store.notifier.publish(b, changes);
+                }
+                run = Some((barrel, vec![change]));
+            }
+        }
+    }
+    if let Some((b, changes)) = run {
+        store.notifier.publish(b, changes);
     }
 }
 
@@ -501,6 +530,13 @@ impl GroupWriter<'_> {
         };
         let (new_rev, new_body, new_index) = new_body;
         let new_is_leaf = tree.is_leaf(&new_rev);
+        let listening = barrel.listeners.any();
+        let old_live_body: Option<Arc<[u8]>> = match (&old_rec, &old_winner) {
+            (Some(rec), Some(w)) if listening && !w.deleted => {
+                Some(Arc::from(rec.winner_body.as_slice()))
+            }
+            _ => None,
+        };
         let mut old_winner_body = old_rec.as_ref().map(|r| r.winner_body.clone());
 
         // Body of the (possibly new) winner.
@@ -570,6 +606,31 @@ impl GroupWriter<'_> {
             st.deleted_count += 1;
         } else {
             st.docs_count += 1;
+        }
+        if listening {
+            let all_leaves = std::iter::once(winner.rev.clone())
+                .chain(
+                    tree.leaves()
+                        .into_iter()
+                        .map(|l| l.rev)
+                        .filter(|r| *r != winner.rev),
+                )
+                .collect();
+            self.live.push((
+                barrel.clone(),
+                LiveChange {
+                    change: Change {
+                        id: id.to_string(),
+                        seq,
+                        rev: winner.rev.clone(),
+                        changes: vec![winner.rev.clone()],
+                        deleted: winner.deleted,
+                        doc: Some(Arc::from(winner_body.as_slice())),
+                    },
+                    all_leaves,
+                    old_body: old_live_body,
+                },
+            ));
         }
         let record = DocRecord {
             seq,

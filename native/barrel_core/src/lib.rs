@@ -20,6 +20,7 @@
 //! ```
 
 pub mod barrel;
+pub mod changes;
 mod commit;
 pub mod doc;
 pub mod error;
@@ -31,6 +32,9 @@ pub mod store;
 pub use barrel::{
     Barrel, DocParts, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions,
     SaveResults,
+};
+pub use changes::{
+    Change, ChangeSink, ChangesCursor, ChangesOptions, Pattern, SubscribeOptions, Subscription,
 };
 pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};

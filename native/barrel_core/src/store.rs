@@ -16,6 +16,7 @@
 //! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
 
 use crate::barrel::Barrel;
+use crate::changes::{Listeners, Notifier};
 use crate::commit::{Committer, Op, OpResult};
 use crate::error::{Error, Result};
 use parking_lot::{Mutex, RwLock};
@@ -126,7 +127,7 @@ impl Stats {
         out
     }
 
-    fn decode(b: &[u8]) -> Option<Stats> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Stats> {
         let n = |i: usize| -> Option<u64> {
             Some(u64::from_be_bytes(
                 b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
@@ -162,12 +163,16 @@ pub(crate) struct BarrelInner {
     pub config: BarrelConfig,
     pub deleted: AtomicBool,
     pub stats: Mutex<Stats>,
+    /// Live subscriptions to this barrel's changes.
+    pub listeners: Listeners,
 }
 
 /// One node's storage: a RocksDB instance holding every barrel.
 pub struct Store {
     // Declared first so it is dropped first: the writer thread stops before the database closes.
     pub(crate) committer: Committer,
+    // Next: stops after the writer (its last publications are dropped with the queue).
+    pub(crate) notifier: Notifier,
     pub(crate) db: DB,
     path: PathBuf,
     catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
@@ -282,6 +287,7 @@ impl Store {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
+        let notifier = Notifier::start()?;
         let mut started = Ok(());
         let store = Arc::new_cyclic(|weak| {
             let committer = Committer::start(weak.clone());
@@ -291,6 +297,7 @@ impl Store {
             });
             Store {
                 committer,
+                notifier,
                 db,
                 path,
                 catalog: RwLock::new(HashMap::new()),
@@ -361,6 +368,7 @@ impl Store {
                     config: entry.config,
                     deleted: AtomicBool::new(false),
                     stats: Mutex::new(stats),
+                    listeners: Listeners::default(),
                 }),
             );
         }
@@ -401,6 +409,7 @@ impl Store {
                 config,
                 deleted: AtomicBool::new(false),
                 stats: Mutex::new(Stats::default()),
+                listeners: Listeners::default(),
             }),
         );
         Ok(())
@@ -431,7 +440,11 @@ impl Store {
         match self.committer.submit(Op::Drop {
             barrel: inner.clone(),
         })? {
-            OpResult::Dropped => Ok(()),
+            OpResult::Dropped => {
+                // Subscribers learn it when they catch up (the feed answers `NotFound`).
+                self.notifier.all_behind(&inner);
+                Ok(())
+            }
             _ => Err(Error::Internal("unexpected commit result".into())),
         }
     }
