@@ -89,8 +89,9 @@ peers(#{full := Full}) ->
 %% <li>`store': the data set it runs in: `writes' (one store for all write workloads, each in
 %%     its own keyspace) or `{scale, N}' (N documents loaded by the store's `setup' workload).</li>
 %% <li>`op': `put' (`batch' documents a call), `update', `get' (`pattern' `seq' or `random'
-%%     over `keys' stored documents), `fold', or `disk_size' (measured by the driver once the
-%%     store is closed).</li>
+%%     over `keys' stored documents), `fold', `disk_size' (measured by the driver once the
+%%     store is closed), `changes_latency' (`procs' writers offering `rate' writes a second)
+%%     or `changes_fanout' (to `listeners' listeners); see `bench_changes'.</li>
 %% <li>`ks', `start', `count', `procs': the keys `ks-start'..`ks-(start+count-1)', shared among
 %%     `procs' concurrent processes.</li>
 %% <li>`count_from': take `count' from the documents another workload managed to write.</li>
@@ -111,7 +112,20 @@ workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size 
                 #{count_from => save_doc_1}),
               %% Index write overhead: the same size, one indexed value instead of 32.
               w(save_doc_flat_1, "save_doc, 1 process, docs with 1 indexed value", put_flat,
-                <<"wf">>, W, 1, #{})],
+                <<"wf">>, W, 1, #{}),
+              %% Changes (see bench_changes): latency at a fixed offered rate, and fan-out.
+              w(changes_latency, "changes: write → listener message at 10k writes/s offered "
+                "(4 writers, 1 listener; deliveries/s)", changes_latency, <<"cl">>, W div 2, 4,
+                #{rate => 10000}),
+              w(changes_latency_flat, "changes: write → listener message at 10k writes/s "
+                "offered, docs with 1 indexed value (deliveries/s)", changes_latency, <<"clf">>,
+                W div 2, 4, #{rate => 10000, flat => true}),
+              w(changes_fanout_1, "changes: delivered to 1 listener (changes/s)",
+                changes_fanout, <<"cf1">>, W div 2, 1, #{listeners => 1}),
+              w(changes_fanout_10, "changes: delivered to 10 listeners (changes/s)",
+                changes_fanout, <<"cf10">>, W div 5, 1, #{listeners => 10}),
+              w(changes_fanout_100, "changes: delivered to 100 listeners (changes/s)",
+                changes_fanout, <<"cf100">>, W div 25, 1, #{listeners => 100})],
     Reads = fun(N) ->
                     [w(fetch_random_1, "fetch_doc random, 1 process", get, <<"s">>, R, 1,
                        #{pattern => random, keys => N, store => {scale, N}, scale => {N, fetch}}),

@@ -42,6 +42,22 @@ op(#{op := fold}, B) ->
                    {ok, N} = barrel:fold_docs(B, fun(_Doc, N) -> {ok, N + 1} end, 0, #{}),
                    N
            end};
+op(#{op := changes_latency} = W, B) ->
+    Listen = fun() ->
+                     {ok, _} = barrel:start_listener(B, #{to => self(), include_docs => true})
+             end,
+    Extract = fun({barrel_change, _, #{<<"doc">> := #{<<"t">> := T}}}) -> {change, T};
+                 (_) -> ignore
+              end,
+    Write = fun(_Key, Doc) -> {ok, _, _} = barrel:save_doc(B, Doc) end,
+    {custom, fun(Templates) -> bench_changes:latency(W, Templates, Write, Listen, Extract) end};
+op(#{op := changes_fanout} = W, B) ->
+    Listen = fun() -> {ok, _} = barrel:start_listener(B, #{to => self()}) end,
+    Extract = fun({barrel_change, _, _}) -> {change, undefined};
+                 (_) -> ignore
+              end,
+    Write = fun(Docs) -> {ok, _} = barrel:save_docs(B, Docs) end,
+    {custom, fun(Templates) -> bench_changes:fanout(W, Templates, Write, Listen, Extract) end};
 op(_W, _B) ->
     {unsupported, "no such operation"}.
 

@@ -8,6 +8,7 @@
 -export([open/3, close/1, op/2]).
 
 -define(TAB, bench_doc).
+-define(BATCH, 100).
 
 open(Dir, _TemplatesFile, #{mode := Mode}) ->
     _ = application:load(mnesia),
@@ -53,8 +54,29 @@ op(#{op := fold}, transaction) ->
     {fold, fun() -> {atomic, N} = mnesia:transaction(fun count/0), N end};
 op(#{op := fold}, dirty) ->
     {fold, fun() -> mnesia:async_dirty(fun count/0) end};
+op(#{op := changes_latency} = W, Mode) ->
+    Write = fun(Key, Doc) -> (op(#{op => put, batch => 1}, Mode))({Key, Doc}) end,
+    Extract = fun({mnesia_table_event, {write, {?TAB, _, #{<<"t">> := T}}, _}}) -> {change, T};
+                 (_) -> ignore
+              end,
+    {custom, fun(Templates) ->
+                     bench_changes:latency(W, Templates, Write, fun subscribe/0, Extract)
+             end};
+op(#{op := changes_fanout} = W, Mode) ->
+    Extract = fun({mnesia_table_event, {write, _, _}}) -> {change, undefined};
+                 (_) -> ignore
+              end,
+    {custom, fun(Templates) ->
+                     bench_changes:fanout(W, Templates, op(#{op => put, batch => ?BATCH}, Mode),
+                                          fun subscribe/0, Extract)
+             end};
 op(_W, _Mode) ->
     {unsupported, "no such operation"}.
+
+%% Table events to the calling process (Mnesia's listeners).
+subscribe() ->
+    {ok, _} = mnesia:subscribe({table, ?TAB, simple}),
+    ok.
 
 write(Key, Doc) ->
     mnesia:write({?TAB, Key, Doc}).

@@ -17,6 +17,7 @@
 -callback close(State :: term()) -> ok.
 -callback op(Workload :: map(), State :: term()) ->
     fun((Item :: term()) -> term()) | {fold, fun(() -> non_neg_integer())}
+    | {custom, fun((Templates :: tuple()) -> Stats :: map())}
     | {unsupported, Why :: string()}.
 -callback run(Workload :: map(), State :: term()) ->
     {ok, #{ops := non_neg_integer(), secs := float(), p50_us := number() | undefined,

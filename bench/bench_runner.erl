@@ -6,12 +6,20 @@
 %% the gap between consecutive timestamps of its process, so the loop reads the clock once a call.
 -module(bench_runner).
 
--export([run/3, items/3, stats/3]).
+-export([run/3, items/3, stats/3, chunks/2]).
 
 %% @doc Runs `Workload' calling `Fun' on each item; returns `{ok, Result}' with the documents
 %% done, the seconds and the latencies (p50, p99 in microseconds, per call).
--spec run(map(), fun((term()) -> term()) | {fold, fun(() -> non_neg_integer())}, tuple()) ->
+-spec run(map(), fun((term()) -> term()) | {fold, fun(() -> non_neg_integer())}
+          | {custom, fun((tuple()) -> map())}, tuple()) ->
           {ok, map()}.
+run(_W, {custom, Run}, Templates) ->
+    %% The peer's workload runs (and times) itself, in a fresh process.
+    {Pid, Ref} = spawn_monitor(fun() -> exit({done, Run(Templates)}) end),
+    receive
+        {'DOWN', Ref, process, Pid, {done, Stats}} -> {ok, Stats};
+        {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
+    end;
 run(#{op := fold}, {fold, Fold}, _Templates) ->
     %% In a fresh process, like every other workload.
     {Pid, Ref} = spawn_monitor(fun() ->
