@@ -282,6 +282,18 @@ notes(Peers, Ws, Results) ->
          "- PouchDB: `pouchdb-node` (leveldb adapter) in one Node process: `put`, `bulkDocs`, "
          "`put` with `_rev`, `get`, `allDocs` with `include_docs` in pages of 1000; "
          "\"processes\" are concurrent async callers on Node's single thread.\n",
+         "- Changes (Barrel and Mnesia): `changes_latency`: 4 writer processes together offer "
+         "10k `save_doc` a second (Mnesia: transactions or dirty writes), each document "
+         "carrying the time its write call started; one listener process records, per change "
+         "received, the time since then (write call to message, commit included; the latency "
+         "table has p50 / p99). `changes_latency_flat` does the same with the documents of "
+         "`save_doc_flat_1` (one indexed value), which leaves the write path far from saturated. "
+         "`changes_fanout_N`: N listener processes, one writer storing documents in batches "
+         "of 100 as fast as it can; the figure is changes delivered a second (N × documents), "
+         "from the first write until the last listener has them all, so with 1 listener it is "
+         "bounded by the write rate. Barrel: `barrel:start_listener/2` with `to` (and "
+         "`include_docs` for the latency); Mnesia: `mnesia:subscribe({table, T, simple})` in the "
+         "listening process. DETS, RocksDB and PouchDB have no listener in this harness.\n",
          "- Disk size: bytes of every file in the peer's directory once the store is closed "
          "after its workloads (what is left on disk at rest); the next row counts the part in "
          "write-ahead logs (`*.log` of RocksDB and LevelDB, Mnesia's `LATEST.LOG`).\n",
