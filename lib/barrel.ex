@@ -136,6 +136,30 @@ defmodule Barrel do
       iex> Barrel.find(barrel, {"$/locations/*/country", equal: "FRANCE"}, include_docs: false)
       {:ok, [%{"id" => "ID", "value" => "france"}]}
 
+  ## Changes
+
+  Every document write takes the barrel's next sequence number, and the
+  changes feed lists, in sequence order, each document once at its latest
+  change. `changes/3` and `fold_changes/5` read the feed after a sequence,
+  `changes_stream/2` reads it lazily in chunks, and a listener
+  (`start_listener/2`, or `Barrel.Listener` in a supervision tree) replays
+  it and then hears changes as they are committed:
+
+      iex> :ok = Barrel.create_barrel("quickstart-changes")
+      iex> {:ok, barrel} = Barrel.open("quickstart-changes")
+      iex> {:ok, listener} = Barrel.start_listener(barrel, subscribe_to: ["/type/user"])
+      iex> {:ok, "order-1", _} = Barrel.save_doc(barrel, %{"id" => "order-1", "type" => "order"})
+      iex> {:ok, "ann", rev} = Barrel.save_doc(barrel, %{"id" => "ann", "type" => "user"})
+      iex> receive do
+      ...>   {:barrel_change, ^listener, change} -> change
+      ...> end
+      %{"id" => "ann", "rev" => rev, "seq" => 2, "changes" => [rev]}
+      iex> Barrel.stop_listener(listener)
+      :ok
+      iex> {:ok, changes, 2} = Barrel.changes(barrel, 0)
+      iex> Enum.map(changes, & &1["id"])
+      ["order-1", "ann"]
+
   ## Errors
 
   Every function returns `{:error, reason}` on failure; see `t:reason/0`.
@@ -190,8 +214,10 @@ defmodule Barrel do
       options that are not a keyword list.
     * `{:bad_query, why}`: a query that cannot be run: a bad path, a value
       that cannot be indexed, selection options that exclude each other.
+    * `{:bad_pattern, pattern}`: a path pattern of `:filter` or
+      `:subscribe_to` that cannot be parsed.
     * `{:bad_arg, what}`: an argument of the wrong type, such as a handle that
-      is not a barrel.
+      is not a barrel, or a `since` that is not a sequence.
     * `{:storage_error, message}`, `{:corrupt, message}`,
       `{:internal_error, message}`: failures of the engine.
   """
@@ -207,6 +233,7 @@ defmodule Barrel do
           | {:bad_doc, term()}
           | {:bad_option, term()}
           | {:bad_query, term()}
+          | {:bad_pattern, term()}
           | {:bad_arg, atom()}
           | {:storage_error, String.t()}
           | {:corrupt, String.t()}
@@ -267,6 +294,51 @@ defmodule Barrel do
 
   @typedoc ~S'A query for `find/3`: `"$/path/to/value"` or `{path, query_opts}`.'
   @type query :: String.t() | {path(), query_opts()}
+
+  @typedoc "A sequence number: every document write takes the barrel's next one, from 1."
+  @type seq :: non_neg_integer()
+
+  @typedoc """
+  An entry of the changes feed:
+  `%{"id" => docid, "rev" => winning_rev, "seq" => seq, "changes" => [rev]}`,
+  plus `"deleted" => true` for a deletion and `"doc" => doc` with
+  `include_docs: true`.
+  """
+  @type change :: %{optional(String.t()) => term()}
+
+  @typedoc """
+  A path pattern, as in `"/type/user"` or `"/locations/+/country/france"`:
+  `+` is one segment (key, array index or value), a final `#` any remaining
+  segments, and `"/*"` or `"#"` every document.
+  """
+  @type pattern :: String.t()
+
+  @type changes_option ::
+          {:include_docs, boolean()}
+          | {:style, :main_only | :all_docs}
+          | {:limit, non_neg_integer() | :infinity}
+          | {:descending, boolean()}
+          | {:filter, pattern() | [pattern()]}
+          | {:null, atom()}
+
+  @type stream_option ::
+          {:since, seq() | :now}
+          | {:chunk, pos_integer()}
+          | {:include_docs, boolean()}
+          | {:style, :main_only | :all_docs}
+          | {:filter, pattern() | [pattern()]}
+          | {:null, atom()}
+
+  @type listener_option ::
+          {:subscribe_to, [pattern()]}
+          | {:since, seq() | :now}
+          | {:to, pid()}
+          | {:callback_fun, (change() -> term())}
+          | {:include_docs, boolean()}
+          | {:style, :main_only | :all_docs}
+          | {:max_queue, pos_integer()}
+          | {:window, pos_integer()}
+          | {:null, atom()}
 
   ## Barrels
 
@@ -635,9 +707,244 @@ defmodule Barrel do
   @spec reindex(barrel()) :: {:ok, non_neg_integer()} | {:error, reason()}
   def reindex(barrel), do: :barrel.reindex(barrel)
 
+  ## Changes
+
+  @doc """
+  The changes after sequence `since`, in sequence order:
+  `{:ok, changes, last_seq}`. A document appears once, at its latest change.
+  `since` is `0` for the whole feed, a sequence already seen (such as a
+  previous `last_seq`) for what came after it, or `:now` for nothing.
+
+  `last_seq` is where to continue from: the barrel's latest sequence when
+  the whole feed was read, else the sequence of the last change returned
+  (with `descending: true`, always the latest sequence).
+
+  Options:
+
+    * `include_docs: true`: add `"doc"`, the winning revision (a tombstone,
+      with `"_deleted" => true`, for a deletion).
+    * `style: :all_docs`: `"changes"` lists every leaf revision, the winner
+      first, conflicts and deleted branches included. The default,
+      `:main_only`, lists the winner only.
+    * `limit: n` (default `:infinity`): at most `n` changes.
+    * `descending: true`: newest first.
+    * `filter: pattern | [pattern]`: only documents whose current revision
+      matches one of the patterns (see `t:pattern/0`; values match as in the
+      path index, strings lowercased). `[]`, the default, keeps them all.
+    * `null: atom` (default `nil`): what JSON `null` comes back as.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-changes")
+      iex> {:ok, barrel} = Barrel.open("docs-changes")
+      iex> {:ok, "a", rev1} = Barrel.save_doc(barrel, %{"id" => "a", "type" => "user"})
+      iex> {:ok, "b", rev_b} = Barrel.save_doc(barrel, %{"id" => "b"})
+      iex> {:ok, "a", rev2} = Barrel.save_doc(barrel, %{"id" => "a", "_rev" => rev1, "type" => "admin"})
+      iex> Barrel.changes(barrel, 0)
+      {:ok,
+       [
+         %{"id" => "b", "rev" => rev_b, "seq" => 2, "changes" => [rev_b]},
+         %{"id" => "a", "rev" => rev2, "seq" => 3, "changes" => [rev2]}
+       ], 3}
+      iex> {:ok, [%{"doc" => %{"type" => "admin"}}], 3} = Barrel.changes(barrel, 2, include_docs: true)
+      iex> {:ok, [%{"id" => "b"}], 2} = Barrel.changes(barrel, 0, limit: 1)
+      iex> Barrel.changes(barrel, 0, filter: "/type/admin", descending: true)
+      {:ok, [%{"id" => "a", "rev" => rev2, "seq" => 3, "changes" => [rev2]}], 3}
+      iex> Barrel.changes(barrel, :now)
+      {:ok, [], 3}
+      iex> Barrel.changes(barrel, -1)
+      {:error, {:bad_arg, :since}}
+  """
+  @spec changes(barrel(), seq() | :now, [changes_option()]) ::
+          {:ok, [change()], seq()} | {:error, reason()}
+  def changes(barrel, since, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.changes(barrel, since, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @doc """
+  Folds over the changes after sequence `since`, in the order and with the
+  options of `changes/3`, over one snapshot: writes made meanwhile are not
+  seen. `fun` and its returns are as for `fold_docs/4`. Returns
+  `{:ok, acc, last_seq}`; after an early stop, `last_seq` is the sequence of
+  the last change `fun` was given, so the next fold can start there.
+
+      iex> :ok = Barrel.create_barrel("docs-fold-changes")
+      iex> {:ok, barrel} = Barrel.open("docs-fold-changes")
+      iex> {:ok, _results} = Barrel.save_docs(barrel, for(id <- ~w(a b c), do: %{"id" => id}))
+      iex> Barrel.fold_changes(barrel, 0, fn change, ids -> {:ok, [change["id"] | ids]} end, [])
+      {:ok, ["c", "b", "a"], 3}
+      iex> Barrel.fold_changes(barrel, 0, fn change, _ -> {:stop, change["id"]} end, nil)
+      {:ok, "a", 1}
+      iex> Barrel.fold_changes(barrel, 1, fn change, ids -> {:ok, [change["id"] | ids]} end, [])
+      {:ok, ["c", "b"], 3}
+  """
+  @spec fold_changes(
+          barrel(),
+          seq() | :now,
+          (change(), acc -> fold_result(acc)),
+          acc,
+          [changes_option()]
+        ) :: {:ok, acc, seq()} | {:error, reason()}
+        when acc: term()
+  def fold_changes(barrel, since, fun, acc, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.fold_changes(barrel, since, fun, acc, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @stream_chunk 256
+
+  @doc """
+  The changes feed as a lazy stream of `t:change/0`, read with `changes/3`
+  one chunk at a time from `since`, each chunk continuing at the previous
+  one's `last_seq`. The stream ends at the first chunk shorter than
+  `:chunk`.
+
+  Each chunk reads its own snapshot: documents written while the stream runs
+  are seen when it gets to their new sequence, so a document updated
+  meanwhile can appear twice, and a stream that keeps up with the writers
+  may not end.
+
+  Options:
+
+    * `since: seq | :now` (default `0`): where to start.
+    * `chunk: n` (default `256`): changes read per call.
+    * `:include_docs`, `:style`, `:filter`, `:null`: as for `changes/3`.
+      `:limit` and `:descending` are refused: use `Stream.take/2`, or
+      `changes/3` for the newest first.
+
+  Errors are raised when the stream is run, as an `ErlangError` whose
+  `original` is the reason `changes/3` would return, such as
+  `{:bad_option, {:chunk, 0}}` or `:closed`.
+
+      iex> :ok = Barrel.create_barrel("docs-changes-stream")
+      iex> {:ok, barrel} = Barrel.open("docs-changes-stream")
+      iex> {:ok, _results} = Barrel.save_docs(barrel, for(i <- 1..10, do: %{"id" => "doc-\#{i}"}))
+      iex> Barrel.changes_stream(barrel, chunk: 3) |> Enum.map(& &1["seq"])
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+      iex> Barrel.changes_stream(barrel, since: 8) |> Enum.map(& &1["id"])
+      ["doc-9", "doc-10"]
+      iex> Barrel.changes_stream(barrel, chunk: 0) |> Enum.to_list()
+      ** (ErlangError) Erlang error: {:bad_option, {:chunk, 0}}
+  """
+  @spec changes_stream(barrel(), [stream_option()]) :: Enumerable.t()
+  def changes_stream(barrel, opts \\ []) do
+    Stream.resource(
+      fn -> stream_start(opts) end,
+      &stream_next(barrel, &1),
+      fn _state -> :ok end
+    )
+  end
+
+  # Checks the options when the stream starts, and makes the first state.
+  defp stream_start(opts) do
+    case options(opts) do
+      {:ok, %{chunk: chunk}} when not (is_integer(chunk) and chunk > 0) ->
+        raise ErlangError, original: {:bad_option, {:chunk, chunk}}
+
+      {:ok, %{limit: limit}} ->
+        raise ErlangError, original: {:bad_option, {:limit, limit}}
+
+      {:ok, %{descending: descending}} ->
+        raise ErlangError, original: {:bad_option, {:descending, descending}}
+
+      {:ok, opts} ->
+        {since, opts} = Map.pop(opts, :since, 0)
+        {chunk, opts} = Map.pop(opts, :chunk, @stream_chunk)
+        {since, chunk, opts |> Map.put(:limit, chunk) |> Map.put_new(:null, nil)}
+
+      {:error, reason} ->
+        raise ErlangError, original: reason
+    end
+  end
+
+  # The state is {since, chunk, opts} while there may be more, :done after a short chunk.
+  defp stream_next(_barrel, :done), do: {:halt, :done}
+
+  defp stream_next(barrel, {since, chunk, opts}) do
+    case :barrel.changes(barrel, since, opts) do
+      {:ok, changes, _last} when length(changes) < chunk -> {changes, :done}
+      {:ok, changes, last} -> {changes, {last, chunk, opts}}
+      {:error, reason} -> raise ErlangError, original: reason
+    end
+  end
+
+  @doc """
+  Starts a listener: a process that hears the changes of `barrel` (a handle
+  or a name) matching `:subscribe_to`, and sends each one as
+  `{:barrel_change, listener, change}` to a process or passes it to a
+  function. Returns `{:ok, listener}`.
+
+  The listener runs under the `:barrel` application's supervisor and stops
+  with the calling process (its owner), with `stop_listener/1`, or when the
+  barrel is deleted. To keep one in a supervision tree of your own, use
+  `Barrel.Listener`.
+
+  Options:
+
+    * `subscribe_to: [pattern]` (default `["/*"]`, every document): see
+      `t:pattern/0`. A change is heard when the new or the previous revision
+      matches, so a listener also hears a document leave its patterns, and
+      its deletion.
+    * `to: pid` (default: the caller): who receives the messages.
+    * `callback_fun: fun`: instead of messages, `fun.(change)` is called in
+      the listener process; a crash is logged and the listener goes on.
+    * `since: seq | :now` (default `:now`): first replay the matching changes
+      of the feed after `seq`, then continue live, with nothing lost or
+      repeated at the switch.
+    * `:include_docs`, `:style`, `:null`: as for `changes/3`.
+    * `max_queue: n` (default `1000`): when the `to` process has more
+      messages queued, the listener stops sending and later catches up from
+      the feed. `window: n` (default `1000`): at most `n` changes in flight
+      from the engine to the listener. However slow the receiver, memory
+      stays bounded.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-listener")
+      iex> {:ok, barrel} = Barrel.open("docs-listener")
+      iex> {:ok, "old", _} = Barrel.save_doc(barrel, %{"id" => "old"})
+      iex> {:ok, listener} = Barrel.start_listener(barrel, since: 0, to: self())
+      iex> {:ok, "new", _} = Barrel.save_doc(barrel, %{"id" => "new"})
+      iex> for _ <- 1..2 do
+      ...>   receive do
+      ...>     {:barrel_change, ^listener, %{"id" => id, "seq" => seq}} -> {id, seq}
+      ...>   end
+      ...> end
+      [{"old", 1}, {"new", 2}]
+      iex> Barrel.stop_listener(listener)
+      :ok
+      iex> Barrel.start_listener(barrel, subscribe_to: [])
+      {:error, {:bad_option, {:subscribe_to, []}}}
+  """
+  @spec start_listener(barrel() | name(), [listener_option()]) ::
+          {:ok, pid()} | {:error, reason()}
+  def start_listener(barrel, opts) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.start_listener(barrel, Map.put_new(opts, :null, nil))
+    end
+  end
+
+  @doc """
+  Stops a listener, whether started by `start_listener/2` or by
+  `Barrel.Listener`. Returns `{:error, :not_found}` if it is not running.
+
+      iex> :ok = Barrel.create_barrel("docs-stop-listener")
+      iex> {:ok, listener} = Barrel.start_listener("docs-stop-listener", [])
+      iex> Barrel.stop_listener(listener)
+      :ok
+      iex> Barrel.stop_listener(listener)
+      {:error, :not_found}
+  """
+  @spec stop_listener(pid()) :: :ok | {:error, :not_found}
+  def stop_listener(listener), do: :barrel.stop_listener(listener)
+
   # Options come as a keyword list; :barrel takes a map. A repeated key keeps
-  # its first value, as Keyword.get/2 reads it.
-  defp options(opts) do
+  # its first value, as Keyword.get/2 reads it. Barrel.Listener uses it too.
+  @doc false
+  def options(opts) do
     if Keyword.keyword?(opts), do: {:ok, to_map(opts)}, else: {:error, {:bad_option, opts}}
   end
 

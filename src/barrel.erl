@@ -50,7 +50,7 @@
                 | {invalid_name, term()} | {bad_param, term()}
                 | {invalid_doc_id, term()} | {bad_rev, term()}
                 | {bad_doc, term()} | {bad_option, term()} | {bad_arg, atom()}
-                | {bad_query, term()}
+                | {bad_query, term()} | {bad_pattern, term()}
                 | {storage_error, binary()} | {corrupt, binary()}
                 | {internal_error, binary()}.
 %% The README lists when each is returned. Terms the caller passed (a name, an

@@ -30,6 +30,7 @@
 -define(CHUNK, 200).
 -define(RETRY_MS, 10).
 -define(ACK_EVERY, 64).
+-define(SEQ_MAX, 18446744073709551615).
 
 -record(st, {barrel, sub, tag, last = 0 :: non_neg_integer(),
              %% live | {replay, Cursor, UpdateSeq} | waiting
@@ -102,8 +103,16 @@ prepare(Barrel, Opts, Owner) when is_reference(Barrel), is_map(Opts) ->
                  to => Owner, include_docs => false, style => main_only,
                  max_queue => 1000, window => 1000, null => null},
     case barrel:check_options(Opts, Defaults, fun option_ok/2) of
-        {ok, O} -> {ok, O#{barrel => Barrel, owner => Owner}};
-        Error -> Error
+        {ok, #{subscribe_to := Patterns} = O} ->
+            %% Check the patterns and the handle here too (an empty feed read), so that
+            %% start_link/2 answers {error, _} instead of exiting its caller from init/1.
+            try barrel_nif:changes_open(Barrel, ?SEQ_MAX, {false, false, false}, Patterns) of
+                {ok, _, _} -> {ok, O#{barrel => Barrel, owner => Owner}};
+                Error -> Error
+            catch error:badarg -> {error, {bad_arg, barrel}}
+            end;
+        Error ->
+            Error
     end;
 prepare(Barrel, _Opts, _Owner) when not is_reference(Barrel) ->
     {error, {bad_arg, barrel}};

@@ -247,6 +247,13 @@ stop_and_bad_options() ->
                  barrel:start_listener(B, #{subscribe_to => [<<"no-slash">>]})),
     ?assertEqual({error, not_found}, barrel:start_listener(<<"no-such-barrel">>, #{})),
     ?assertEqual({error, {bad_arg, barrel}}, barrel:start_listener(42, #{})),
+    ?assertEqual({error, {bad_arg, barrel}}, barrel:start_listener(make_ref(), #{})),
+    %% start_link/2 answers errors found by the engine too, without exiting its caller.
+    ?assertEqual({error, {bad_pattern, <<"x">>}},
+                 barrel_listener:start_link(B, #{subscribe_to => [<<"x">>]})),
+    {Name2, B2} = barrel_test_setup:fresh_barrel(<<"li">>),
+    ok = barrel:delete_barrel(Name2),
+    ?assertEqual({error, not_found}, barrel_listener:start_link(B2, #{})),
     ?assertEqual({error, {bad_option, nomap}}, barrel:start_listener(B, nomap)),
     ?assertEqual([], supervisor:which_children(barrel_listener_sup)).
 
