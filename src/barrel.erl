@@ -453,7 +453,9 @@ fold_changes(Barrel, Since, Fun, Acc, Opts) when is_function(Fun, 2), is_map(Opt
             case ?NIF(barrel_nif:changes_open(Barrel, S, Flags, patterns(Filter)), barrel) of
                 {ok, Cursor, UpdateSeq} ->
                     From = case Since of now -> UpdateSeq; _ -> Since end,
-                    fold_feed(Cursor, Fun, Acc, Limit, Null, Desc, From, max(UpdateSeq, From));
+                    try fold_feed(Cursor, Fun, Acc, Limit, Null, Desc, From, max(UpdateSeq, From))
+                    after barrel_nif:changes_close(Cursor)
+                    end;
                 Error ->
                     Error
             end
@@ -683,7 +685,12 @@ run_query(_Barrel, _Path, _Select, _Desc, _Docs, _Null, _Fun, Acc, 0) ->
     {ok, Acc};
 run_query(Barrel, Path, Select, Desc, Docs, Null, Fun, Acc, Limit) ->
     case ?NIF(barrel_nif:query_open(Barrel, Path, Select, Desc, Docs), barrel) of
-        {ok, Cursor} -> query_chunks(Cursor, Null, Fun, Acc, Limit);
+        {ok, Cursor} ->
+            %% Release the snapshot now, not when the cursor is garbage collected: it holds
+            %% the store open (application stop waits for it).
+            try query_chunks(Cursor, Null, Fun, Acc, Limit)
+            after barrel_nif:query_close(Cursor)
+            end;
         Error -> Error
     end.
 

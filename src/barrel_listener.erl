@@ -107,7 +107,9 @@ prepare(Barrel, Opts, Owner) when is_reference(Barrel), is_map(Opts) ->
             %% Check the patterns and the handle here too (an empty feed read), so that
             %% start_link/2 answers {error, _} instead of exiting its caller from init/1.
             try barrel_nif:changes_open(Barrel, ?SEQ_MAX, {false, false, false}, Patterns) of
-                {ok, _, _} -> {ok, O#{barrel => Barrel, owner => Owner}};
+                {ok, Cursor, _} ->
+                    barrel_nif:changes_close(Cursor),
+                    {ok, O#{barrel => Barrel, owner => Owner}};
                 Error -> Error
             catch error:badarg -> {error, {bad_arg, barrel}}
             end;
@@ -208,9 +210,14 @@ handle_info(_Msg, St) ->
     {noreply, St}.
 
 %% @private
-terminate(_Reason, #st{sub = Sub}) ->
+terminate(_Reason, #st{sub = Sub} = St) ->
     barrel_nif:subscription_cancel(Sub),
+    close_cursor(St),
     ok.
+
+%% A feed cursor holds the store open: release it as soon as it is not needed.
+close_cursor(#st{mode = {replay, Cursor, _}}) -> barrel_nif:changes_close(Cursor);
+close_cursor(_St) -> ok.
 
 %% ---------------------------------------------------------------------------
 
@@ -238,6 +245,7 @@ pass_on([#{<<"seq">> := Seq} = C | Rest], St) ->
         false ->
             %% Stop here; the rest comes from the feed once there is room.
             erlang:send_after(?RETRY_MS, self(), retry),
+            close_cursor(St),
             St#st{mode = waiting, held = [], held_n = 0}
     end.
 
@@ -275,6 +283,7 @@ replay_or_stop(St) ->
 %% Resumes the subscription (changes committed from now on arrive live), then
 %% reads the feed after the last sequence passed on.
 start_replay(#st{barrel = Barrel, sub = Sub, last = Last} = St) ->
+    close_cursor(St),
     barrel_nif:subscription_resume(Sub),
     Flags = {St#st.docs, St#st.all_docs, false},
     case barrel_nif:changes_open(Barrel, Last, Flags, St#st.patterns) of
@@ -298,6 +307,7 @@ replay_chunk(#st{mode = {replay, Cursor, UpdateSeq}, null = Null} = St) ->
                 {_, true} ->
                     %% The feed is read up to UpdateSeq: pass on the held live
                     %% changes after it, and go live.
+                    barrel_nif:changes_close(Cursor),
                     Held = lists:reverse(St1#st.held),
                     St2 = St1#st{mode = live, held = [], held_n = 0,
                                  last = max(St1#st.last, UpdateSeq)},

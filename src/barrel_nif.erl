@@ -10,8 +10,8 @@
          save_doc_async/4, save_docs_async/4, delete_doc_async/4, fetch_doc/6, fetch_doc_cached/6,
          fetch_open_revs/5,
          fold_docs_chunk/6,
-         query_open/5, query_next/3, reindex/1,
-         changes_open/4, changes_next/3,
+         query_open/5, query_next/3, query_close/1, reindex/1,
+         changes_open/4, changes_next/3, changes_close/1,
          subscribe/6, subscription_ack/2, subscription_resume/1, subscription_cancel/1]).
 
 -on_load(init/0).
@@ -51,9 +51,11 @@ fetch_open_revs(_Barrel, _DocId, _Which, _Revs, _Null) -> ?NOT_LOADED.
 fold_docs_chunk(_Barrel, _Start, _End, _Limit, _IncludeDocs, _Null) -> ?NOT_LOADED.
 query_open(_Barrel, _Path, _Select, _Descending, _IncludeDocs) -> ?NOT_LOADED.
 query_next(_Cursor, _N, _Null) -> ?NOT_LOADED.
+query_close(_Cursor) -> ?NOT_LOADED.
 reindex(_Barrel) -> ?NOT_LOADED.
 changes_open(_Barrel, _Since, _Flags, _Filter) -> ?NOT_LOADED.
 changes_next(_Cursor, _N, _Null) -> ?NOT_LOADED.
+changes_close(_Cursor) -> ?NOT_LOADED.
 subscribe(_Barrel, _Patterns, _Flags, _Window, _Target, _Null) -> ?NOT_LOADED.
 subscription_ack(_Sub, _N) -> ?NOT_LOADED.
 subscription_resume(_Sub) -> ?NOT_LOADED.

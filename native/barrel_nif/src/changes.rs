@@ -25,7 +25,8 @@ mod atoms {
 
 /// A feed read in progress.
 pub(crate) struct ChangesRef {
-    cursor: Mutex<ChangesCursor>,
+    /// `None` once closed (a cursor holds the store open).
+    cursor: Mutex<Option<ChangesCursor>>,
 }
 
 #[rustler::resource_impl]
@@ -118,7 +119,7 @@ fn changes_open<'a>(
             Ok(cursor) => {
                 let seq = cursor.update_seq();
                 let res = ResourceArc::new(ChangesRef {
-                    cursor: Mutex::new(cursor),
+                    cursor: Mutex::new(Some(cursor)),
                 });
                 (atoms::ok(), res, seq).encode(env)
             }
@@ -136,7 +137,10 @@ fn changes_next<'a>(
     null: Atom,
 ) -> Term<'a> {
     guarded(env, || {
-        let r = cursor.cursor.lock().next_chunk(n);
+        let r = match cursor.cursor.lock().as_mut() {
+            Some(c) => c.next_chunk(n),
+            None => Err(barrel_core::Error::Closed),
+        };
         match r {
             Ok(changes) => {
                 let done = changes.len() < n;
@@ -146,6 +150,13 @@ fn changes_next<'a>(
             Err(e) => error::encode(env, &e),
         }
     })
+}
+
+/// `ok`: releases the cursor's snapshot (and its hold on the store).
+#[rustler::nif]
+fn changes_close(cursor: ResourceArc<ChangesRef>) -> Atom {
+    drop(cursor.cursor.lock().take());
+    atoms::ok()
 }
 
 /// Sends a subscription's changes to its process, from the store's notifier thread.

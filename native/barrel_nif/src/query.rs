@@ -21,7 +21,9 @@ mod atoms {
 
 /// A query in progress, as the BEAM sees it.
 pub(crate) struct CursorRef {
-    cursor: Mutex<QueryCursor>,
+    /// `None` once closed: a cursor holds the store open, so it is released as soon as the
+    /// query ends rather than when the BEAM collects the handle.
+    cursor: Mutex<Option<QueryCursor>>,
 }
 
 #[rustler::resource_impl]
@@ -151,7 +153,7 @@ fn query_open<'a>(
         match r {
             Ok(cursor) => {
                 let res = ResourceArc::new(CursorRef {
-                    cursor: Mutex::new(cursor),
+                    cursor: Mutex::new(Some(cursor)),
                 });
                 (atoms::ok(), res).encode(env)
             }
@@ -165,7 +167,10 @@ fn query_open<'a>(
 #[rustler::nif(schedule = "DirtyIo")]
 fn query_next<'a>(env: Env<'a>, cursor: ResourceArc<CursorRef>, n: usize, null: Atom) -> Term<'a> {
     guarded(env, || {
-        let r = cursor.cursor.lock().next_chunk(n);
+        let r = match cursor.cursor.lock().as_mut() {
+            Some(c) => c.next_chunk(n),
+            None => Err(Error::Closed),
+        };
         match r {
             Ok(rows) => {
                 let done = rows.len() < n;
@@ -186,6 +191,14 @@ fn query_next<'a>(env: Env<'a>, cursor: ResourceArc<CursorRef>, n: usize, null: 
             Err(e) => error::encode(env, &e),
         }
     })
+}
+
+/// `ok`: releases the cursor's snapshot (and its hold on the store).
+#[rustler::nif]
+fn query_close(cursor: ResourceArc<CursorRef>) -> Atom {
+    // Dropping a snapshot is cheap: no I/O.
+    drop(cursor.cursor.lock().take());
+    atoms::ok()
 }
 
 /// `{ok, Count} | {error, Reason}`.
