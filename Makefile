@@ -3,7 +3,7 @@
 #   make deps    install Erlang/OTP, Elixir, rebar3 and clang from apt when missing
 #   make build   compile the NIF (cargo, through rebar3's pre_hook) and the Erlang app
 #   make demo    run examples/demo.erl against a throwaway data dir
-#   make test    Rust engine tests, EUnit (and CT), ExUnit, then the example apps
+#   make test    Rust engine and HTTP tests, EUnit (and CT), ExUnit, PouchDB interop, the example apps
 #   make lint    rustfmt and mix format checks, clippy with warnings as errors
 #   make fmt     rewrite Rust and Elixir sources in place
 #   make clean   remove build outputs of this clone (the shared cargo cache stays)
@@ -27,7 +27,7 @@ endif
 # The project has no hex dependencies; never let Mix go looking for them.
 export HEX_OFFLINE := 1
 
-APT_PACKAGES := erlang-nox erlang-dev elixir rebar3 clang libclang-dev
+APT_PACKAGES := erlang-nox erlang-dev elixir rebar3 clang libclang-dev nodejs npm
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 CT_SUITES := $(wildcard test/*_SUITE.erl)
 
@@ -35,13 +35,13 @@ CT_SUITES := $(wildcard test/*_SUITE.erl)
 # under -j. With -k (as .ci/run does) every step still runs after a failure.
 .NOTPARALLEL:
 
-.PHONY: deps build demo test test-rust test-erlang test-elixir test-examples \
+.PHONY: deps build demo test test-rust test-erlang test-elixir test-pouchdb test-examples \
         test-example-rebar3 test-example-mix \
         lint fmt rustfmt-check clippy mix-format-check clean
 
 deps:
 	@missing=""; \
-	for cmd in erl elixir mix rebar3 clang c++; do \
+	for cmd in erl elixir mix rebar3 clang c++ node npm; do \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; \
 	done; \
 	[ -n "$${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 \
@@ -53,7 +53,7 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs; \
 	else \
-	  echo "deps: erl, elixir, rebar3, clang, libclang and a C++ compiler are installed"; \
+	  echo "deps: erl, elixir, rebar3, clang, libclang, a C++ compiler, node and npm are installed"; \
 	fi
 	@command -v cargo >/dev/null 2>&1 || { \
 	  echo "deps: cargo not found (expected rustup's toolchain in $(HOME)/.cargo/bin)" >&2; exit 1; }
@@ -65,7 +65,7 @@ build: deps
 demo: build
 	escript examples/demo.erl
 
-test: deps test-rust test-erlang test-elixir test-examples
+test: deps test-rust test-erlang test-elixir test-pouchdb test-examples
 
 test-rust: deps
 	cargo test --release --no-fail-fast -p barrel_core
@@ -78,6 +78,16 @@ endif
 
 test-elixir: deps
 	mix test
+
+# PouchDB (from npm, installed into test/pouchdb/node_modules from the committed lock file)
+# replicating with barreld over HTTP.
+test-pouchdb: deps
+	cargo build --release -p barreld
+	@cd test/pouchdb && \
+	if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	fi
+	cd test/pouchdb && node interop.js $(CARGO_TARGET_DIR)/release/barreld
 
 test-examples: test-example-rebar3 test-example-mix
 
@@ -124,4 +134,4 @@ bench-quick: build
 
 clean:
 	rm -rf _build deps priv/*.so priv/*.tmp barrel_data erl_crash.dump
-	rm -rf examples/*/_build examples/*/deps examples/*/barrel_data
+	rm -rf examples/*/_build examples/*/deps examples/*/barrel_data test/pouchdb/node_modules

@@ -27,7 +27,8 @@
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
          query/5, find/2, find/3, reindex/1,
-         changes/3, fold_changes/5, start_listener/2, stop_listener/1]).
+         changes/3, fold_changes/5, start_listener/2, stop_listener/1,
+         start_http/1, stop_http/1, http_info/1]).
 %% Shared with barrel_listener.
 -export([check_options/3, is_pattern_list/1]).
 
@@ -562,6 +563,37 @@ start_listener(Barrel, Opts) ->
 -spec stop_listener(pid()) -> ok | {error, not_found}.
 stop_listener(Pid) ->
     barrel_listener:stop(Pid).
+
+%% ---------------------------------------------------------------------------
+%% HTTP
+%% ---------------------------------------------------------------------------
+
+%% @doc Starts the HTTP and WebSocket API over this node's barrels (routes in
+%% the README, "HTTP routes"): `{ok, Pid}', a supervised process that stops
+%% with {@link stop_http/1} or the application. Options: `ip' (default
+%% `{127,0,0,1}'; any other address requires `basic_auth' or `tokens'),
+%% `port' (default 7080; 0 picks a free one, see {@link http_info/1}),
+%% `basic_auth' (`[{User, Password}]' binaries), `tokens' (bearer tokens),
+%% `tls' (`{CertFile, KeyFile}' PEM files: https and wss), `cors' (`none',
+%% `any' or a list of origins), `max_body' (bytes, default 64 MiB).
+%% ```
+%% {ok, Http} = barrel:start_http(#{ip => {127,0,0,1}, port => 7080}),
+%% {ok, #{url := <<"http://127.0.0.1:7080">>}} = barrel:http_info(Http),
+%% ok = barrel:stop_http(Http).
+%% '''
+-spec start_http(map()) -> {ok, pid()} | {error, reason()}.
+start_http(Opts) ->
+    barrel_http:start(Opts).
+
+%% @doc Stops a server started by {@link start_http/1}.
+-spec stop_http(pid()) -> ok | {error, not_found}.
+stop_http(Pid) ->
+    barrel_http:stop(Pid).
+
+%% @doc Where a server listens: `{ok, #{ip, port, url}}'.
+-spec http_info(pid()) -> {ok, map()} | {error, not_found}.
+http_info(Pid) ->
+    barrel_http:info(Pid).
 
 %% ---------------------------------------------------------------------------
 %% Queries

@@ -12,7 +12,8 @@
          fold_docs_chunk/6,
          query_open/5, query_next/3, query_close/1, reindex/1,
          changes_open/4, changes_next/3, changes_close/1,
-         subscribe/6, subscription_ack/2, subscription_resume/1, subscription_cancel/1]).
+         subscribe/6, subscription_ack/2, subscription_resume/1, subscription_cancel/1,
+         http_start/7, http_stop/1]).
 
 -on_load(init/0).
 
@@ -60,3 +61,5 @@ subscribe(_Barrel, _Patterns, _Flags, _Window, _Target, _Null) -> ?NOT_LOADED.
 subscription_ack(_Sub, _N) -> ?NOT_LOADED.
 subscription_resume(_Sub) -> ?NOT_LOADED.
 subscription_cancel(_Sub) -> ?NOT_LOADED.
+http_start(_Ip, _Port, _Basic, _Tokens, _Tls, _Cors, _MaxBody) -> ?NOT_LOADED.
+http_stop(_Server) -> ?NOT_LOADED.

@@ -407,6 +407,18 @@ impl Barrel {
     /// Fetches several leaf revisions at once (CouchDB's `open_revs`), deleted leaves included;
     /// with `revs`, each carries `_revisions`.
     pub fn fetch_open_revs(&self, id: &str, which: &OpenRevs, revs: bool) -> Result<Vec<OpenRev>> {
+        self.fetch_open_revs_latest(id, which, revs, false)
+    }
+
+    /// [`Barrel::fetch_open_revs`]; with `latest`, a requested revision that is no longer a
+    /// leaf stands for the leaves descending from it (CouchDB's `latest=true`).
+    pub fn fetch_open_revs_latest(
+        &self,
+        id: &str,
+        which: &OpenRevs,
+        revs: bool,
+        latest: bool,
+    ) -> Result<Vec<OpenRev>> {
         crate::doc::check_doc_id(id)?;
         let store = self.store()?;
         let snapshot = store.db.snapshot();
@@ -419,6 +431,29 @@ impl Barrel {
             .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
         let wanted: Vec<Rev> = match which {
             OpenRevs::All => rec.tree.leaves().into_iter().map(|l| l.rev).collect(),
+            OpenRevs::Revs(list) if latest => {
+                let leaves = rec.tree.leaves();
+                let mut out: Vec<Rev> = Vec::new();
+                for r in list {
+                    let found: Vec<Rev> = if rec.tree.is_leaf(r) {
+                        vec![r.clone()]
+                    } else if rec.tree.contains(r) {
+                        leaves
+                            .iter()
+                            .filter(|l| rec.tree.history(&l.rev).contains(r))
+                            .map(|l| l.rev.clone())
+                            .collect()
+                    } else {
+                        vec![r.clone()]
+                    };
+                    for f in found {
+                        if !out.contains(&f) {
+                            out.push(f);
+                        }
+                    }
+                }
+                out
+            }
             OpenRevs::Revs(list) => list.clone(),
         };
         wanted

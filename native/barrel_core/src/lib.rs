@@ -26,7 +26,9 @@ pub mod doc;
 pub mod error;
 pub mod index;
 pub mod query;
+pub mod replicate;
 pub mod revtree;
+pub mod server;
 pub mod store;
 
 pub use barrel::{
@@ -40,6 +42,7 @@ pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};
 pub use index::{PathPattern, Segment};
 pub use query::{Query, QueryCursor, QueryRow, Select};
+pub use replicate::RevsDiff;
 pub use revtree::{Rev, RevTree};
 pub use store::{BarrelConfig, BarrelInfo, Stats, Store, StoreOptions};
 

@@ -11,6 +11,8 @@
 //!   sequence.
 //! - `index`: `<barrel id><path><value><doc id>` → nothing: the path index (see
 //!   [`crate::index`]).
+//! - `local`: `<barrel id><id>` → JSON body: local (non-replicated) documents such as
+//!   replication checkpoints (see [`crate::replicate`]).
 //!
 //! A barrel id is a 64-bit number never reused, so deleting a barrel is a range delete of its
 //! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
@@ -35,7 +37,8 @@ pub(crate) const CF_DOCS: &str = "docs";
 pub(crate) const CF_REVS: &str = "revs";
 pub(crate) const CF_SEQS: &str = "seqs";
 pub(crate) const CF_INDEX: &str = "index";
-const DATA_CFS: [&str; 4] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX];
+pub(crate) const CF_LOCAL: &str = "local";
+const DATA_CFS: [&str; 5] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL];
 
 /// Longest accepted barrel name, in bytes.
 pub const MAX_BARREL_NAME_LEN: usize = 128;
@@ -283,7 +286,7 @@ impl Store {
         // write-ahead log alive until RocksDB's default limit: bound the logs so they get
         // flushed and the logs deleted.
         db_opts.set_max_total_wal_size(128 * 1024 * 1024);
-        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX]
+        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
@@ -452,7 +455,7 @@ impl Store {
     /// Flushes every memtable to disk (SST files). Not needed for durability (the write-ahead
     /// log already has every commit); useful before measuring sizes or backing up files.
     pub fn flush(&self) -> Result<()> {
-        for cf in [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX] {
+        for cf in [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL] {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())

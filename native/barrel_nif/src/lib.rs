@@ -5,6 +5,7 @@ mod changes;
 mod convert;
 mod docs;
 mod error;
+mod http;
 mod query;
 mod store;
 

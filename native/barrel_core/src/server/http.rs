@@ -1,0 +1,1187 @@
+//! Routes and handlers.
+
+use super::{feed, ws, App, Cors, ServerConfig};
+use crate::barrel::{Barrel, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions};
+use crate::doc::{Body, DocInput};
+use crate::error::{DocError, Error};
+use crate::index::{parse_path, parse_path_and_value};
+use crate::query::{Query, Select};
+use crate::revtree::Rev;
+use crate::store::{BarrelConfig, BarrelInfo};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
+
+pub(crate) type AppState = State<Arc<App>>;
+
+/// A failed request: a status and CouchDB's `{"error": ..., "reason": ...}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "reason": self.reason});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"barrel\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        use StatusCode as S;
+        match e {
+            Error::NotFound => ApiError::new(S::NOT_FOUND, "not_found", "missing"),
+            Error::AlreadyExists => ApiError::new(
+                S::PRECONDITION_FAILED,
+                "file_exists",
+                "The database could not be created, the file already exists.",
+            ),
+            Error::Conflict => ApiError::new(S::CONFLICT, "conflict", "Document update conflict."),
+            Error::Closed => ApiError::new(S::SERVICE_UNAVAILABLE, "closed", "the store is closed"),
+            Error::InvalidName(n) => ApiError::new(
+                S::BAD_REQUEST,
+                "illegal_database_name",
+                format!("invalid barrel name {n:?}"),
+            ),
+            Error::BadParam(p) => ApiError::bad_request(p),
+            Error::BadQuery(q) => ApiError::new(S::BAD_REQUEST, "bad_query", q),
+            Error::BadDoc(DocError::InvalidDocId(id)) => {
+                ApiError::new(S::BAD_REQUEST, "illegal_docid", format!("invalid id {id}"))
+            }
+            Error::BadDoc(DocError::TooLarge(w)) => {
+                ApiError::new(S::PAYLOAD_TOO_LARGE, "too_large", w)
+            }
+            Error::BadDoc(d) => ApiError::new(S::BAD_REQUEST, "bad_request", d.to_string()),
+            Error::Storage(m) | Error::Corrupt(m) | Error::Internal(m) => {
+                ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", m)
+            }
+            Error::WouldBlock => {
+                ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", "would block")
+            }
+        }
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(e: DocError) -> ApiError {
+        Error::from(e).into()
+    }
+}
+
+pub(crate) type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+
+/// Runs engine work on the blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("handler failed: {e}"),
+        ))
+    })
+}
+
+pub(crate) fn json_response(status: StatusCode, v: Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// The query string as pairs, in order (repeated keys kept).
+pub(crate) fn pairs(q: &Option<String>) -> Vec<(String, String)> {
+    q.as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+pub(crate) fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn bool_param(q: &[(String, String)], key: &str) -> ApiResult<bool> {
+    match param(q, key) {
+        None => Ok(false),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query_parse_error",
+            format!("invalid value for boolean parameter {key}: {v:?}"),
+        )),
+    }
+}
+
+pub(crate) fn int_param(q: &[(String, String)], key: &str) -> ApiResult<Option<u64>> {
+    match param(q, key) {
+        None => Ok(None),
+        Some(v) => v.trim_matches('"').parse().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "query_parse_error",
+                format!("invalid value for integer parameter {key}: {v:?}"),
+            )
+        }),
+    }
+}
+
+/// A JSON request body: `Content-Type` must be JSON when given, the size within the limit.
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Value> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is over the server's limit",
+            )
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if !(ct.starts_with("application/json") || ct.starts_with("text/plain")) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_content_type",
+                "Content-Type must be application/json",
+            ));
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON: {e}"),
+        )
+    })
+}
+
+pub(crate) fn object(v: Value, what: &str) -> ApiResult<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::bad_request(format!(
+            "{what} must be a JSON object"
+        ))),
+    }
+}
+
+pub(crate) fn open(app: &App, name: &str) -> ApiResult<Barrel> {
+    Ok(app.store()?.open_barrel(name)?)
+}
+
+/// Which way documents look on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// Barrel's: the id in `id`.
+    Barrel,
+    /// CouchDB's: the id in `_id`.
+    Couch,
+}
+
+/// A document from the wire, as the engine takes it.
+pub(crate) fn doc_in(mut m: Map<String, Value>, style: Style) -> ApiResult<DocInput> {
+    if style == Style::Couch {
+        if let Some(id) = m.remove("_id") {
+            if let Some(other) = m.get("id") {
+                if *other != id {
+                    return Err(ApiError::bad_request(
+                        "a document with both _id and a different id cannot be stored",
+                    ));
+                }
+            }
+            m.insert("id".into(), id);
+        }
+    }
+    Ok(DocInput::from_map(m)?)
+}
+
+/// A document from the engine, as the wire shows it.
+pub(crate) fn doc_out(mut doc: Body, style: Style) -> Value {
+    if style == Style::Couch {
+        if let Some(id) = doc.remove("id") {
+            doc.insert("_id".into(), id);
+        }
+    }
+    Value::Object(doc)
+}
+
+fn info_json(info: &BarrelInfo) -> Value {
+    json!({
+        "name": info.name,
+        "db_name": info.name,
+        "docs_count": info.stats.docs_count,
+        "doc_count": info.stats.docs_count,
+        "deleted_count": info.stats.deleted_count,
+        "doc_del_count": info.stats.deleted_count,
+        "updated_seq": info.stats.updated_seq,
+        "update_seq": info.stats.updated_seq,
+        "data_size": info.stats.data_size,
+        "disk_size": info.disk_size,
+        "sizes": {"file": info.disk_size, "external": info.stats.data_size, "active": info.stats.data_size},
+        "revs_limit": info.config.revs_limit,
+        "sync": info.config.sync,
+        "instance_start_time": "0",
+    })
+}
+
+pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
+    let db = "/barrels/{name}";
+    let mut r = Router::new()
+        .route("/", get(welcome))
+        .route("/barrels", get(list_barrels).post(create_barrel_body))
+        .route(
+            db,
+            get(barrel_info)
+                .head(barrel_info)
+                .post(create_barrel)
+                .put(create_barrel)
+                .delete(delete_barrel),
+        )
+        .route(
+            &format!("{db}/"),
+            get(barrel_info)
+                .head(barrel_info)
+                .put(create_barrel)
+                .delete(delete_barrel),
+        )
+        .route(&format!("{db}/docs"), get(barrel_all_docs).post(post_doc))
+        .route(
+            &format!("{db}/docs/{{id}}"),
+            get(get_barrel_doc)
+                .put(put_barrel_doc)
+                .delete(delete_barrel_doc),
+        )
+        .route(
+            &format!("{db}/_all_docs"),
+            get(all_docs).post(all_docs_keys),
+        )
+        .route(
+            &format!("{db}/_changes"),
+            get(feed::changes).post(feed::changes_post),
+        )
+        .route(&format!("{db}/_revs_diff"), post(revs_diff))
+        .route(&format!("{db}/_bulk_docs"), post(bulk_docs))
+        .route(&format!("{db}/_bulk_get"), post(bulk_get))
+        .route(
+            &format!("{db}/_ensure_full_commit"),
+            post(ensure_full_commit),
+        )
+        .route(&format!("{db}/_find"), get(find).post(find_post))
+        .route(&format!("{db}/_ws"), get(ws::upgrade))
+        .route(
+            &format!("{db}/_local/{{id}}"),
+            get(get_local).put(put_local).delete(delete_local),
+        )
+        .route(
+            &format!("{db}/{{id}}"),
+            get(get_couch_doc)
+                .put(put_couch_doc)
+                .delete(delete_couch_doc),
+        )
+        .fallback(any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app.clone())
+        .layer(DefaultBodyLimit::max(cfg.max_body));
+    if app.auth.is_enabled() {
+        r = r.layer(middleware::from_fn_with_state(app, authenticate));
+    }
+    if let Some(cors) = &cfg.cors {
+        r = r.layer(cors_layer(cors));
+    }
+    r
+}
+
+fn cors_layer(cors: &Cors) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = match cors {
+        Cors::Any => AllowOrigin::mirror_request(),
+        Cors::Origins(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+        .expose_headers([header::ETAG])
+}
+
+async fn authenticate(State(app): AppState, req: Request, next: Next) -> Response {
+    // CORS preflights carry no credentials.
+    if req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| credentials_ok(&app, h));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "authentication required (basic or bearer)",
+        )
+        .into_response()
+    }
+}
+
+fn credentials_ok(app: &App, header: &str) -> bool {
+    use base64::Engine;
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return app
+            .auth
+            .bearer
+            .iter()
+            .any(|t| constant_eq(t.as_bytes(), token.trim().as_bytes()));
+    }
+    if let Some(b64) = header.strip_prefix("Basic ") {
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(raw) else {
+            return false;
+        };
+        if let Some((u, p)) = text.split_once(':') {
+            return app.auth.basic.iter().any(|(cu, cp)| {
+                constant_eq(cu.as_bytes(), u.as_bytes()) & constant_eq(cp.as_bytes(), p.as_bytes())
+            });
+        }
+    }
+    false
+}
+
+/// Compares without stopping at the first difference.
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+async fn welcome() -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"barrel": "Welcome", "couchdb": "Welcome", "version": env!("CARGO_PKG_VERSION"),
+               "vendor": {"name": "barrel"}}),
+    )
+}
+
+async fn list_barrels(State(app): AppState) -> ApiResult {
+    let names = blocking(move || Ok(app.store()?.list_barrels())).await?;
+    Ok(json_response(StatusCode::OK, json!(names)))
+}
+
+fn config_of(params: Option<&Value>) -> ApiResult<BarrelConfig> {
+    let mut config = BarrelConfig::default();
+    let Some(params) = params else {
+        return Ok(config);
+    };
+    let params = params
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("params must be an object"))?;
+    if let Some(v) = params.get("revs_limit") {
+        config.revs_limit = v
+            .as_u64()
+            .ok_or_else(|| ApiError::bad_request("revs_limit must be a positive integer"))?
+            as usize;
+    }
+    if let Some(v) = params.get("sync") {
+        config.sync = v
+            .as_bool()
+            .ok_or_else(|| ApiError::bad_request("sync must be a boolean"))?;
+    }
+    Ok(config)
+}
+
+async fn create_named(app: Arc<App>, name: String, body: Option<Value>) -> ApiResult {
+    let params = body.as_ref().and_then(|b| b.get("params")).cloned();
+    if let Some(Value::String(n)) = body.as_ref().and_then(|b| b.get("name")) {
+        if *n != name {
+            return Err(ApiError::bad_request(format!(
+                "the body names {n:?}, the URL {name:?}"
+            )));
+        }
+    }
+    let config = config_of(params.as_ref())?;
+    blocking(move || Ok(app.store()?.create_barrel(&name, config)?)).await?;
+    Ok(json_response(StatusCode::CREATED, json!({"ok": true})))
+}
+
+/// `POST /barrels` with `{"name": ..., "params": ...}`.
+async fn create_barrel_body(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let v = json_body(&headers, body)?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("the body needs a name"))?
+        .to_string();
+    create_named(app, name, Some(v)).await
+}
+
+/// `POST` or `PUT /barrels/:name`, with an optional `{"name", "params"}` body.
+async fn create_barrel(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = match &body {
+        Ok(b) if b.is_empty() => None,
+        _ => Some(json_body(&headers, body)?),
+    };
+    create_named(app, name, body).await
+}
+
+async fn barrel_info(State(app): AppState, Path(name): Path<String>) -> ApiResult {
+    let info = blocking(move || Ok(app.store()?.barrel_info(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, info_json(&info)))
+}
+
+async fn delete_barrel(State(app): AppState, Path(name): Path<String>) -> ApiResult {
+    blocking(move || Ok(app.store()?.delete_barrel(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, json!({"ok": true})))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+// ---------------------------------------------------------------------------------------------
+
+fn rev_param(q: &[(String, String)]) -> ApiResult<Option<Rev>> {
+    param(q, "rev")
+        .map(|r| Rev::parse(r).map_err(ApiError::from))
+        .transpose()
+}
+
+fn json_param(q: &[(String, String)], key: &str) -> ApiResult<Option<Value>> {
+    param(q, key)
+        .map(|v| {
+            serde_json::from_str(v).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "query_parse_error",
+                    format!("{key} must be JSON"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn revs_of(v: &Value) -> ApiResult<Vec<Rev>> {
+    v.as_array()
+        .ok_or_else(|| ApiError::bad_request("expected a list of revisions"))?
+        .iter()
+        .map(|r| {
+            r.as_str()
+                .ok_or_else(|| ApiError::bad_request("a revision must be a string"))
+                .and_then(|s| Rev::parse(s).map_err(ApiError::from))
+        })
+        .collect()
+}
+
+async fn get_doc(
+    app: Arc<App>,
+    name: String,
+    id: String,
+    q: Option<String>,
+    style: Style,
+) -> ApiResult {
+    let q = pairs(&q);
+    let revs = bool_param(&q, "revs")?;
+    let conflicts = bool_param(&q, "conflicts")?;
+    let latest = bool_param(&q, "latest")?;
+    let rev = rev_param(&q)?;
+    let open_revs = match param(&q, "open_revs") {
+        None => None,
+        Some("all") => Some(OpenRevs::All),
+        Some(_) => Some(OpenRevs::Revs(revs_of(
+            &json_param(&q, "open_revs")?.unwrap_or(Value::Null),
+        )?)),
+    };
+    blocking(move || {
+        let barrel = open(&app, &name)?;
+        match open_revs {
+            Some(which) => {
+                let list = barrel.fetch_open_revs_latest(&id, &which, revs, latest)?;
+                let out: Vec<Value> = list
+                    .into_iter()
+                    .map(|r| match r {
+                        OpenRev::Ok(doc) => json!({"ok": doc_out(doc, style)}),
+                        OpenRev::Missing(rev) => json!({"missing": rev.to_string()}),
+                    })
+                    .collect();
+                Ok(json_response(StatusCode::OK, Value::Array(out)))
+            }
+            None => {
+                let opts = FetchOptions {
+                    rev,
+                    revs,
+                    conflicts,
+                };
+                let doc = barrel.fetch_doc(&id, &opts)?;
+                let etag = doc
+                    .get("_rev")
+                    .and_then(Value::as_str)
+                    .map(|r| format!("\"{r}\""));
+                let mut resp = json_response(StatusCode::OK, doc_out(doc, style));
+                if let Some(e) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                    resp.headers_mut().insert(header::ETAG, e);
+                }
+                Ok(resp)
+            }
+        }
+    })
+    .await
+}
+
+fn saved(id: &str, rev: &Rev) -> Value {
+    json!({"ok": true, "id": id, "rev": rev.to_string()})
+}
+
+async fn put_doc(
+    app: Arc<App>,
+    name: String,
+    id: String,
+    q: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    style: Style,
+) -> ApiResult {
+    let q = pairs(&q);
+    let mut m = object(json_body(&headers, body)?, "a document")?;
+    let id_key = if style == Style::Couch { "_id" } else { "id" };
+    match m.get(id_key) {
+        Some(Value::String(given)) if *given != id => {
+            return Err(ApiError::bad_request(format!(
+                "the document's {id_key} {given:?} is not the URL's {id:?}"
+            )))
+        }
+        _ => {
+            m.insert(id_key.into(), Value::String(id));
+        }
+    }
+    if let Some(rev) = param(&q, "rev") {
+        m.entry("_rev")
+            .or_insert_with(|| Value::String(rev.to_string()));
+    }
+    let new_edits = param(&q, "new_edits") != Some("false");
+    let doc = doc_in(m, style)?;
+    let (id, rev) = blocking(move || {
+        let barrel = open(&app, &name)?;
+        Ok(barrel.save_doc(doc, &SaveOptions { new_edits })?)
+    })
+    .await?;
+    Ok(json_response(StatusCode::CREATED, saved(&id, &rev)))
+}
+
+async fn delete_doc(
+    app: Arc<App>,
+    name: String,
+    id: String,
+    q: Option<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let q = pairs(&q);
+    let rev = match rev_param(&q)? {
+        Some(r) => r,
+        None => headers
+            .get(header::IF_MATCH)
+            .and_then(|h| h.to_str().ok())
+            .map(|s| Rev::parse(s.trim_matches('"')))
+            .transpose()?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "a rev is needed to delete",
+                )
+            })?,
+    };
+    let (id, rev) = blocking(move || Ok(open(&app, &name)?.delete_doc(&id, rev)?)).await?;
+    Ok(json_response(StatusCode::OK, saved(&id, &rev)))
+}
+
+async fn get_barrel_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    get_doc(app, name, id, q, Style::Barrel).await
+}
+
+async fn put_barrel_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    put_doc(app, name, id, q, headers, body, Style::Barrel).await
+}
+
+async fn delete_barrel_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    delete_doc(app, name, id, q, headers).await
+}
+
+async fn get_couch_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    get_doc(app, name, id, q, Style::Couch).await
+}
+
+async fn put_couch_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    put_doc(app, name, id, q, headers, body, Style::Couch).await
+}
+
+async fn delete_couch_doc(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    delete_doc(app, name, id, q, headers).await
+}
+
+/// `POST /barrels/:name/docs`: a new document (its `id` generated when absent).
+async fn post_doc(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let m = object(json_body(&headers, body)?, "a document")?;
+    let doc = doc_in(m, Style::Barrel)?;
+    let (id, rev) =
+        blocking(move || Ok(open(&app, &name)?.save_doc(doc, &SaveOptions::default())?)).await?;
+    Ok(json_response(StatusCode::CREATED, saved(&id, &rev)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// _all_docs
+// ---------------------------------------------------------------------------------------------
+
+fn key_param(q: &[(String, String)], names: &[&str]) -> ApiResult<Option<String>> {
+    for n in names {
+        if let Some(v) = json_param(q, n)? {
+            return match v {
+                Value::String(s) => Ok(Some(s)),
+                _ => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "query_parse_error",
+                    format!("{n} must be a JSON string"),
+                )),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn fold_rows(
+    barrel: &Barrel,
+    q: &[(String, String)],
+    style: Style,
+) -> ApiResult<(Vec<Value>, u64)> {
+    if bool_param(q, "descending")? {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query_parse_error",
+            "descending is not supported",
+        ));
+    }
+    let include_docs = bool_param(q, "include_docs")?;
+    let inclusive_end = param(q, "inclusive_end") != Some("false");
+    let start = key_param(q, &["startkey", "start_key"])?;
+    let end = key_param(q, &["endkey", "end_key"])?;
+    let skip = int_param(q, "skip")?.unwrap_or(0) as usize;
+    let limit = int_param(q, "limit")?.map(|l| l as usize + skip);
+    let opts = FoldOptions {
+        start: start.map_or(Bound::Unbounded, Bound::Included),
+        end: match end {
+            None => Bound::Unbounded,
+            Some(e) if inclusive_end => Bound::Included(e),
+            Some(e) => Bound::Excluded(e),
+        },
+        limit,
+        include_docs,
+    };
+    let mut rows = Vec::new();
+    let mut n = 0usize;
+    barrel.fold_docs(&opts, |row| {
+        n += 1;
+        if n > skip {
+            let mut r = json!({"id": row.id, "key": row.id, "value": {"rev": row.rev.to_string()}});
+            if let Some(doc) = row.doc {
+                r["doc"] = doc_out(doc, style);
+            }
+            rows.push(r);
+        }
+        ControlFlow::Continue(())
+    })?;
+    let total = barrel.info()?.stats.docs_count;
+    Ok((rows, total))
+}
+
+async fn all_docs(
+    State(app): AppState,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q = pairs(&q);
+    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, Style::Couch)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"total_rows": total, "offset": 0, "rows": rows}),
+    ))
+}
+
+async fn barrel_all_docs(
+    State(app): AppState,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q = pairs(&q);
+    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, Style::Barrel)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"total_rows": total, "offset": 0, "rows": rows}),
+    ))
+}
+
+/// `POST _all_docs` with `{"keys": [...]}`.
+async fn all_docs_keys(
+    State(app): AppState,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let q = pairs(&q);
+    let v = json_body(&headers, body)?;
+    let Some(keys) = v.get("keys") else {
+        return blocking(move || {
+            let (rows, total) = fold_rows(&open(&app, &name)?, &q, Style::Couch)?;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"total_rows": total, "offset": 0, "rows": rows}),
+            ))
+        })
+        .await;
+    };
+    let keys: Vec<String> = keys
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("keys must be a list"))?
+        .iter()
+        .map(|k| {
+            k.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::bad_request("keys must be strings"))
+        })
+        .collect::<ApiResult<_>>()?;
+    let include_docs = bool_param(&q, "include_docs")?;
+    blocking(move || {
+        let barrel = open(&app, &name)?;
+        let mut rows = Vec::new();
+        for k in keys {
+            match barrel.fetch_doc(&k, &FetchOptions::default()) {
+                Ok(doc) => {
+                    let rev = doc.get("_rev").cloned().unwrap_or(Value::Null);
+                    let mut r = json!({"id": k, "key": k, "value": {"rev": rev}});
+                    if include_docs {
+                        r["doc"] = doc_out(doc, Style::Couch);
+                    }
+                    rows.push(r);
+                }
+                Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
+                    rows.push(json!({"key": k, "error": "not_found"}))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let total = barrel.info()?.stats.docs_count;
+        Ok(json_response(
+            StatusCode::OK,
+            json!({"total_rows": total, "offset": 0, "rows": rows}),
+        ))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication surface
+// ---------------------------------------------------------------------------------------------
+
+/// `_revs_diff`: `{"id": [rev, ...]}` → `{"id": {"missing": [...], "possible_ancestors": [...]}}`
+/// (documents missing nothing left out).
+pub(crate) fn revs_diff_json(barrel: &Barrel, req: Map<String, Value>) -> ApiResult<Value> {
+    let mut out = Map::new();
+    for (id, revs) in req {
+        let revs = revs_of(&revs)?;
+        let diff = match barrel.revs_diff(&id, &revs) {
+            Ok(d) => d,
+            Err(Error::BadDoc(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if diff.missing.is_empty() {
+            continue;
+        }
+        let mut entry =
+            json!({"missing": diff.missing.iter().map(Rev::to_string).collect::<Vec<_>>()});
+        if !diff.possible_ancestors.is_empty() {
+            entry["possible_ancestors"] = json!(diff
+                .possible_ancestors
+                .iter()
+                .map(Rev::to_string)
+                .collect::<Vec<_>>());
+        }
+        out.insert(id, entry);
+    }
+    Ok(Value::Object(out))
+}
+
+/// `_bulk_docs`: `{"docs": [...], "new_edits": bool}` → one result per document (with
+/// `new_edits: false`, only the failures, as CouchDB does).
+pub(crate) fn bulk_docs_json(barrel: &Barrel, v: Map<String, Value>) -> ApiResult<Value> {
+    let new_edits = match v.get("new_edits") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("new_edits must be a boolean")),
+    };
+    let docs = match v.get("docs") {
+        Some(Value::Array(d)) => d.clone(),
+        _ => return Err(ApiError::bad_request("docs must be a list")),
+    };
+    let mut ids: Vec<Option<String>> = Vec::with_capacity(docs.len());
+    let inputs: Vec<crate::error::Result<DocInput>> = docs
+        .into_iter()
+        .map(|d| {
+            ids.push(d.get("_id").and_then(Value::as_str).map(str::to_string));
+            match d {
+                Value::Object(m) => doc_in(m, Style::Couch).map_err(|e| Error::BadParam(e.reason)),
+                _ => Err(Error::BadDoc(DocError::NotAnObject)),
+            }
+        })
+        .collect();
+    let results = barrel.save_docs(inputs, &SaveOptions { new_edits })?;
+    let out: Vec<Value> = results
+        .into_iter()
+        .zip(ids)
+        .filter_map(|(r, id)| match r {
+            Ok((id, rev)) if new_edits => {
+                Some(json!({"ok": true, "id": id, "rev": rev.to_string()}))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                let ApiError { error, reason, .. } = ApiError::from(e);
+                Some(json!({"id": id, "error": error, "reason": reason}))
+            }
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+/// `_bulk_get`: `{"docs": [{"id", "rev"?}]}` → `{"results": [{"id", "docs": [{"ok": doc} |
+/// {"error": ...}]}]}`.
+pub(crate) fn bulk_get_json(
+    barrel: &Barrel,
+    v: &Value,
+    revs: bool,
+    latest: bool,
+) -> ApiResult<Value> {
+    let asked = v
+        .get("docs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad_request("docs must be a list"))?;
+    let mut results = Vec::with_capacity(asked.len());
+    for a in asked {
+        let id = a
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let which = match a.get("rev").and_then(Value::as_str) {
+            Some(r) => OpenRevs::Revs(vec![Rev::parse(r)?]),
+            None => OpenRevs::All,
+        };
+        let missing = |rev: Value| json!({"error": {"id": id, "rev": rev, "error": "not_found", "reason": "missing"}});
+        let docs: Vec<Value> = match barrel.fetch_open_revs_latest(&id, &which, revs, latest) {
+            Ok(list) => list
+                .into_iter()
+                .map(|r| match r {
+                    OpenRev::Ok(doc) => json!({"ok": doc_out(doc, Style::Couch)}),
+                    OpenRev::Missing(rev) => missing(Value::String(rev.to_string())),
+                })
+                .collect(),
+            Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
+                vec![missing(a.get("rev").cloned().unwrap_or(Value::Null))]
+            }
+            Err(e) => return Err(e.into()),
+        };
+        results.push(json!({"id": id, "docs": docs}));
+    }
+    Ok(json!({"results": results}))
+}
+
+async fn revs_diff(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req = object(json_body(&headers, body)?, "the revs_diff request")?;
+    let v = blocking(move || revs_diff_json(&open(&app, &name)?, req)).await?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn bulk_docs(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req = object(json_body(&headers, body)?, "the request")?;
+    let v = blocking(move || bulk_docs_json(&open(&app, &name)?, req)).await?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+async fn bulk_get(
+    State(app): AppState,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let q = pairs(&q);
+    let revs = bool_param(&q, "revs")?;
+    let latest = bool_param(&q, "latest")?;
+    let req = json_body(&headers, body)?;
+    let v = blocking(move || bulk_get_json(&open(&app, &name)?, &req, revs, latest)).await?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn ensure_full_commit(State(app): AppState, Path(name): Path<String>) -> ApiResult {
+    blocking(move || {
+        open(&app, &name)?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            json!({"ok": true, "instance_start_time": "0"}),
+        ))
+    })
+    .await
+}
+
+async fn get_local(State(app): AppState, Path((name, id)): Path<(String, String)>) -> ApiResult {
+    blocking(move || {
+        let mut doc = open(&app, &name)?.get_local(&id)?;
+        doc.insert("_id".into(), Value::String(format!("_local/{id}")));
+        Ok(json_response(StatusCode::OK, Value::Object(doc)))
+    })
+    .await
+}
+
+async fn put_local(
+    State(app): AppState,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mut m = object(json_body(&headers, body)?, "a document")?;
+    m.remove("_id");
+    blocking(move || {
+        let rev = open(&app, &name)?.put_local(&id, m)?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            json!({"ok": true, "id": format!("_local/{id}"), "rev": rev}),
+        ))
+    })
+    .await
+}
+
+async fn delete_local(State(app): AppState, Path((name, id)): Path<(String, String)>) -> ApiResult {
+    blocking(move || {
+        open(&app, &name)?.delete_local(&id)?;
+        Ok(json_response(
+            StatusCode::OK,
+            json!({"ok": true, "id": format!("_local/{id}"), "rev": "0-0"}),
+        ))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path queries
+// ---------------------------------------------------------------------------------------------
+
+/// A query from `{"path": P, "equal" | "prefix" | "start_at"/"end_at" ...}` or the talk's
+/// `{"query": "$/path/value"}`.
+fn query_of(v: &Map<String, Value>) -> ApiResult<(Query, Option<usize>)> {
+    let bad = |w: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", w.to_string());
+    let descending = v
+        .get("descending")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let include_docs = v
+        .get("include_docs")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let limit = v.get("limit").and_then(Value::as_u64).map(|l| l as usize);
+    let (path, select) = if let Some(q) = v.get("query").and_then(Value::as_str) {
+        let (p, val) = parse_path_and_value(q).map_err(|e| bad(&e))?;
+        (p, Select::Equal(val))
+    } else {
+        let p = v
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("path is required"))?;
+        let path = parse_path(p).map_err(|e| bad(&e))?;
+        let bound = |k: &str, incl: &str| -> Bound<Value> {
+            match v.get(k) {
+                None => Bound::Unbounded,
+                Some(x) if v.get(incl).and_then(Value::as_bool) == Some(false) => {
+                    Bound::Excluded(x.clone())
+                }
+                Some(x) => Bound::Included(x.clone()),
+            }
+        };
+        let select = if let Some(e) = v.get("equal") {
+            Select::Equal(e.clone())
+        } else if let Some(p) = v.get("prefix") {
+            Select::Prefix(
+                p.as_str()
+                    .ok_or_else(|| bad("prefix must be a string"))?
+                    .to_string(),
+            )
+        } else if v.contains_key("start_at") || v.contains_key("end_at") {
+            Select::Range {
+                start: bound("start_at", "start_inclusive"),
+                end: bound("end_at", "end_inclusive"),
+            }
+        } else {
+            Select::All
+        };
+        (path, select)
+    };
+    Ok((
+        Query {
+            path,
+            select,
+            descending,
+            include_docs,
+        },
+        limit,
+    ))
+}
+
+async fn run_find(app: Arc<App>, name: String, v: Map<String, Value>) -> ApiResult {
+    let (q, limit) = query_of(&v)?;
+    blocking(move || {
+        let barrel = open(&app, &name)?;
+        let mut rows = Vec::new();
+        barrel.query(&q, limit, |row| {
+            rows.push(match row.doc {
+                Some(doc) => doc_out(doc, Style::Barrel),
+                None => json!({"id": row.id, "value": row.value}),
+            });
+            true
+        })?;
+        Ok(json_response(StatusCode::OK, json!({"docs": rows})))
+    })
+    .await
+}
+
+/// `GET _find?path=$/a/b&equal=...` (values as JSON, or plain strings), or `?query=$/a/b/value`.
+async fn find(State(app): AppState, Path(name): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let mut m = Map::new();
+    for (k, v) in pairs(&q) {
+        let value = match k.as_str() {
+            "path" | "query" | "prefix" => Value::String(v),
+            _ => serde_json::from_str(&v).unwrap_or(Value::String(v)),
+        };
+        m.insert(k, value);
+    }
+    run_find(app, name, m).await
+}
+
+async fn find_post(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let m = object(json_body(&headers, body)?, "the query")?;
+    run_find(app, name, m).await
+}

@@ -1,0 +1,166 @@
+//! `ws://host:port/barrels/:name/_ws`: a compact replication stream over one WebSocket.
+//!
+//! Each text frame is a JSON object with a `type`; requests carry an `id` (any JSON value)
+//! echoed in their answer, so a client may pipeline them:
+//!
+//! | Request | Answer |
+//! |---|---|
+//! | `{"type": "info"}` | `{"type": "info", "info": {...}}` |
+//! | `{"type": "changes", "since": N, "style": "all_docs", "include_docs": bool, "live": bool, "limit": N}` | `{"type": "changes", "results": [...], "last_seq": N}` batches, then with `live` more batches as changes are committed |
+//! | `{"type": "revs_diff", "revs": {"docid": [rev, ...]}}` | `{"type": "revs_diff", "result": {...}}` (as `_revs_diff`) |
+//! | `{"type": "bulk_get", "docs": [{"id", "rev"}], "revs": true, "latest": bool}` | `{"type": "bulk_get", "result": {...}}` (as `_bulk_get`) |
+//! | `{"type": "bulk_docs", "docs": [...], "new_edits": false}` | `{"type": "bulk_docs", "result": [...]}` (as `_bulk_docs`) |
+//! | `{"type": "get_local", "doc_id": ...}` / `{"type": "put_local", "doc_id": ..., "doc": {...}}` | `{"type": ..., "doc": ...}` / `{"type": ..., "rev": ...}` |
+//!
+//! A request that fails is answered `{"type": "error", "id": ..., "error": ..., "reason": ...}`;
+//! the connection stays open. One live `changes` subscription per connection.
+
+use super::http::{
+    blocking, bulk_docs_json, bulk_get_json, object, open, revs_diff_json, ApiError, ApiResult,
+    AppState,
+};
+use super::App;
+use crate::barrel::Barrel;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(crate) async fn upgrade(
+    State(app): AppState,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let barrel = {
+        let app = app.clone();
+        blocking(move || open(&app, &name)).await?
+    };
+    Ok(ws.on_upgrade(move |socket| session(app, barrel, socket)))
+}
+
+async fn session(_app: Arc<App>, barrel: Barrel, mut socket: WebSocket) {
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Value>(64);
+    let mut live: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            msg = socket.recv() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                };
+                let req: Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let err = json!({"type": "error", "error": "bad_request", "reason": format!("invalid JSON: {e}")});
+                        if socket.send(Message::Text(err.to_string().into())).await.is_err() { break; }
+                        continue;
+                    }
+                };
+                let id = req.get("id").cloned().unwrap_or(Value::Null);
+                let answer = if req.get("type").and_then(Value::as_str) == Some("changes") {
+                    if let Some(h) = live.take() { h.abort(); }
+                    match start_changes(barrel.clone(), req, out_tx.clone()).await {
+                        Ok(h) => { live = Some(h); None }
+                        Err(e) => Some(error(id, e)),
+                    }
+                } else {
+                    let b = barrel.clone();
+                    Some(match blocking(move || handle(&b, req)).await {
+                        Ok(mut v) => { v["id"] = id; v }
+                        Err(e) => error(id, e),
+                    })
+                };
+                if let Some(a) = answer {
+                    if socket.send(Message::Text(a.to_string().into())).await.is_err() { break; }
+                }
+            }
+            Some(v) = out_rx.recv() => {
+                if socket.send(Message::Text(v.to_string().into())).await.is_err() { break; }
+            }
+        }
+    }
+    if let Some(h) = live {
+        h.abort();
+    }
+}
+
+fn error(id: Value, e: ApiError) -> Value {
+    json!({"type": "error", "id": id, "error": e.error, "reason": e.reason})
+}
+
+fn handle(barrel: &Barrel, req: Value) -> ApiResult<Value> {
+    let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
+    match req.get("type").and_then(Value::as_str) {
+        Some("info") => {
+            let info = barrel.info()?;
+            Ok(
+                json!({"type": "info", "info": {"name": info.name, "update_seq": info.stats.updated_seq,
+                                               "doc_count": info.stats.docs_count}}),
+            )
+        }
+        Some("revs_diff") => {
+            let revs = object(req.get("revs").cloned().unwrap_or(Value::Null), "revs")?;
+            Ok(json!({"type": "revs_diff", "result": revs_diff_json(barrel, revs)?}))
+        }
+        Some("bulk_get") => Ok(json!({"type": "bulk_get",
+                                       "result": bulk_get_json(barrel, &req, flag("revs"), flag("latest"))?})),
+        Some("bulk_docs") => {
+            let m = object(req.clone(), "the request")?;
+            Ok(json!({"type": "bulk_docs", "result": bulk_docs_json(barrel, m)?}))
+        }
+        Some("get_local") => {
+            let id = req
+                .get("doc_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Ok(json!({"type": "get_local", "doc": barrel.get_local(id)?}))
+        }
+        Some("put_local") => {
+            let id = req
+                .get("doc_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let doc = object(req.get("doc").cloned().unwrap_or(Value::Null), "doc")?;
+            Ok(json!({"type": "put_local", "rev": barrel.put_local(id, doc)?}))
+        }
+        other => Err(ApiError::bad_request(format!(
+            "unknown request type {other:?}"
+        ))),
+    }
+}
+
+/// Streams the feed into `out`: what is there, then (with `live`) what comes.
+async fn start_changes(
+    barrel: Barrel,
+    req: Value,
+    out: tokio::sync::mpsc::Sender<Value>,
+) -> ApiResult<tokio::task::JoinHandle<()>> {
+    let mut q: Vec<(String, String)> = Vec::new();
+    if let Some(s) = req.get("since").and_then(Value::as_u64) {
+        q.push(("since".into(), s.to_string()));
+    }
+    if req.get("style").and_then(Value::as_str) == Some("all_docs") {
+        q.push(("style".into(), "all_docs".into()));
+    }
+    if req.get("include_docs").and_then(Value::as_bool) == Some(true) {
+        q.push(("include_docs".into(), "true".into()));
+    }
+    if let Some(l) = req.get("limit").and_then(Value::as_u64) {
+        q.push(("limit".into(), l.to_string()));
+    }
+    let live = req.get("live").and_then(Value::as_bool).unwrap_or(false);
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    super::feed::batches(barrel, &q, live, move |results, last_seq| {
+        let out = out.clone();
+        let id = id.clone();
+        async move {
+            out.send(json!({"type": "changes", "id": id, "results": results, "last_seq": last_seq}))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}

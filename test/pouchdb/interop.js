@@ -1,0 +1,206 @@
+// PouchDB (pouchdb-node, leveldb) replicating with barrels over HTTP: push, pull and live sync,
+// with conflicts and deleted documents; both sides must end with the same revision trees.
+//
+// Run by `make test` (test-pouchdb): node interop.js <path to barreld>. It starts barreld on a
+// free loopback port with a fresh data directory, and stops it at the end.
+'use strict';
+
+const { spawn } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const readline = require('readline');
+const PouchDB = require('pouchdb-node');
+
+const barreld = process.argv[2];
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'barrel-pouch-'));
+let server;
+let failures = 0;
+let passes = 0;
+
+function assert(cond, what) {
+  if (!cond) throw new Error(`assertion failed: ${what}`);
+}
+
+async function http(method, url, body) {
+  const res = await fetch(url, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    server = spawn(barreld, ['--data-dir', path.join(tmp, 'barrel'), '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    server.on('error', reject);
+    server.on('exit', (code) => reject(new Error(`barreld exited with ${code}`)));
+    readline.createInterface({ input: server.stdout }).on('line', (line) => {
+      const m = line.match(/listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+  });
+}
+
+function local(name) {
+  return new PouchDB(path.join(tmp, name));
+}
+
+// Every leaf revision of every document, deleted ones included: {id: [rev, ...]}.
+async function pouchTrees(db) {
+  const out = {};
+  const changes = await db.changes({ style: 'all_docs' });
+  for (const c of changes.results) {
+    const leaves = await db.get(c.id, { open_revs: 'all' });
+    out[c.id] = leaves.map((l) => (l.ok ? l.ok._rev : l.missing)).sort();
+  }
+  return out;
+}
+
+async function barrelTrees(url) {
+  const out = {};
+  const changes = await http('GET', `${url}/_changes?style=all_docs`);
+  for (const c of changes.body.results) {
+    const leaves = await http('GET', `${url}/${encodeURIComponent(c.id)}?open_revs=all`);
+    out[c.id] = leaves.body.map((l) => (l.ok ? l.ok._rev : l.missing)).sort();
+  }
+  return out;
+}
+
+// The ids whose leaves differ between two {id: [rev]} maps (none: the same trees).
+function treeDiff(a, b) {
+  const ids = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...ids].filter((id) => JSON.stringify(a[id]) !== JSON.stringify(b[id]))
+    .map((id) => `${id}: pouch ${JSON.stringify(a[id])} barrel ${JSON.stringify(b[id])}`);
+}
+
+async function sameTrees(pouch, url) {
+  const a = await pouchTrees(pouch);
+  const b = await barrelTrees(url);
+  const diff = treeDiff(a, b);
+  assert(diff.length === 0, `same revision trees; differ: ${diff.slice(0, 5).join('; ')}`);
+  return Object.keys(a).length;
+}
+
+async function test(name, fn) {
+  try {
+    await fn();
+    passes += 1;
+    console.log(`  ok    ${name}`);
+  } catch (e) {
+    failures += 1;
+    console.log(`  FAIL  ${name}\n        ${e.stack}`);
+  }
+}
+
+async function main() {
+  const base = await startServer();
+  console.log(`pouchdb interop against ${base}`);
+
+  await test('push: PouchDB to a barrel, with a conflict and a deletion', async () => {
+    const src = local('push');
+    const docs = [];
+    for (let i = 0; i < 250; i++) docs.push({ _id: `p${String(i).padStart(4, '0')}`, n: i, tags: ['a', i] });
+    await src.bulkDocs(docs);
+    const d = await src.get('p0001');
+    await src.remove(d);
+    // A conflict: a second branch written as replication would.
+    await src.bulkDocs([{ _id: 'p0002', _rev: '1-ffffffffffffffffffffffffffffffff', n: -2 }], { new_edits: false });
+    const url = `${base}/barrels/push`;
+    const result = await PouchDB.replicate(src, url);
+    assert(result.ok, 'replication ok');
+    assert(result.docs_written === 251, `docs written: ${result.docs_written}`);
+    const remote = await http('GET', `${url}/p0002?conflicts=true`);
+    assert(remote.body._conflicts && remote.body._conflicts.length === 1, 'conflict replicated');
+    assert((await http('GET', `${url}/p0001`)).status === 404, 'deletion replicated');
+    const n = await sameTrees(src, url);
+    assert(n === 250, `250 docs, got ${n}`);
+    // A second run has nothing to do (checkpoint in _local/).
+    const again = await PouchDB.replicate(src, url);
+    assert(again.docs_written === 0, `second push wrote ${again.docs_written}`);
+  });
+
+  await test('pull: a barrel to PouchDB, with a conflict and a deletion', async () => {
+    const url = `${base}/barrels/pull`;
+    assert((await http('PUT', url)).status === 201, 'barrel created');
+    const docs = [];
+    for (let i = 0; i < 120; i++) docs.push({ _id: `q${i}`, v: `value ${i}` });
+    const saved = await http('POST', `${url}/_bulk_docs`, { docs });
+    assert(saved.status === 201 && saved.body.length === 120, 'bulk write');
+    const r0 = saved.body[0].rev;
+    await http('DELETE', `${url}/q0?rev=${r0}`);
+    await http('POST', `${url}/_bulk_docs`, {
+      new_edits: false,
+      docs: [{ _id: 'q1', _rev: '1-00000000000000000000000000000001', v: 'other branch' }],
+    });
+    const dst = local('pull');
+    const result = await PouchDB.replicate(url, dst);
+    assert(result.ok, 'replication ok');
+    const q1 = await dst.get('q1', { conflicts: true });
+    assert(q1._conflicts && q1._conflicts.length === 1, 'conflict pulled');
+    let gone = false;
+    try { await dst.get('q0'); } catch (e) { gone = e.status === 404; }
+    assert(gone, 'deletion pulled');
+    const n = await sameTrees(dst, url);
+    assert(n === 120, `120 docs, got ${n}`);
+    // The conflict is resolved in PouchDB and pushed back: the barrel agrees.
+    await dst.remove('q1', q1._conflicts[0]);
+    await PouchDB.replicate(dst, url);
+    const back = await http('GET', `${url}/q1?conflicts=true`);
+    assert(!back.body._conflicts, 'resolution replicated');
+    await sameTrees(dst, url);
+  });
+
+  await test('live sync both ways', async () => {
+    const url = `${base}/barrels/live`;
+    await http('PUT', url);
+    const db = local('live');
+    const sync = PouchDB.sync(db, url, { live: true, retry: true });
+    try {
+      await db.put({ _id: 'from-pouch', side: 'pouch' });
+      await http('PUT', `${url}/from-barrel`, { side: 'barrel' });
+      const deadline = Date.now() + 20000;
+      let done = false;
+      while (!done && Date.now() < deadline) {
+        const inBarrel = (await http('GET', `${url}/from-pouch`)).status === 200;
+        let inPouch = false;
+        try { await db.get('from-barrel'); inPouch = true; } catch (e) { /* not yet */ }
+        done = inBarrel && inPouch;
+        if (!done) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert(done, 'both writes reached the other side');
+      // An edit on each side of the same doc makes a conflict on both.
+      const doc = await db.get('from-barrel');
+      const remote = (await http('GET', `${url}/from-barrel`)).body;
+      await db.put({ ...doc, edited: 'pouch' });
+      await http('PUT', `${url}/from-barrel?rev=${remote._rev}`, { side: 'barrel', edited: 'barrel' });
+      let converged = false;
+      while (!converged && Date.now() < deadline + 10000) {
+        const a = await pouchTrees(db);
+        const b = await barrelTrees(url);
+        converged = treeDiff(a, b).length === 0 && a['from-barrel'] && a['from-barrel'].length === 2;
+        if (!converged) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert(converged, 'conflict on both sides, same trees');
+      const winnerPouch = (await db.get('from-barrel'))._rev;
+      const winnerBarrel = (await http('GET', `${url}/from-barrel`)).body._rev;
+      assert(winnerPouch === winnerBarrel, `same winner ${winnerPouch} / ${winnerBarrel}`);
+    } finally {
+      sync.cancel();
+    }
+  });
+}
+
+main()
+  .catch((e) => { failures += 1; console.log(`  FAIL  ${e.stack}`); })
+  .finally(() => {
+    if (server) { server.removeAllListeners('exit'); server.kill('SIGTERM'); }
+    fs.rmSync(tmp, { recursive: true, force: true });
+    // The summary line .ci/run counts (EUnit's shape).
+    console.log(`  Failed: ${failures}.  Skipped: 0.  Passed: ${passes}.`);
+    process.exit(failures === 0 ? 0 : 1);
+  });
