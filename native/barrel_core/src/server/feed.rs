@@ -5,8 +5,8 @@
 //! feed again from the last sequence sent, so what they send is exactly the feed, in order.
 
 use super::http::{
-    blocking, bool_param, int_param, json_body, json_response, open, pairs, param, ApiError,
-    ApiResult, AppState,
+    blocking, bool_param, int_param, json_response, open, optional_json_body, pairs, param,
+    ApiError, ApiResult, AppState,
 };
 use super::App;
 use crate::barrel::Barrel;
@@ -277,10 +277,7 @@ pub(crate) async fn changes_post(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let q = pairs(&q);
-    let body = match &body {
-        Ok(b) if b.is_empty() => None,
-        _ => Some(json_body(&headers, body)?),
-    };
+    let body = optional_json_body(&headers, body)?;
     let p = params(&q, body.as_ref())?;
     serve(app, name, p).await
 }
@@ -349,15 +346,12 @@ fn stream(barrel: Barrel, since: u64, p: Params) -> Response {
                 Bytes::from(format!("{v}\n"))
             }
         };
+        // A failure mid-stream can only be told in the stream itself.
+        let fail = |e: ApiError| line(&json!({"error": e.error, "reason": e.reason}), None);
         let live = match Live::start(barrel.clone(), &p).await {
             Ok(l) => l,
             Err(e) => {
-                let _ = tx
-                    .send(Ok(line(
-                        &json!({"error": e.error, "reason": e.reason}),
-                        None,
-                    )))
-                    .await;
+                let _ = tx.send(Ok(fail(e))).await;
                 return;
             }
         };
@@ -371,12 +365,7 @@ fn stream(barrel: Barrel, since: u64, p: Params) -> Response {
             let (results, last, _) = match read {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx
-                        .send(Ok(line(
-                            &json!({"error": e.error, "reason": e.reason}),
-                            None,
-                        )))
-                        .await;
+                    let _ = tx.send(Ok(fail(e))).await;
                     return;
                 }
             };

@@ -158,6 +158,17 @@ pub(crate) fn int_param(q: &[(String, String)], key: &str) -> ApiResult<Option<u
     }
 }
 
+/// A JSON request body that may be absent (empty): `None` then.
+pub(crate) fn optional_json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Option<Value>> {
+    match &body {
+        Ok(b) if b.is_empty() => Ok(None),
+        _ => json_body(headers, body).map(Some),
+    }
+}
+
 /// A JSON request body: `Content-Type` must be JSON when given, the size within the limit.
 pub(crate) fn json_body(
     headers: &HeaderMap,
@@ -284,9 +295,9 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
         .route(&format!("{db}/docs"), get(barrel_all_docs).post(post_doc))
         .route(
             &format!("{db}/docs/{{id}}"),
-            get(get_barrel_doc)
-                .put(put_barrel_doc)
-                .delete(delete_barrel_doc),
+            get(get_doc_route::<false>)
+                .put(put_doc_route::<false>)
+                .delete(delete_doc_route),
         )
         .route(
             &format!("{db}/_all_docs"),
@@ -311,9 +322,9 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
         )
         .route(
             &format!("{db}/{{id}}"),
-            get(get_couch_doc)
-                .put(put_couch_doc)
-                .delete(delete_couch_doc),
+            get(get_doc_route::<true>)
+                .put(put_doc_route::<true>)
+                .delete(delete_doc_route),
         )
         .fallback(any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
@@ -488,10 +499,7 @@ async fn create_barrel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = match &body {
-        Ok(b) if b.is_empty() => None,
-        _ => Some(json_body(&headers, body)?),
-    };
+    let body = optional_json_body(&headers, body)?;
     create_named(app, name, body).await
 }
 
@@ -663,52 +671,35 @@ async fn delete_doc(
     Ok(json_response(StatusCode::OK, saved(&id, &rev)))
 }
 
-async fn get_barrel_doc(
+/// The document routes, for both surfaces: `COUCH` picks CouchDB's (`/barrels/:name/:docid`,
+/// ids in `_id`) over Barrel's (`/barrels/:name/docs/:id`, ids in `id`).
+fn style_of(couch: bool) -> Style {
+    if couch {
+        Style::Couch
+    } else {
+        Style::Barrel
+    }
+}
+
+async fn get_doc_route<const COUCH: bool>(
     State(app): AppState,
     Path((name, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    get_doc(app, name, id, q, Style::Barrel).await
+    get_doc(app, name, id, q, style_of(COUCH)).await
 }
 
-async fn put_barrel_doc(
-    State(app): AppState,
-    Path((name, id)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    put_doc(app, name, id, q, headers, body, Style::Barrel).await
-}
-
-async fn delete_barrel_doc(
-    State(app): AppState,
-    Path((name, id)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> ApiResult {
-    delete_doc(app, name, id, q, headers).await
-}
-
-async fn get_couch_doc(
-    State(app): AppState,
-    Path((name, id)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    get_doc(app, name, id, q, Style::Couch).await
-}
-
-async fn put_couch_doc(
+async fn put_doc_route<const COUCH: bool>(
     State(app): AppState,
     Path((name, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    put_doc(app, name, id, q, headers, body, Style::Couch).await
+    put_doc(app, name, id, q, headers, body, style_of(COUCH)).await
 }
 
-async fn delete_couch_doc(
+async fn delete_doc_route(
     State(app): AppState,
     Path((name, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
