@@ -447,11 +447,14 @@ where
     } else {
         None
     };
+    // Without `live`, a `limit` asks for one batch of at most that many.
+    let max = p.limit.unwrap_or(CHUNK).clamp(1, CHUNK);
+    let one_batch = !live && p.limit.is_some();
     Ok(tokio::spawn(async move {
         let mut first = true;
         loop {
             let (b, pp) = (barrel.clone(), p.clone());
-            let Ok((results, last, done)) = blocking(move || read(&b, since, &pp, CHUNK)).await
+            let Ok((results, last, done)) = blocking(move || read(&b, since, &pp, max)).await
             else {
                 return;
             };
@@ -460,6 +463,9 @@ where
                 return;
             }
             first = false;
+            if one_batch {
+                return;
+            }
             if !done {
                 continue;
             }
@@ -471,4 +477,25 @@ where
             }
         }
     }))
+}
+
+/// Waits until `barrel` has a change after `since`, at most `timeout`; returns its latest
+/// sequence. Used by the WebSocket stream's `wait` request.
+pub(crate) async fn wait_for_change(
+    barrel: Barrel,
+    since: u64,
+    timeout: Duration,
+) -> ApiResult<u64> {
+    let p = params(&[], None)?;
+    let live = Live::start(barrel.clone(), &p).await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let b = barrel.clone();
+        let seq = blocking(move || Ok(b.info()?.stats.updated_seq)).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if seq > since || left.is_zero() {
+            return Ok(seq);
+        }
+        live.wait(left).await;
+    }
 }

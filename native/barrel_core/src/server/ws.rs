@@ -6,7 +6,8 @@
 //! | Request | Answer |
 //! |---|---|
 //! | `{"type": "info"}` | `{"type": "info", "info": {...}}` |
-//! | `{"type": "changes", "since": N, "style": "all_docs", "include_docs": bool, "live": bool, "limit": N}` | `{"type": "changes", "results": [...], "last_seq": N}` batches, then with `live` more batches as changes are committed |
+//! | `{"type": "changes", "since": N, "style": "all_docs", "include_docs": bool, "live": bool, "limit": N, "path": [pattern]}` | `{"type": "changes", "results": [...], "last_seq": N}` batches, then with `live` more batches as changes are committed (without `live`, a `limit` asks for one batch) |
+//! | `{"type": "wait", "since": N, "timeout": ms}` | `{"type": "wait", "update_seq": N}` once the barrel has a change after `since` (or the timeout passed) |
 //! | `{"type": "revs_diff", "revs": {"docid": [rev, ...]}}` | `{"type": "revs_diff", "result": {...}}` (as `_revs_diff`) |
 //! | `{"type": "bulk_get", "docs": [{"id", "rev"}], "revs": true, "latest": bool}` | `{"type": "bulk_get", "result": {...}}` (as `_bulk_get`) |
 //! | `{"type": "bulk_docs", "docs": [...], "new_edits": false}` | `{"type": "bulk_docs", "result": [...]}` (as `_bulk_docs`) |
@@ -60,7 +61,16 @@ async fn session(_app: Arc<App>, barrel: Barrel, mut socket: WebSocket) {
                     }
                 };
                 let id = req.get("id").cloned().unwrap_or(Value::Null);
-                let answer = if req.get("type").and_then(Value::as_str) == Some("changes") {
+                let kind = req.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+                let answer = if kind == "wait" {
+                    let since = req.get("since").and_then(Value::as_u64).unwrap_or(0);
+                    let ms = req.get("timeout").and_then(Value::as_u64).unwrap_or(60_000).min(300_000);
+                    let wait = std::time::Duration::from_millis(ms);
+                    Some(match super::feed::wait_for_change(barrel.clone(), since, wait).await {
+                        Ok(seq) => json!({"type": "wait", "id": id, "update_seq": seq}),
+                        Err(e) => error(id, e),
+                    })
+                } else if kind == "changes" {
                     if let Some(h) = live.take() { h.abort(); }
                     match start_changes(barrel.clone(), req, out_tx.clone()).await {
                         Ok(h) => { live = Some(h); None }
@@ -150,6 +160,16 @@ async fn start_changes(
     }
     if let Some(l) = req.get("limit").and_then(Value::as_u64) {
         q.push(("limit".into(), l.to_string()));
+    }
+    for p in req
+        .get("path")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(p) = p.as_str() {
+            q.push(("path".into(), p.to_string()));
+        }
     }
     let live = req.get("live").and_then(Value::as_bool).unwrap_or(false);
     let id = req.get("id").cloned().unwrap_or(Value::Null);

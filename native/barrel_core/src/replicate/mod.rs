@@ -1,9 +1,14 @@
 //! Replication primitives: which revisions a barrel misses (`revs_diff`), and local
 //! (non-replicated) documents where replicators keep their checkpoints (CouchDB's `_local/`).
 //!
+//! The replication itself (endpoints and the algorithm) is in [`endpoint`] and [`run`].
+//!
 //! Local documents live in their own column family, `<barrel id><id>` → JSON body. They have
 //! no revision tree: each write bumps a counter revision `0-N`, and they never appear in
 //! `fold_docs`, the changes feed or the index. They go with their barrel.
+
+pub mod endpoint;
+pub mod run;
 
 use crate::barrel::Barrel;
 use crate::doc::{check_doc_id, decode_body, encode_body, Body, DocRecord};

@@ -1,0 +1,298 @@
+//! The replication algorithm, the same for every pair of endpoints:
+//!
+//! 1. Read the checkpoint: the local document `_local/<replication id>` on both sides; the
+//!    replication starts after the lower of their `last_seq` (or at `since` when given, or 0).
+//! 2. Read a batch of the source's changes after it, every leaf revision of each document.
+//! 3. Ask the target which of those revisions it misses (`revs_diff`).
+//! 4. Read the missing revisions from the source with their history (`_revisions`, and
+//!    `latest`) and write them to the target as they are (`new_edits: false`): conflicts
+//!    arrive as conflicts, deletions as tombstones, and both sides end with the same trees.
+//! 5. Write the checkpoint on both sides, then go on from 2 until the source has no more.
+//!
+//! A stopped replication resumes from its checkpoint: what the target confirmed before it is
+//! not sent again (and `revs_diff` skips what it has anyway). A continuous replication, once
+//! caught up, waits for the source to change; on errors it retries with backoff.
+
+use super::endpoint::Endpoint;
+use crate::changes::Pattern;
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How a replication runs.
+#[derive(Clone, Debug)]
+pub struct RepOptions {
+    /// Keep going: wait for new changes once caught up, retry on errors.
+    pub continuous: bool,
+    /// Only documents whose current revision matches one of these (source side).
+    pub filter: Vec<Pattern>,
+    /// Start after this source sequence instead of the checkpoint.
+    pub since: Option<u64>,
+    /// Changes read per batch.
+    pub batch_size: usize,
+}
+
+impl Default for RepOptions {
+    fn default() -> Self {
+        RepOptions {
+            continuous: false,
+            filter: Vec::new(),
+            since: None,
+            batch_size: 500,
+        }
+    }
+}
+
+/// Where a replication is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepState {
+    /// Reading and writing.
+    Running,
+    /// Continuous and caught up: waiting for changes.
+    Idle,
+    /// An error happened; a continuous replication retries after a pause.
+    Retrying,
+    /// One-shot replication done.
+    Completed,
+    /// Stopped by [`cancel`](RepControl::cancel).
+    Cancelled,
+    /// One-shot replication failed.
+    Failed,
+}
+
+/// Counters and state of a replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// See [`RepState`].
+    pub state: RepState,
+    /// Changed documents read from the source.
+    pub docs_read: u64,
+    /// Revisions written to the target.
+    pub docs_written: u64,
+    /// Revisions the target already had, or could not be read (`revs_diff` said missing but
+    /// the source no longer had them).
+    pub missing_checked: u64,
+    /// Source sequence of the last checkpoint.
+    pub last_seq: u64,
+    /// The latest error, if any.
+    pub last_error: Option<String>,
+    /// Errors seen so far.
+    pub errors: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            state: RepState::Running,
+            docs_read: 0,
+            docs_written: 0,
+            missing_checked: 0,
+            last_seq: 0,
+            last_error: None,
+            errors: 0,
+        }
+    }
+}
+
+/// Shared between a running replication and whoever watches it.
+#[derive(Default)]
+pub struct RepControl {
+    cancelled: AtomicBool,
+    progress: Mutex<Progress>,
+}
+
+impl RepControl {
+    /// Asks the replication to stop (it stops between batches or waits).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` once cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// A copy of the current progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) -> Progress {
+        match self.progress.lock() {
+            Ok(mut p) => {
+                f(&mut p);
+                p.clone()
+            }
+            Err(_) => Progress::default(),
+        }
+    }
+}
+
+/// The id of a replication between two endpoints with a filter: the name of its checkpoint.
+pub fn replication_id(source: &dyn Endpoint, target: &dyn Endpoint, opts: &RepOptions) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(source.describe().as_bytes());
+    h.update([0]);
+    h.update(target.describe().as_bytes());
+    for p in &opts.filter {
+        h.update([0]);
+        h.update(p.as_str().as_bytes());
+    }
+    let digest = h.finalize();
+    format!(
+        "barrel-rep-{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn checkpoint_seq(doc: Option<Value>) -> Option<u64> {
+    doc?.get("last_seq")?.as_u64()
+}
+
+/// Runs a replication until it completes (one-shot), fails (one-shot) or is cancelled.
+/// `report` is called after every batch and state change, from this thread.
+pub fn run(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    opts: &RepOptions,
+    control: &RepControl,
+    report: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    let rep_id = replication_id(source, target, opts);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if control.is_cancelled() {
+            report(&control.update(|p| p.state = RepState::Cancelled));
+            return Ok(());
+        }
+        match pass(source, target, opts, &rep_id, control, report) {
+            // Cancelled inside the pass: reported at the top of the loop.
+            Ok(()) if control.is_cancelled() => {}
+            Ok(()) if !opts.continuous => {
+                report(&control.update(|p| p.state = RepState::Completed));
+                return Ok(());
+            }
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) if !opts.continuous => {
+                let msg = e.to_string();
+                report(&control.update(|p| {
+                    p.state = RepState::Failed;
+                    p.errors += 1;
+                    p.last_error = Some(msg);
+                }));
+                return Err(e);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                report(&control.update(|p| {
+                    p.state = RepState::Retrying;
+                    p.errors += 1;
+                    p.last_error = Some(msg);
+                }));
+                sleep_unless_cancelled(control, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn sleep_unless_cancelled(control: &RepControl, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !control.is_cancelled() {
+        std::thread::sleep(
+            Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
+}
+
+/// One pass: from the checkpoint to the end of the source's feed (one-shot), or until
+/// cancelled (continuous).
+fn pass(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    opts: &RepOptions,
+    rep_id: &str,
+    control: &RepControl,
+    report: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    let mut since = match opts.since {
+        // `since` applies until the first checkpoint of this run.
+        Some(s) if control.progress().last_seq <= s => s,
+        _ => {
+            let a = checkpoint_seq(source.get_local(rep_id)?);
+            let b = checkpoint_seq(target.get_local(rep_id)?);
+            match (a, b) {
+                (Some(a), Some(b)) => a.min(b),
+                _ => 0,
+            }
+        }
+    };
+    report(&control.update(|p| {
+        p.state = RepState::Running;
+        p.last_seq = since;
+    }));
+    let batch = opts.batch_size.max(1);
+    loop {
+        if control.is_cancelled() {
+            return Ok(());
+        }
+        let (changed, last) = source.changes(since, batch, &opts.filter)?;
+        if changed.is_empty() {
+            if last > since {
+                checkpoint(source, target, rep_id, last)?;
+                since = last;
+                report(&control.update(|p| p.last_seq = last));
+            }
+            if !opts.continuous {
+                return Ok(());
+            }
+            report(&control.update(|p| p.state = RepState::Idle));
+            source.wait_changes(since, Duration::from_secs(5))?;
+            if !control.is_cancelled() {
+                report(&control.update(|p| p.state = RepState::Running));
+            }
+            continue;
+        }
+        let read = changed.len() as u64;
+        let asked: Vec<(String, Vec<_>)> = changed.into_iter().map(|c| (c.id, c.revs)).collect();
+        let missing = target.revs_diff(&asked)?;
+        let wanted: usize = missing.iter().map(|(_, r)| r.len()).sum();
+        let docs = if missing.is_empty() {
+            Vec::new()
+        } else {
+            source.fetch(&missing)?
+        };
+        let written = docs.len() as u64;
+        if !docs.is_empty() {
+            target.save(docs)?;
+        }
+        checkpoint(source, target, rep_id, last)?;
+        since = last;
+        report(&control.update(|p| {
+            p.docs_read += read;
+            p.docs_written += written;
+            p.missing_checked += wanted as u64;
+            p.last_seq = last;
+        }));
+    }
+}
+
+fn checkpoint(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    rep_id: &str,
+    seq: u64,
+) -> Result<()> {
+    let doc = json!({"last_seq": seq, "replicator": "barrel"});
+    // The target first: a checkpoint on the source alone would skip what the target lacks.
+    target.put_local(rep_id, doc.clone())?;
+    source
+        .put_local(rep_id, doc)
+        .map_err(|e| Error::Storage(format!("checkpoint on the source: {e}")))
+}
