@@ -63,14 +63,19 @@ list_env(Name) ->
 %% for that peer, with the reason given.
 peers(#{full := Full}) ->
     Floor = filename:join(cargo_target_dir(), "release/rocksdb_floor"),
+    Http = filename:join(cargo_target_dir(), "release/http_peer"),
     %% Loading 1M documents takes Mnesia (whose log dumps fall behind) and PouchDB two minutes
-    %% or more each: a default run stops them at 100k to stay under 15 minutes.
+    %% or more each, and the 1M step of Barrel HTTP (load, fetch, fold) about two: a default run
+    %% stops them at 100k to stay under 15 minutes.
     Slow = fun(Why) when Full -> {1000000, Why};
               (_Why) -> {100000, "1M documents only with BENCH_FULL=1 (the load alone takes "
                                  "minutes)"}
            end,
     InRam = "disc_copies keeps every document in RAM",
     [#{id => barrel, name => "Barrel", mod => bench_barrel, opts => #{}},
+     #{id => barrel_http, name => "Barrel HTTP", mod => bench_external,
+       opts => #{exe => Http, args => []},
+       max_docs => Slow("loading 10M documents over HTTP would take over 15 minutes")},
      #{id => mnesia_tx, name => "Mnesia tx", mod => bench_mnesia, opts => #{mode => transaction},
        max_docs => Slow(InRam)},
      #{id => mnesia_dirty, name => "Mnesia dirty", mod => bench_mnesia, opts => #{mode => dirty},

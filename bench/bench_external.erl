@@ -1,5 +1,5 @@
-%% @doc A peer in another OS process (the raw RocksDB floor, PouchDB on Node), driven by a line
-%% protocol on its stdin and stdout:
+%% @doc A peer in another OS process (the raw RocksDB floor, Barrel's HTTP server with its
+%% client, PouchDB on Node), driven by a line protocol on its stdin and stdout:
 %% ```
 %% open <dir> <templates file>           -> ok
 %% run op=put ks=w1 start=0 count=N ...   -> ok ops=N secs=S p50_us=X p99_us=Y

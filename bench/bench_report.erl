@@ -60,6 +60,7 @@ machine() ->
       rust => cmd("rustc --version"),
       node => cmd("node --version"),
       rocksdb => rocksdb_version(),
+      http_client => <<"Barrel HTTP client: ureq ", (crate_version("ureq"))/binary>>,
       pouchdb => pouchdb_version(),
       commit => iolist_to_binary([cmd("git rev-parse --short HEAD"),
                                   case cmd("git status --porcelain -- native src lib") of
@@ -78,15 +79,16 @@ cmd(Cmd) ->
     string:trim(list_to_binary(os:cmd(Cmd ++ " 2>/dev/null"))).
 
 rocksdb_version() ->
-    Lock = read("Cargo.lock"),
-    V = fun(Name) ->
-                case re:run(Lock, "name = \"" ++ Name ++ "\"\\nversion = \"([^\"]+)\"",
-                            [{capture, all_but_first, binary}]) of
-                    {match, [X]} -> X;
-                    nomatch -> <<"?">>
-                end
-        end,
-    <<"rocksdb crate ", (V("rocksdb"))/binary, ", librocksdb-sys ", (V("librocksdb-sys"))/binary>>.
+    <<"rocksdb crate ", (crate_version("rocksdb"))/binary, ", librocksdb-sys ",
+      (crate_version("librocksdb-sys"))/binary>>.
+
+%% The version of a crate in Cargo.lock (the first one listed, when there are several).
+crate_version(Name) ->
+    case re:run(read("Cargo.lock"), "name = \"" ++ Name ++ "\"\\nversion = \"([^\"]+)\"",
+                [{capture, all_but_first, binary}]) of
+        {match, [X]} -> X;
+        nomatch -> <<"?">>
+    end.
 
 pouchdb_version() ->
     case re:run(read("bench/node_modules/pouchdb-node/package.json"),
@@ -189,8 +191,8 @@ markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results :
      io_lib:format("- OS: ~ts~n", [maps:get(os, M)]),
      io_lib:format("- ~ts; ~ts; Node ~ts~n",
                    [maps:get(otp, M), maps:get(rust, M), maps:get(node, M)]),
-     io_lib:format("- Peers: ~ts; ~ts; Mnesia and DETS from OTP~n",
-                   [maps:get(rocksdb, M), maps:get(pouchdb, M)]),
+     io_lib:format("- Peers: ~ts; ~ts; ~ts; Mnesia and DETS from OTP~n",
+                   [maps:get(rocksdb, M), maps:get(http_client, M), maps:get(pouchdb, M)]),
      io_lib:format("- Barrel at commit ~ts~n", [maps:get(commit, M)]),
      io_lib:format("- Load average at start: ~ts~n~n", [lists:join(" ", maps:get(load, M))]),
      "## Throughput\n\n",
@@ -268,9 +270,19 @@ notes(Peers, Ws, Results) ->
         ["- Documents: 1 KB JSON objects of 22 fields (strings, numbers, booleans, null, "
          "nested objects and lists), from 1000 templates with `id` and `seq` set per document; "
          "ids are `<keyspace>-<10 digits>`, written in id order. Barrel, Mnesia and DETS store "
-         "the Erlang map, RocksDB the JSON bytes (key: the id), PouchDB the parsed object.\n",
+         "the Erlang map, RocksDB the JSON bytes (key: the id), PouchDB the parsed object; "
+         "Barrel HTTP sends the JSON bytes as request bodies.\n",
          "- Barrel: the public `barrel` API (`save_doc`, `save_docs`, `save_doc` with `_rev`, "
          "`fetch_doc`, `fold_docs`), default barrel settings (`sync => false`).\n",
+         "- Barrel HTTP: `bench/http_peer`, the same engine and barrel settings behind Barrel's "
+         "own HTTP server (`barrel_core::server`, as `barrel:start_http/1` and `barreld` run it: "
+         "plain HTTP on 127.0.0.1, no authentication), called from client threads in the same "
+         "process, one keep-alive connection (`ureq`) each. A call is one request, timed until "
+         "its response is read: `PUT /barrels/bench/docs/<id>`, `POST _bulk_docs` for a batch, "
+         "`PUT` with `?rev=` for an update (revisions read before the clock), "
+         "`GET /barrels/bench/docs/<id>` (body read, not decoded), `_all_docs` with "
+         "`include_docs` in pages of 1000 for the fold. Its ratio is Barrel's embedded API over "
+         "the same engine through HTTP; client and server share the machine's cores.\n",
          "- Mnesia tx: one `disc_copies` table, each call one transaction (`write`; `wread` then "
          "`write` for an update; `read`; `foldl`). Mnesia dirty: `dirty_write`, `dirty_read`, "
          "`foldl` in `async_dirty`; a batch is a loop of dirty writes. Mnesia's defaults (the "
@@ -293,7 +305,8 @@ notes(Peers, Ws, Results) ->
          "from the first write until the last listener has them all, so with 1 listener it is "
          "bounded by the write rate. Barrel: `barrel:start_listener/2` with `to` (and "
          "`include_docs` for the latency); Mnesia: `mnesia:subscribe({table, T, simple})` in the "
-         "listening process. DETS, RocksDB and PouchDB have no listener in this harness.\n",
+         "listening process. DETS, RocksDB, PouchDB and Barrel HTTP have no listener in this "
+         "harness.\n",
          "- Disk size: bytes of every file in the peer's directory once the store is closed "
          "after its workloads (what is left on disk at rest); the next row counts the part in "
          "write-ahead logs (`*.log` of RocksDB and LevelDB, Mnesia's `LATEST.LOG`).\n",

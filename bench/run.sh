@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the benchmark (`make bench`, `make bench-quick`): builds the raw RocksDB peer, installs
-# PouchDB into bench/node_modules from the committed lock file, compiles the Erlang driver, then
-# runs it on the freshly built Barrel (`make build` ran first). See bench/README.md.
+# Runs the benchmark (`make bench`, `make bench-quick`): builds the raw RocksDB and the Barrel
+# HTTP peers, installs PouchDB into bench/node_modules from the committed lock file, compiles the
+# Erlang driver, then runs it on the freshly built Barrel (`make build` ran first). See
+# bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ esac
 export LANG="${LANG:-C.UTF-8}"
 
 # Built together with the NIF so cargo unifies the same features and reuses librocksdb-sys.
-cargo build --release -p barrel_nif -p rocksdb_floor
+cargo build --release -p barrel_nif -p rocksdb_floor -p http_peer
 
 if ! command -v node >/dev/null 2>&1; then
   echo "bench: node and npm are required (apt-get install nodejs npm)" >&2

@@ -160,6 +160,16 @@ defmodule Barrel do
       iex> Enum.map(changes, & &1["id"])
       ["order-1", "ann"]
 
+  ## HTTP
+
+  `start_http/1` serves the node's barrels over HTTP and WebSocket from
+  inside the node: Barrel's own routes (`/barrels/NAME/docs/ID`, documents
+  with `"id"`) and, at `/barrels/NAME`, a CouchDB-compatible surface
+  (documents with `"_id"`, `_changes`, `_bulk_docs`, ...) that replication
+  clients such as PouchDB sync with. The README lists the routes ("HTTP
+  routes"). What is written over HTTP is read with `fetch_doc/3` and the
+  changes feed at once, and the other way round.
+
   ## Errors
 
   Every function returns `{:error, reason}` on failure; see `t:reason/0`.
@@ -339,6 +349,22 @@ defmodule Barrel do
           | {:max_queue, pos_integer()}
           | {:window, pos_integer()}
           | {:null, atom()}
+
+  @type http_option ::
+          {:ip, :inet.ip_address()}
+          | {:port, :inet.port_number()}
+          | {:basic_auth, [{String.t(), String.t()}]}
+          | {:tokens, [String.t()]}
+          | {:tls, {Path.t(), Path.t()}}
+          | {:cors, :none | :any | [String.t()]}
+          | {:max_body, pos_integer()}
+
+  @typedoc """
+  Where a server started by `start_http/1` listens: `url` is
+  `"http://ip:port"`, or `"https://ip:port"` with `:tls` (an IPv6 address
+  in brackets).
+  """
+  @type http_info :: %{ip: :inet.ip_address(), port: :inet.port_number(), url: String.t()}
 
   ## Barrels
 
@@ -940,6 +966,92 @@ defmodule Barrel do
   """
   @spec stop_listener(pid()) :: :ok | {:error, :not_found}
   def stop_listener(listener), do: :barrel.stop_listener(listener)
+
+  ## HTTP
+
+  @doc """
+  Starts the HTTP and WebSocket API over this node's barrels (see "HTTP" in
+  the module documentation): `{:ok, http}`. The server runs under the
+  `:barrel` application's supervisor, not tied to the calling process: it
+  serves until `stop_http/1` or until the application stops. Several can run
+  at once.
+
+  Options:
+
+    * `ip: address` (default `{127, 0, 0, 1}`): the address to listen on, a
+      tuple (IPv4 or IPv6). An address that is not a loopback one requires
+      `:basic_auth` or `:tokens`, else `{:error, {:bad_param, why}}`.
+    * `port: n` (default `7080`): `0` picks a free port; `http_info/1` tells
+      which.
+    * `basic_auth: [{user, password}]`: credentials accepted with HTTP basic
+      authentication.
+    * `tokens: [token]`: accepted as `Authorization: Bearer token`. With
+      `:basic_auth` or `:tokens`, a request without valid credentials gets
+      401 (CORS preflights excepted).
+    * `tls: {cert_file, key_file}`: PEM files; the server speaks https and
+      wss. Files that cannot be loaded give `{:error, {:bad_param, why}}`.
+    * `cors: :none | :any | [origin]` (default `:none`): the browser origins
+      allowed to call the server.
+    * `max_body: bytes` (default 64 MiB): larger request bodies get 413.
+
+  A port in use gives `{:error, {:storage_error, why}}`, and a stopped
+  application `{:error, :closed}`. For a server reachable from other
+  machines, over TLS and with a token:
+
+      {:ok, http} =
+        Barrel.start_http(
+          ip: {0, 0, 0, 0},
+          port: 7080,
+          tokens: [System.fetch_env!("BARREL_TOKEN")],
+          tls: {"/etc/barrel/cert.pem", "/etc/barrel/key.pem"}
+        )
+
+  Example:
+
+      iex> {:ok, http} = Barrel.start_http(port: 0)
+      iex> {:ok, %{ip: {127, 0, 0, 1}, port: port, url: url}} = Barrel.http_info(http)
+      iex> url == "http://127.0.0.1:\#{port}"
+      true
+      iex> Barrel.stop_http(http)
+      :ok
+      iex> {:error, {:bad_param, _why}} = Barrel.start_http(ip: {0, 0, 0, 0}, port: 0)
+      iex> Barrel.start_http(port: 70_000)
+      {:error, {:bad_option, {:port, 70_000}}}
+  """
+  @spec start_http([http_option()]) :: {:ok, pid()} | {:error, reason()}
+  def start_http(opts) do
+    with {:ok, opts} <- options(opts), do: :barrel.start_http(opts)
+  end
+
+  @doc """
+  Stops a server started by `start_http/1`: its port is closed, and requests
+  still waiting (such as a longpoll on `_changes`) are ended. Returns
+  `{:error, :not_found}` if it is not running.
+
+      iex> {:ok, http} = Barrel.start_http(port: 0)
+      iex> Barrel.stop_http(http)
+      :ok
+      iex> Barrel.stop_http(http)
+      {:error, :not_found}
+  """
+  @spec stop_http(pid()) :: :ok | {:error, :not_found}
+  def stop_http(http), do: :barrel.stop_http(http)
+
+  @doc """
+  Where a server started by `start_http/1` listens: its `:ip`, its `:port`
+  (the one picked when started with `port: 0`) and its `:url`. Returns
+  `{:error, :not_found}` if it is not running.
+
+      iex> {:ok, http} = Barrel.start_http(port: 0)
+      iex> {:ok, %{port: port, url: url}} = Barrel.http_info(http)
+      iex> url == "http://127.0.0.1:\#{port}"
+      true
+      iex> :ok = Barrel.stop_http(http)
+      iex> Barrel.http_info(http)
+      {:error, :not_found}
+  """
+  @spec http_info(pid()) :: {:ok, http_info()} | {:error, :not_found}
+  def http_info(http), do: :barrel.http_info(http)
 
   # Options come as a keyword list; :barrel takes a map. A repeated key keeps
   # its first value, as Keyword.get/2 reads it. Barrel.Listener uses it too.

@@ -35,7 +35,7 @@ start(Opts) ->
 %% @doc Stops a server.
 -spec stop(pid()) -> ok | {error, not_found}.
 stop(Pid) when is_pid(Pid) ->
-    case is_process_alive(Pid) andalso supervisor:terminate_child(?SUP, Pid) of
+    case is_server(Pid) andalso supervisor:terminate_child(?SUP, Pid) of
         ok -> ok;
         _ -> {error, not_found}
     end;
@@ -45,9 +45,23 @@ stop(_) ->
 %% @doc Where a server listens: `{ok, #{ip, port, url}}'.
 -spec info(pid()) -> {ok, map()} | {error, not_found}.
 info(Pid) ->
-    try gen_server:call(Pid, {?MODULE, info}, 5000)
-    catch exit:_ -> {error, not_found}
+    case is_server(Pid) of
+        true ->
+            try gen_server:call(Pid, {?MODULE, info}, 5000)
+            catch exit:_ -> {error, not_found}
+            end;
+        false ->
+            {error, not_found}
     end.
+
+%% Only our own servers are asked anything: another process could take the call badly.
+is_server(Pid) when is_pid(Pid) ->
+    try supervisor:which_children(?SUP) of
+        Children -> lists:keymember(Pid, 2, Children)
+    catch exit:_ -> false
+    end;
+is_server(_) ->
+    false.
 
 args(Opts) when is_map(Opts) ->
     Defaults = #{ip => {127, 0, 0, 1}, port => 7080, basic_auth => [], tokens => [],
@@ -67,11 +81,16 @@ option_ok(basic_auth, V) ->
                                  end, V);
 option_ok(tokens, V) -> is_list(V) andalso lists:all(fun is_binary/1, V);
 option_ok(tls, undefined) -> true;
-option_ok(tls, {C, K}) -> (is_binary(C) orelse is_list(C)) andalso (is_binary(K) orelse is_list(K));
+option_ok(tls, {C, K}) -> is_path(C) andalso is_path(K);
 option_ok(tls, _) -> false;
 option_ok(cors, V) -> V =:= none orelse V =:= any
                           orelse (is_list(V) andalso lists:all(fun is_binary/1, V));
 option_ok(max_body, V) -> is_integer(V) andalso V > 0.
+
+is_path(P) ->
+    try is_binary(unicode:characters_to_binary(P))
+    catch error:_ -> false
+    end.
 
 ip_text(Ip) ->
     case inet:ntoa(Ip) of

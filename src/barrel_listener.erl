@@ -71,23 +71,34 @@ start_link(Barrel, Opts) ->
         Error -> Error
     end.
 
+terminate_child(Pid) ->
+    try supervisor:terminate_child(?SUP, Pid)
+    catch exit:_ -> {error, not_found}
+    end.
+
+%% A listener started with start_link/2 (only a listener is asked: another process could take
+%% the call badly).
+stop_linked(Pid) ->
+    case proc_lib:translate_initial_call(Pid) of
+        {?MODULE, init, 1} ->
+            try gen_server:call(Pid, {?MODULE, stop}, 5000)
+            catch exit:_ -> {error, not_found}
+            end;
+        _ ->
+            {error, not_found}
+    end.
+
 unwrap({error, {error, Reason}}) -> {error, Reason};
 unwrap(Other) -> Other.
 
 %% @doc Stops a listener.
 -spec stop(pid()) -> ok | {error, not_found}.
 stop(Pid) when is_pid(Pid) ->
-    %% (terminate_child/2 answers ok for any dead pid.)
-    case is_process_alive(Pid) andalso supervisor:terminate_child(?SUP, Pid) of
-        false ->
-            {error, not_found};
-        ok ->
-            ok;
-        {error, not_found} ->
-            %% Started with start_link/2, or already gone.
-            try gen_server:call(Pid, {?MODULE, stop}, 5000)
-            catch exit:_ -> {error, not_found}
-            end
+    %% (terminate_child/2 answers ok for any dead pid: check first.)
+    case is_process_alive(Pid) andalso terminate_child(Pid) of
+        false -> {error, not_found};
+        ok -> ok;
+        {error, not_found} -> stop_linked(Pid)
     end;
 stop(_) ->
     {error, not_found}.

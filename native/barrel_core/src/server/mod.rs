@@ -98,6 +98,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     tls: bool,
     handle: axum_server::Handle,
+    task: Option<tokio::task::JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -112,7 +113,8 @@ impl ServerHandle {
         self.tls
     }
 
-    /// Stops accepting, gives open requests up to a second to finish, then closes everything.
+    /// Stops accepting, gives open requests up to a second to finish (long-lived feeds are
+    /// then cut), and closes everything.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -120,7 +122,13 @@ impl ServerHandle {
     fn shutdown(&mut self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(3));
+            // Let open requests finish (the graceful period), then drop what is left.
+            if let Some(task) = self.task.take() {
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                });
+            }
+            rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }
@@ -164,7 +172,7 @@ pub fn start(stores: StoreSource, cfg: ServerConfig) -> Result<ServerHandle> {
         .map_err(|e| Error::Internal(e.to_string()))?;
     let service = router.into_make_service();
     let tls = cfg.tls.is_some();
-    match &cfg.tls {
+    let task = match &cfg.tls {
         Some((cert, key)) => {
             // One process-wide crypto provider (ring); installing it twice is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -181,19 +189,20 @@ pub fn start(stores: StoreSource, cfg: ServerConfig) -> Result<ServerHandle> {
             let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
             runtime.spawn(async move {
                 let _ = server.serve(service).await;
-            });
+            })
         }
         None => {
             let server = axum_server::from_tcp(listener).handle(handle.clone());
             runtime.spawn(async move {
                 let _ = server.serve(service).await;
-            });
+            })
         }
-    }
+    };
     Ok(ServerHandle {
         addr,
         tls,
         handle,
+        task: Some(task),
         runtime: Some(runtime),
     })
 }
