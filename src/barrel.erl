@@ -28,7 +28,8 @@
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
          query/5, find/2, find/3, reindex/1,
          changes/3, fold_changes/5, start_listener/2, stop_listener/1,
-         start_http/1, stop_http/1, http_info/1]).
+         start_http/1, stop_http/1, http_info/1,
+         replicate/1, replicate/2, replication_info/1, cancel_replication/1]).
 %% Shared with barrel_listener.
 -export([check_options/3, is_pattern_list/1]).
 
@@ -192,6 +193,16 @@ save_doc(Barrel, Doc) ->
 %% {error, conflict} = barrel:save_doc(Barrel, #{<<"id">> => Id, <<"_rev">> => Rev1}).
 %% '''
 -spec save_doc(barrel(), doc(), map()) -> save_result().
+save_doc(Barrel, Doc, #{p2p_write := Hop} = Opts) ->
+    case p2p_hops(Hop, p2p_write) of
+        {ok, Hops} ->
+            case save_doc(Barrel, Doc, maps:remove(p2p_write, Opts)) of
+                {ok, Id, Rev} -> p2p_write(Barrel, Id, Rev, Hops);
+                Error -> Error
+            end;
+        Error ->
+            Error
+    end;
 save_doc(Barrel, Doc, Opts) ->
     case save_options(Opts) of
         {ok, NewEdits} -> ?NIF(save(Barrel, Doc, NewEdits), barrel);
@@ -275,6 +286,20 @@ fetch_doc(Barrel, DocId) ->
 %% '''
 -spec fetch_doc(barrel(), docid(), map()) ->
           {ok, doc()} | {ok, [{ok, doc()} | {missing, rev()}]} | {error, reason()}.
+fetch_doc(Barrel, DocId, #{p2p_read := Hop} = Opts) ->
+    case p2p_hops(Hop, p2p_read) of
+        {ok, Hops} ->
+            Local = maps:without([p2p_read, cache], Opts),
+            case fetch_doc(Barrel, DocId, Local) of
+                {error, not_found} ->
+                    p2p_read(Barrel, DocId, Hops, maps:get(cache, Opts, false),
+                             maps:get(null, Opts, null));
+                Other ->
+                    Other
+            end;
+        Error ->
+            Error
+    end;
 fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->
     Defaults = #{rev => undefined, revs => false, conflicts => false,
                  open_revs => undefined, null => null},
@@ -563,6 +588,104 @@ start_listener(Barrel, Opts) ->
 -spec stop_listener(pid()) -> ok | {error, not_found}.
 stop_listener(Pid) ->
     barrel_listener:stop(Pid).
+
+%% ---------------------------------------------------------------------------
+%% Replication and peer-to-peer reads and writes
+%% ---------------------------------------------------------------------------
+
+%% @equiv replicate(Spec, #{})
+-spec replicate(map()) -> {ok, binary()} | {error, reason()}.
+replicate(Spec) ->
+    replicate(Spec, #{}).
+
+%% @doc Starts replicating `<<"source">>' to `<<"target">>' (as in the talk):
+%% `{ok, RepId}'. Each side is a local barrel name, a remote barrel over
+%% Barrel's WebSocket stream (`<<"ws://HOST:PORT/Name">>', `wss://'), or a
+%% database over the CouchDB replication protocol (`<<"http://HOST:PORT/barrels/Name">>',
+%% `https://', or any CouchDB / PouchDB-server database URL). Every revision is
+%% copied with its history, conflicts and deletions included, in batches, with
+%% a checkpoint on both sides after each batch, so a stopped replication
+%% resumes where it was. See README, "Replication".
+%%
+%% Options: `continuous' (default `false': stop once caught up; `true': keep
+%% following the source, retrying with backoff when a side is unreachable),
+%% `sync' (push and pull at once), `filter' (path patterns, as for listeners),
+%% `since' (a source sequence to start from instead of the checkpoint),
+%% `batch_size' (default 500), `to' (a pid receiving
+%% `{barrel_replication, RepId, Progress}'), `persist' (restart with the
+%% node), `create_target' (default `true'), `auth' (`{basic, User, Pass}' or
+%% `{bearer, Token}' for remote sides).
+%% ```
+%% {ok, RepId} = barrel:replicate(#{<<"source">> => <<"mybarrel">>,
+%%                                  <<"target">> => <<"ws://127.0.0.1:7080/Remote">>}),
+%% {ok, #{state := completed, docs_written := N}} = barrel:replication_info(RepId).
+%% '''
+-spec replicate(map(), map()) -> {ok, binary()} | {error, reason()}.
+replicate(Spec, Opts) ->
+    barrel_replicator:start(Spec, Opts).
+
+%% @doc The state (`running', `idle' (continuous, caught up), `retrying',
+%% `completed', `failed', `cancelled') and counters of a replication:
+%% `{ok, #{state, docs_read, docs_written, errors, last_error, legs, ...}}'.
+-spec replication_info(binary()) -> {ok, map()} | {error, not_found}.
+replication_info(RepId) ->
+    barrel_replicator:info(RepId).
+
+%% @doc Stops a replication (and forgets it, if it was persistent).
+-spec cancel_replication(binary()) -> ok | {error, not_found}.
+cancel_replication(RepId) ->
+    barrel_replicator:cancel(RepId).
+
+%% A hop: #{host => "HOST:PORT" | <<"HOST:PORT">>, name => Name} with an
+%% optional nested hop under the same key (a chain).
+p2p_hops(#{host := Host, name := Name} = Hop, Key) when is_binary(Name) ->
+    H = case Host of
+            _ when is_binary(Host) -> Host;
+            _ when is_list(Host) -> unicode:characters_to_binary(Host);
+            _ -> error
+        end,
+    Url = case H of
+              error -> error;
+              <<"http://", _/binary>> -> <<H/binary, "/barrels/", Name/binary>>;
+              <<"https://", _/binary>> -> <<H/binary, "/barrels/", Name/binary>>;
+              _ -> <<"http://", H/binary, "/barrels/", Name/binary>>
+          end,
+    case {Url, maps:get(Key, Hop, undefined)} of
+        {error, _} -> {error, {bad_option, {Key, Hop}}};
+        {_, undefined} -> {ok, [{Host, Url}]};
+        {_, Next} ->
+            case p2p_hops(Next, Key) of
+                {ok, More} -> {ok, [{Host, Url} | More]};
+                Error -> Error
+            end
+    end;
+p2p_hops(Hop, Key) ->
+    {error, {bad_option, {Key, Hop}}}.
+
+%% The local write is done: push the document to every hop, each directly from here.
+p2p_write(Barrel, Id, Rev, Hops) ->
+    Results = ?NIF(barrel_nif:p2p_push(Barrel, Id, [U || {_, U} <- Hops], undefined), barrel),
+    case Results of
+        {error, _} = Error ->
+            {error, {p2p_write_failed, Id, Rev, [{H, Error} || {H, _} <- Hops]}};
+        _ ->
+            case [{H, R} || {{H, _}, R} <- lists:zip(Hops, Results), R =/= ok] of
+                [] -> {ok, Id, Rev};
+                Failed -> {error, {p2p_write_failed, Id, Rev, Failed}}
+            end
+    end.
+
+%% Not found here: ask each hop in turn; a dead hop is skipped.
+p2p_read(_Barrel, _DocId, [], _Cache, _Null) ->
+    {error, not_found};
+p2p_read(Barrel, DocId, [{_, Url} | Hops], Cache, Null) ->
+    case barrel_nif:p2p_fetch(Url, DocId, undefined, Null) of
+        {ok, Doc} ->
+            Cache andalso save_doc(Barrel, Doc, #{new_edits => false}),
+            {ok, maps:remove(<<"_revisions">>, Doc)};
+        {error, _} ->
+            p2p_read(Barrel, DocId, Hops, Cache, Null)
+    end.
 
 %% ---------------------------------------------------------------------------
 %% HTTP

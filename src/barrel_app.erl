@@ -13,7 +13,14 @@ start(_Type, _Args) ->
                            || {ok, N} <- [application:get_env(barrel, block_cache_bytes)]]),
     case barrel_nif:store_open(unicode:characters_to_binary(Dir), Opts) of
         ok ->
-            barrel_sup:start_link();
+            case barrel_sup:start_link() of
+                {ok, Sup} ->
+                    %% Persistent replications (replicate/2 with persist => true).
+                    ok = barrel_replicator:restore(),
+                    {ok, Sup};
+                Error ->
+                    Error
+            end;
         {error, Reason} ->
             {error, {store_open_failed, Dir, Reason}}
     end.

@@ -13,7 +13,9 @@
          query_open/5, query_next/3, query_close/1, reindex/1,
          changes_open/4, changes_next/3, changes_close/1,
          subscribe/6, subscription_ack/2, subscription_resume/1, subscription_cancel/1,
-         http_start/7, http_stop/1]).
+         http_start/7, http_stop/1,
+         replication_start/5, replication_progress/1, replication_cancel/1,
+         p2p_push/4, p2p_fetch/4]).
 
 -on_load(init/0).
 
@@ -63,3 +65,8 @@ subscription_resume(_Sub) -> ?NOT_LOADED.
 subscription_cancel(_Sub) -> ?NOT_LOADED.
 http_start(_Ip, _Port, _Basic, _Tokens, _Tls, _Cors, _MaxBody) -> ?NOT_LOADED.
 http_stop(_Server) -> ?NOT_LOADED.
+replication_start(_Source, _Target, _Opts, _Pid, _Tag) -> ?NOT_LOADED.
+replication_progress(_Rep) -> ?NOT_LOADED.
+replication_cancel(_Rep) -> ?NOT_LOADED.
+p2p_push(_Barrel, _DocId, _Urls, _Auth) -> ?NOT_LOADED.
+p2p_fetch(_Url, _DocId, _Auth, _Null) -> ?NOT_LOADED.

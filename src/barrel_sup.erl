@@ -11,4 +11,5 @@ start_link() ->
 
 init([]) ->
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10},
-          [barrel_listener:child_spec(), barrel_http:child_spec()]}}.
+          [barrel_listener:child_spec(), barrel_http:child_spec(),
+           barrel_replicator:child_spec()]}}.

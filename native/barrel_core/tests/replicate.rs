@@ -42,9 +42,11 @@ fn save_rev(b: &Barrel, v: Value) {
     .unwrap();
 }
 
-/// Every document's leaves (with deletion flags), winner and winning body: equal on two
-/// barrels when their trees agree.
-fn state(b: &Barrel) -> BTreeMap<String, (Vec<(String, bool)>, String, Value)> {
+/// A document's leaves (with deletion flags), winner and winning body.
+type DocState = (Vec<(String, bool)>, String, Value);
+
+/// Every document's [`DocState`]: equal on two barrels when their trees agree.
+fn state(b: &Barrel) -> BTreeMap<String, DocState> {
     let mut out = BTreeMap::new();
     let mut cur = b.changes_cursor(0, ChangesOptions::default()).unwrap();
     loop {

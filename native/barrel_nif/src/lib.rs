@@ -7,6 +7,7 @@ mod docs;
 mod error;
 mod http;
 mod query;
+mod replicate;
 mod store;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

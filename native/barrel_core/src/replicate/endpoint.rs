@@ -318,6 +318,29 @@ impl HttpEndpoint {
         }
     }
 
+    /// The winning revision of document `id` with its history, Barrel-shaped (`id`), or
+    /// `None` when the remote does not have it (or it is deleted).
+    pub fn fetch_doc(&mut self, id: &str) -> Result<Option<Value>> {
+        let path = format!(
+            "/{}?revs=true",
+            form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+        );
+        let (status, v) = self.json("GET", &path, None)?;
+        match status {
+            200..=299 => Ok(Some(match v {
+                Value::Object(mut m) => {
+                    if let Some(i) = m.remove("_id") {
+                        m.insert("id".into(), i);
+                    }
+                    Value::Object(m)
+                }
+                other => other,
+            })),
+            404 => Ok(None),
+            s => Err(remote(format!("GET {}{path}: {s} {v}", self.base))),
+        }
+    }
+
     /// Creates the database when it does not exist.
     pub fn ensure_exists(&self) -> Result<()> {
         let (status, _) = self.json("GET", "/", None)?;

@@ -296,3 +296,24 @@ fn checkpoint(
         .put_local(rep_id, doc)
         .map_err(|e| Error::Storage(format!("checkpoint on the source: {e}")))
 }
+
+/// Copies every leaf revision of document `id` (with its history) from `source` to `target`:
+/// the peer-to-peer write of one document.
+pub fn push_doc(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    id: &str,
+    revs: &[crate::revtree::Rev],
+) -> Result<usize> {
+    let asked = vec![(id.to_string(), revs.to_vec())];
+    let missing = target.revs_diff(&asked)?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let docs = source.fetch(&missing)?;
+    let n = docs.len();
+    if n > 0 {
+        target.save(docs)?;
+    }
+    Ok(n)
+}
