@@ -1,5 +1,7 @@
 // PouchDB (pouchdb-node, leveldb) replicating with barrels over HTTP: push, pull and live sync,
-// with conflicts and deleted documents; both sides must end with the same revision trees.
+// with conflicts and deleted documents; and Barrel's own replicator (barreld's POST /_replicate)
+// pulling from and pushing to a PouchDB server (express-pouchdb). Both sides must end with the
+// same revision trees.
 //
 // Run by `make test` (test-pouchdb): node interop.js <path to barreld>. It starts barreld on a
 // free loopback port with a fresh data directory, and stops it at the end.
@@ -97,6 +99,22 @@ async function test(name, fn) {
   }
 }
 
+// A PouchDB server (express-pouchdb over leveldb) in this process, on a free loopback port.
+function startPouchServer() {
+  const express = require('express');
+  const dir = path.join(tmp, 'pouch-server') + path.sep;
+  fs.mkdirSync(dir, { recursive: true });
+  const ServerPouch = PouchDB.defaults({ prefix: dir });
+  const app = express();
+  app.use('/', require('express-pouchdb')(ServerPouch, {
+    mode: 'minimumForPouchDB',
+    logPath: path.join(tmp, 'pouch-server.log'),
+  }));
+  return new Promise((resolve) => {
+    const srv = app.listen(0, '127.0.0.1', () => resolve({ srv, url: `http://127.0.0.1:${srv.address().port}` }));
+  });
+}
+
 async function main() {
   const base = await startServer();
   console.log(`pouchdb interop against ${base}`);
@@ -153,6 +171,39 @@ async function main() {
     const back = await http('GET', `${url}/q1?conflicts=true`);
     assert(!back.body._conflicts, 'resolution replicated');
     await sameTrees(dst, url);
+  });
+
+  await test("Barrel's replicator with a PouchDB server, both ways", async () => {
+    const { srv, url: pserver } = await startPouchServer();
+    try {
+      const src = new PouchDB(`${pserver}/psrc`);
+      const docs = [];
+      for (let i = 0; i < 150; i++) docs.push({ _id: `s${i}`, i, nested: { list: [i, 'x', null] } });
+      await src.bulkDocs(docs);
+      await src.remove(await src.get('s0'));
+      await src.bulkDocs([{ _id: 's1', _rev: '1-fffffffffffffffffffffffffffffff1', i: -1 }], { new_edits: false });
+      // PouchDB server -> barrel.
+      const pull = await http('POST', `${base}/_replicate`, { source: `${pserver}/psrc`, target: 'frompouch', create_target: true });
+      assert(pull.status === 200 && pull.body.docs_written === 151, `pull: ${JSON.stringify(pull.body)}`);
+      const n = await sameTrees(src, `${base}/barrels/frompouch`);
+      assert(n === 150, `150 docs, got ${n}`);
+      // Edits on the barrel side, then barrel -> a new PouchDB server database.
+      const url = `${base}/barrels/frompouch`;
+      const s2 = (await http('GET', `${url}/s2`)).body;
+      await http('DELETE', `${url}/s2?rev=${s2._rev}`);
+      await http('POST', `${url}/_bulk_docs`, { new_edits: false, docs: [{ _id: 's3', _rev: '1-fffffffffffffffffffffffffffffff3', i: -3 }] });
+      const push = await http('POST', `${base}/_replicate`, { source: 'frompouch', target: `${pserver}/pdst`, create_target: true });
+      assert(push.status === 200, `push: ${JSON.stringify(push.body)}`);
+      const dst = new PouchDB(`${pserver}/pdst`);
+      await sameTrees(dst, url);
+      const s3 = await dst.get('s3', { conflicts: true });
+      assert(s3._conflicts && s3._conflicts.length === 1, 'conflict pushed to the PouchDB server');
+      // From the checkpoint: nothing more to send.
+      const again = await http('POST', `${base}/_replicate`, { source: 'frompouch', target: `${pserver}/pdst` });
+      assert(again.body.docs_written === 0, `second push wrote ${again.body.docs_written}`);
+    } finally {
+      srv.close();
+    }
   });
 
   await test('live sync both ways', async () => {

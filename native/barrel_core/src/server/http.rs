@@ -277,6 +277,7 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
     let mut r = Router::new()
         .route("/", get(welcome))
         .route("/barrels", get(list_barrels).post(create_barrel_body))
+        .route("/_replicate", post(replicate))
         .route(
             db,
             get(barrel_info)
@@ -1175,4 +1176,101 @@ async fn find_post(
 ) -> ApiResult {
     let m = object(json_body(&headers, body)?, "the query")?;
     run_find(app, name, m).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// _replicate
+// ---------------------------------------------------------------------------------------------
+
+/// An endpoint of `POST /_replicate`: a barrel of this server, or a URL (`http(s)://` for the
+/// CouchDB protocol, `ws(s)://` for Barrel's stream).
+fn rep_endpoint(
+    app: &App,
+    spec: &Value,
+    create: bool,
+) -> ApiResult<Box<dyn crate::replicate::endpoint::Endpoint>> {
+    use crate::replicate::endpoint::{HttpEndpoint, LocalEndpoint, WsEndpoint};
+    let s = match spec {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.get("url").and_then(Value::as_str).unwrap_or_default(),
+        _ => "",
+    };
+    if s.is_empty() {
+        return Err(ApiError::bad_request("source and target are barrel names or URLs"));
+    }
+    if s.starts_with("http://") || s.starts_with("https://") {
+        let e = HttpEndpoint::new(s, None);
+        if create {
+            e.ensure_exists()?;
+        }
+        Ok(Box::new(e))
+    } else if s.starts_with("ws://") || s.starts_with("wss://") {
+        Ok(Box::new(WsEndpoint::new(s)))
+    } else {
+        let store = app.store()?;
+        let barrel = match store.open_barrel(s) {
+            Err(Error::NotFound) if create => {
+                match store.create_barrel(s, BarrelConfig::default()) {
+                    Ok(()) | Err(Error::AlreadyExists) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                store.open_barrel(s)?
+            }
+            other => other?,
+        };
+        Ok(Box::new(LocalEndpoint::new(barrel)))
+    }
+}
+
+/// `POST /_replicate` (CouchDB's): `{"source", "target", "create_target", "filter": [pattern],
+/// "since", "batch_size"}` runs a one-shot replication in the server and answers when it is
+/// done, with its counters.
+async fn replicate(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    use crate::changes::Pattern;
+    use crate::replicate::run::{run, RepControl, RepOptions};
+    let req = object(json_body(&headers, body)?, "the replication request")?;
+    if req.get("continuous").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad_request(
+            "continuous replications run from the BEAM (barrel:replicate/2)",
+        ));
+    }
+    let create = req.get("create_target").and_then(Value::as_bool).unwrap_or(false);
+    let filter = req
+        .get("filter")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    Pattern::parse(p.as_str().unwrap_or_default())
+                        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_pattern", e))
+                })
+                .collect::<ApiResult<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let opts = RepOptions {
+        continuous: false,
+        filter,
+        since: req.get("since").and_then(Value::as_u64),
+        batch_size: req.get("batch_size").and_then(Value::as_u64).unwrap_or(500) as usize,
+    };
+    blocking(move || {
+        let mut source = rep_endpoint(&app, req.get("source").unwrap_or(&Value::Null), false)?;
+        let mut target = rep_endpoint(&app, req.get("target").unwrap_or(&Value::Null), create)?;
+        let control = RepControl::default();
+        run(source.as_mut(), target.as_mut(), &opts, &control, &mut |_| {}).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "replication_failed", e.to_string())
+        })?;
+        let p = control.progress();
+        Ok(json_response(
+            StatusCode::OK,
+            json!({"ok": true, "docs_read": p.docs_read, "docs_written": p.docs_written,
+                   "source_last_seq": p.last_seq}),
+        ))
+    })
+    .await
 }
