@@ -92,14 +92,21 @@ peers(#{full := Full}) ->
 %% <ul>
 %% <li>`id', `title': its name in the tables.</li>
 %% <li>`store': the data set it runs in: `writes' (one store for all write workloads, each in
-%%     its own keyspace) or `{scale, N}' (N documents loaded by the store's `setup' workload).</li>
+%%     its own keyspace), `{scale, N}' (N documents loaded by the store's `setup' workload) or
+%%     `{replication, N}' (the same N documents, the source of the replication workloads, which
+%%     write their copies into the same store: apart from `{scale, N}', whose disk size they
+%%     would inflate).</li>
 %% <li>`op': `put' (`batch' documents a call), `update', `get' (`pattern' `seq' or `random'
 %%     over `keys' stored documents), `fold', `disk_size' (measured by the driver once the
 %%     store is closed), `changes_latency' (`procs' writers offering `rate' writes a second)
-%%     or `changes_fanout' (to `listeners' listeners); see `bench_changes'.</li>
+%%     or `changes_fanout' (to `listeners' listeners), see `bench_changes'; `replicate' (the
+%%     store's documents to a new database, `via' `local', `ws' or `http'), see
+%%     `bench_barrel'.</li>
 %% <li>`ks', `start', `count', `procs': the keys `ks-start'..`ks-(start+count-1)', shared among
 %%     `procs' concurrent processes.</li>
 %% <li>`count_from': take `count' from the documents another workload managed to write.</li>
+%% <li>`peers': the peers that run it (default: all). For the others it is `n/a', and a store
+%%     none of whose workloads they run is not even opened (its load would be wasted).</li>
 %% <li>`main': a row of the table; `scale => {N, Metric}': a row of the scale part of the
 %%     table (`load', `disk' or `fetch' at N documents).</li>
 %% </ul>
@@ -168,7 +175,26 @@ workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size 
                            end
                         ++ [F || lists:member(N, [RS, FS]), F <- Fold(N)]
             end,
-    [maps:merge(#{deadline_ms => D}, X) || X <- Writes ++ lists:append([Scale(N) || N <- Sizes])].
+    %% Replication (Barrel and PouchDB): every document of a loaded barrel to a new one, in one
+    %% one-shot replication each. Their own store, so the copies stay out of disk_100k. A
+    %% deadline of its own: a replication of 100k documents takes 10-25 s.
+    Replication = fun(N) ->
+                          Store = #{store => {replication, N}, peers => [barrel, pouchdb]},
+                          Rep = Store#{deadline_ms => 6 * D},
+                          [w({replication_load, N}, "load " ++ count_label(N)
+                             ++ " (replication source)", put, <<"s">>, N, 1,
+                             Store#{batch => 1000, setup => true, main => false,
+                                    deadline_ms => LD}),
+                           w(replicate_local, "replicate " ++ count_label(N) ++ " docs, local "
+                             "to local", replicate, <<"s">>, N, 1, Rep#{via => local}),
+                           w(replicate_ws, "replicate " ++ count_label(N) ++ " docs over "
+                             "WebSocket (same VM)", replicate, <<"s">>, N, 1, Rep#{via => ws}),
+                           w(replicate_http, "replicate " ++ count_label(N) ++ " docs over "
+                             "HTTP, CouchDB protocol (same VM)", replicate, <<"s">>, N, 1,
+                             Rep#{via => http})]
+                  end,
+    [maps:merge(#{deadline_ms => D}, X)
+     || X <- Writes ++ lists:append([Scale(N) || N <- Sizes]) ++ Replication(RS)].
 
 w(Id, Title, Op, Ks, Count, Procs, Extra) ->
     maps:merge(#{id => Id, title => Title, op => Op, ks => Ks, start => 0, count => Count,
@@ -250,22 +276,39 @@ selected(Workloads, #{only := Only0}) ->
 run_peer(Peer = #{id := PeerId}, Workloads, Templates, TemplatesFile, Config, Results) ->
     Stores = lists:usort(fun store_order/2, [S || #{store := S} <- Workloads]),
     lists:foldl(
-      fun(Store, Acc) ->
-              InStore = [X || X = #{store := S} <- Workloads, S =:= Store],
-              case too_big(Peer, Store) of
-                  {true, Why} ->
+      fun(Store, Acc0) ->
+              {InStore, NotHere} = lists:partition(fun(W) -> runs(PeerId, W) end,
+                                                   [X || X = #{store := S} <- Workloads,
+                                                         S =:= Store]),
+              Acc = lists:foldl(fun(#{id := Id, setup := false, peers := Ps}, A) ->
+                                        A#{{PeerId, Id} => {unsupported, only(Ps, Config)}};
+                                   (_Setup, A) -> A
+                                end, Acc0, NotHere),
+              case {too_big(Peer, Store), [X || X = #{setup := false} <- InStore]} of
+                  {_, []} when NotHere =/= [] ->
+                      Acc;
+                  {{true, Why}, _} ->
                       lists:foldl(fun(#{id := Id}, A) -> A#{{PeerId, Id} => {skipped, Why}} end,
                                   Acc, InStore);
-                  false ->
+                  {false, _} ->
                       run_store(Peer, Store, InStore, Templates, TemplatesFile, Config, Acc)
               end
       end, Results, Stores).
 
+runs(PeerId, #{peers := Peers}) -> lists:member(PeerId, Peers);
+runs(_PeerId, _W) -> true.
+
+only(Peers, Config) ->
+    Names = [Name || #{id := Id, name := Name} <- peers(Config), lists:member(Id, Peers)],
+    lists:flatten(["run on ", lists:join(" and ", Names), " only"]).
+
 store_order(writes, _) -> true;
 store_order(_, writes) -> false;
-store_order({scale, A}, {scale, B}) -> A =< B.
+store_order({scale, _}, {replication, _}) -> true;
+store_order({replication, _}, {scale, _}) -> false;
+store_order({_, A}, {_, B}) -> A =< B.
 
-too_big(#{max_docs := {Max, Why}}, {scale, N}) when N > Max -> {true, Why};
+too_big(#{max_docs := {Max, Why}}, {_, N}) when N > Max -> {true, Why};
 too_big(_Peer, _Store) -> false.
 
 run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates,
@@ -274,11 +317,13 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
     %% Disk size is measured once the store is closed: at rest, logs flushed.
     {Disk, Timed} = lists:partition(fun(#{op := Op}) -> Op =:= disk_size end, Workloads),
+    Setup = [W || W = #{setup := true} <- Workloads],
     try Mod:open(Dir, TemplatesFile, Opts) of
         {ok, State} ->
             try
                 R1 = lists:foldl(fun(W, Acc) ->
-                                         run_workload(PeerId, Mod, State, W, Templates, Acc)
+                                         run_workload(PeerId, Mod, State, W, Setup, Templates,
+                                                      Acc)
                                  end, Results, Timed),
                 ok = Mod:close(State),
                 lists:foldl(fun(W = #{id := Id}, Acc) ->
@@ -302,10 +347,10 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
     end.
 
 store_name(writes) -> "writes";
-store_name({scale, N}) -> "scale-" ++ integer_to_list(N).
+store_name({Kind, N}) -> atom_to_list(Kind) ++ "-" ++ integer_to_list(N).
 
-run_workload(PeerId, Mod, State, W0 = #{id := Id}, Templates, Results) ->
-    case setup_failed(PeerId, W0, Results) of
+run_workload(PeerId, Mod, State, W0 = #{id := Id}, Setup, Templates, Results) ->
+    case setup_failed(PeerId, W0, Setup, Results) of
         {true, Why} ->
             Results#{{PeerId, Id} => {skipped, Why}};
         false ->
@@ -317,14 +362,14 @@ run_workload(PeerId, Mod, State, W0 = #{id := Id}, Templates, Results) ->
     end.
 
 %% Once a store's setup workload failed or was cut short, its other workloads do not run.
-setup_failed(PeerId, #{setup := false, store := Store}, Results) ->
-    case [R || {{P, {load, N}}, R} <- maps:to_list(Results), P =:= PeerId, {scale, N} =:= Store] of
-        [{ok, #{ops := Ops}}] when element(2, Store) > Ops -> {true, "setup cut short"};
-        [{ok, _}] -> false;
+setup_failed(PeerId, #{setup := false}, Setup, Results) ->
+    case [{N, maps:get({PeerId, Id}, Results, missing)} || #{id := Id, count := N} <- Setup] of
+        [{N, {ok, #{ops := Ops}}}] when N > Ops -> {true, "setup cut short"};
+        [{_, {ok, _}}] -> false;
         [] -> false;
         [_] -> {true, "setup failed"}
     end;
-setup_failed(_PeerId, _W, _Results) ->
+setup_failed(_PeerId, _W, _Setup, _Results) ->
     false.
 
 with_count(PeerId, W = #{count_from := From}, Results) ->

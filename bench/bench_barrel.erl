@@ -58,8 +58,67 @@ op(#{op := changes_fanout} = W, B) ->
               end,
     Write = fun(Docs) -> {ok, _} = barrel:save_docs(B, Docs) end,
     {custom, fun(Templates) -> bench_changes:fanout(W, Templates, Write, Listen, Extract) end};
+op(#{op := replicate} = W, _B) ->
+    {custom, fun(_Templates) -> replicate(W) end};
 op(_W, _B) ->
     {unsupported, "no such operation"}.
+
+%% One one-shot replication of the bench barrel into a new barrel of the same store: directly
+%% (`local'), or through Barrel's HTTP server started in this VM for the run, over its
+%% WebSocket stream (`ws') or the CouchDB protocol (`http'). The target exists before the clock
+%% starts (the WebSocket endpoint does not create one); the figure is documents written a
+%% second, from `replicate/2' to the `completed' message. Past the deadline the replication is
+%% cancelled and the documents written so far are reported.
+replicate(#{id := Id, via := Via, count := Count, deadline_ms := DeadlineMs}) ->
+    Target = <<"replica-", (atom_to_binary(Id))/binary>>,
+    ok = barrel:create_barrel(Target, #{}),
+    {Http, Endpoint} = case Via of
+                           local ->
+                               {undefined, Target};
+                           _ ->
+                               {ok, H} = barrel:start_http(#{port => 0}),
+                               {ok, #{url := <<"http://", Host/binary>> = Url}} =
+                                   barrel:http_info(H),
+                               {H, case Via of
+                                       ws -> <<"ws://", Host/binary, "/", Target/binary>>;
+                                       http -> <<Url/binary, "/barrels/", Target/binary>>
+                                   end}
+                       end,
+    try
+        T0 = erlang:monotonic_time(),
+        {ok, Rep} = barrel:replicate(#{<<"source">> => ?NAME, <<"target">> => Endpoint},
+                                     #{to => self()}),
+        Outcome = await_replication(Rep, T0 + erlang:convert_time_unit(DeadlineMs, millisecond,
+                                                                        native)),
+        T1 = erlang:monotonic_time(),
+        Written = case Outcome of
+                      {completed, N} when N >= Count -> N;
+                      {completed, N} -> error({replicated_too_few, N, Count});
+                      {failed, Why} -> error({replication_failed, Why});
+                      {deadline, N} ->
+                          ok = barrel:cancel_replication(Rep),
+                          N
+                  end,
+        bench_runner:stats(Written, T1 - T0, [])
+    after
+        Http =:= undefined orelse barrel:stop_http(Http),
+        barrel:delete_barrel(Target)
+    end.
+
+%% Progress comes after each batch: at the deadline, the documents written by then.
+await_replication(Rep, Deadline) ->
+    await_replication(Rep, Deadline, 0).
+
+await_replication(Rep, Deadline, Written) ->
+    Left = erlang:convert_time_unit(max(0, Deadline - erlang:monotonic_time()), native,
+                                    millisecond),
+    receive
+        {barrel_replication, Rep, #{state := completed, docs_written := N}} -> {completed, N};
+        {barrel_replication, Rep, #{state := failed, last_error := Why}} -> {failed, Why};
+        {barrel_replication, Rep, #{docs_written := N}} -> await_replication(Rep, Deadline, N)
+    after Left ->
+            {deadline, Written}
+    end.
 
 %% The current revision of every document the update workload touches (before the clock).
 revisions(B, #{ks := Ks, start := Start, count := Count}) ->

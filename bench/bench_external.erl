@@ -3,6 +3,7 @@
 %% ```
 %% open <dir> <templates file>           -> ok
 %% run op=put ks=w1 start=0 count=N ...   -> ok ops=N secs=S p50_us=X p99_us=Y
+%%                                           (or: error unsupported <why>)
 %% close                                  -> ok
 %% '''
 %% The process times its own work, in its own runtime, over the same keys and document bytes
@@ -30,9 +31,11 @@ close(#{port := Port, os_pid := OsPid} = State) ->
     wait_exit(OsPid, 100).
 
 run(W, State) ->
+    %% `via' only for the replication workloads.
     Params = [[" ", atom_to_list(K), "=", param(maps:get(K, W, Default))]
               || {K, Default} <- [{op, put}, {ks, <<"k">>}, {start, 0}, {count, 0}, {procs, 1},
-                                  {batch, 1}, {keys, 0}, {pattern, seq}, {deadline_ms, 60000}]],
+                                  {batch, 1}, {keys, 0}, {pattern, seq}, {deadline_ms, 60000}]
+                 ++ [{via, none} || is_map_key(via, W)]],
     case call(State, ["run" | Params], maps:get(deadline_ms, W, 60000) + ?SETUP_MS) of
         {ok, Fields} ->
             F = maps:from_list([list_to_tuple(string:split(Field, "="))

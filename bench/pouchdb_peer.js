@@ -4,7 +4,10 @@
 //   open <dir> <templates file>  -> ok
 //   run op=put ks=w1 start=0 count=N procs=P batch=B keys=K pattern=seq|random deadline_ms=D
 //                                -> ok ops=N secs=S p50_us=X p99_us=Y
+//   run op=replicate via=local count=N deadline_ms=D
+//                                -> ok ops=N secs=S p50_us=0 p99_us=0
 //   close                        -> ok
+// Errors answer `error <why>`, an operation this peer cannot do `error unsupported <why>`.
 // A document is template (i + variant) mod K with "id" and "seq" in front, under _id
 // "<ks>-<i, 10 digits>". "procs" are concurrent async callers: Node runs them on one thread.
 // End of input closes the database and ends the process.
@@ -14,6 +17,7 @@ const readline = require('readline');
 const PouchDB = require('pouchdb-node');
 
 let db = null;
+let dbDir = null;
 let templates = [];
 
 const key = (ks, i) => `${ks}-${String(i).padStart(10, '0')}`;
@@ -58,8 +62,46 @@ async function fold(w) {
   return { ops, secs: Number(process.hrtime.bigint() - started) / 1e9, lat: [] };
 }
 
+// PouchDB-to-PouchDB: the whole database to a fresh leveldb one beside it (outside the store's
+// directory, destroyed after), with `PouchDB.replicate` and its defaults (batches of 100), as
+// an application would. Past the deadline the replication is cancelled and the documents
+// written by then are reported.
+async function replicate(w) {
+  if (w.via === 'ws') throw new Error('unsupported PouchDB has no WebSocket replication');
+  if (w.via !== 'local') {
+    throw new Error('unsupported PouchDB to PouchDB over HTTP needs a PouchDB server ' +
+      '(pouchdb-server), not in this harness');
+  }
+  const target = new PouchDB(`${dbDir}.replica`);
+  await target.info();
+  let written = 0;
+  let timer;
+  try {
+    const started = process.hrtime.bigint();
+    const replication = PouchDB.replicate(db, target);
+    replication.on('change', (info) => { written = info.docs_written; });
+    const expired = new Promise((resolve) => { timer = setTimeout(resolve, w.deadline_ms, null); });
+    const result = await Promise.race([replication, expired]);
+    const secs = Number(process.hrtime.bigint() - started) / 1e9;
+    if (result === null) {
+      replication.cancel();
+      await replication.catch(() => {});
+    } else if (!result.ok || result.docs_written < w.count) {
+      throw new Error(`replicated ${result.docs_written} of ${w.count} documents ` +
+        `(${result.doc_write_failures} write failures)`);
+    } else {
+      written = result.docs_written;
+    }
+    return { ops: written, secs, lat: [] };
+  } finally {
+    clearTimeout(timer);
+    await target.destroy();
+  }
+}
+
 async function run(w) {
   if (w.op === 'fold') return fold(w);
+  if (w.op === 'replicate') return replicate(w);
   const revs = w.op === 'update' ? await revisions(w.ks, w.start, w.count) : null;
   const started = process.hrtime.bigint();
   const deadline = started + BigInt(w.deadline_ms) * 1000000n;
@@ -128,6 +170,7 @@ async function handle(line) {
     templates = require('fs').readFileSync(file, 'utf8').split('\n')
       .filter((l) => l.length > 0).map((l) => JSON.parse(l));
     db = new PouchDB(dir);
+    dbDir = dir;
     await db.info();
     return 'ok';
   }
