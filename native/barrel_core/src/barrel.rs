@@ -480,6 +480,29 @@ impl Barrel {
     where
         F: FnMut(DocRow) -> ControlFlow<()>,
     {
+        let mut failed = None;
+        let n = self.fold_docs_raw(opts, |id, rev, body| {
+            let doc = match body.map(body_of).transpose() {
+                Ok(d) => d.map(|b| decorate_doc(b, &id, &rev, false)),
+                Err(e) => {
+                    failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+            };
+            f(DocRow { id, rev, doc })
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// [`Barrel::fold_docs`] with each body left as its stored JSON (`None` without
+    /// `include_docs`), for bindings that decode JSON straight into their own terms.
+    pub fn fold_docs_raw<F>(&self, opts: &FoldOptions, mut f: F) -> Result<usize>
+    where
+        F: FnMut(String, Rev, Option<&[u8]>) -> ControlFlow<()>,
+    {
         let store = self.store()?;
         let prefix = keys::prefix(self.inner.id);
         let mut ro = ReadOptions::default();
@@ -524,24 +547,9 @@ impl Barrel {
             let id = std::str::from_utf8(&k[prefix.len()..])
                 .map_err(|_| Error::Corrupt("document id".into()))?
                 .to_string();
-            let doc = if opts.include_docs {
-                Some(decorate_doc(
-                    body_of(&rec.winner_body)?,
-                    &id,
-                    &winner.rev,
-                    false,
-                ))
-            } else {
-                None
-            };
             count += 1;
-            if f(DocRow {
-                id,
-                rev: winner.rev,
-                doc,
-            })
-            .is_break()
-            {
+            let body = opts.include_docs.then_some(rec.winner_body.as_slice());
+            if f(id, winner.rev, body).is_break() {
                 break;
             }
         }

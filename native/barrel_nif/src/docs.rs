@@ -356,17 +356,29 @@ fn fold_docs_chunk<'a>(
             };
             let mut rows: Vec<Term> = Vec::new();
             let mut last: Option<String> = None;
-            barrel.barrel()?.fold_docs(&opts, |row| {
-                let doc = row.doc.unwrap_or_else(|| {
-                    let mut m = Body::new();
-                    m.insert("id".into(), row.id.clone().into());
-                    m.insert("_rev".into(), row.rev.to_string().into());
-                    m
-                });
-                rows.push(map_to_term(env, &doc, null));
-                last = Some(row.id);
+            let mut failed = None;
+            barrel.barrel()?.fold_docs_raw(&opts, |id, rev, body| {
+                let mut meta = Body::new();
+                meta.insert("id".into(), id.as_str().into());
+                meta.insert("_rev".into(), rev.to_string().into());
+                let term = match body {
+                    // Stored JSON straight into terms, as fetch_doc does.
+                    Some(json) => match json_to_term(env, json, &meta, null) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            failed = Some(Error::Corrupt(format!("document body: {e}")));
+                            return ControlFlow::Break(());
+                        }
+                    },
+                    None => map_to_term(env, &meta, null),
+                };
+                rows.push(term);
+                last = Some(id);
                 ControlFlow::Continue(())
             })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
             Ok::<_, Error>((rows, last))
         })();
         match r {
