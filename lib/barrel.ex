@@ -170,6 +170,61 @@ defmodule Barrel do
   routes"). What is written over HTTP is read with `fetch_doc/3` and the
   changes feed at once, and the other way round.
 
+  ## Replication
+
+  `replicate/3` copies every revision of every document from a source to a
+  target, conflicts and deletions included, with their history, so that both
+  end with the same revision trees and pick the same winners. Each side is
+  the name of a barrel of this node or the URL of a remote one (see
+  `t:endpoint/0`): `"http://HOST:PORT/barrels/NAME"`, which speaks the
+  CouchDB replication protocol and so also reaches CouchDB and PouchDB
+  servers, or `"ws://HOST:PORT/NAME"`, Barrel's WebSocket stream.
+
+  A replication runs in the background, under the `:barrel` application's
+  supervisor, in batches. After each batch it writes a checkpoint on both
+  sides, so the next replication between the same sides, with the same
+  filter, starts where the last one stopped. A one-shot replication stops
+  once the target has caught up; a `continuous: true` one then follows the
+  source until `cancel_replication/1`. `replication_info/1` tells how far it
+  is, and the `:to` process hears its progress:
+
+      iex> :ok = Barrel.create_barrel("quickstart-replication")
+      iex> {:ok, barrel} = Barrel.open("quickstart-replication")
+      iex> {:ok, "a", rev} = Barrel.save_doc(barrel, %{"id" => "a"})
+      iex> {:ok, rep} = Barrel.replicate("quickstart-replication", "quickstart-replica", to: self())
+      iex> receive do
+      ...>   {:barrel_replication, ^rep, %{state: :completed, docs_written: written}} -> written
+      ...> after
+      ...>   5000 -> :timeout
+      ...> end
+      1
+      iex> {:ok, replica} = Barrel.open("quickstart-replica")
+      iex> Barrel.fetch_doc(replica, "a")
+      {:ok, %{"id" => "a", "_rev" => rev}}
+
+  For one document at a time, `save_doc/3` with `:p2p_write` saves here and
+  then pushes the document to other barrels over HTTP, and `fetch_doc/3`
+  with `:p2p_read` asks them when the document is not here (`t:hop/0` says
+  how to name them). Here the other barrels are on this node, reached
+  through its own server:
+
+      iex> {:ok, http} = Barrel.start_http(port: 0)
+      iex> {:ok, %{url: url}} = Barrel.http_info(http)
+      iex> :ok = Barrel.create_barrel("quickstart-p2p")
+      iex> {:ok, barrel} = Barrel.open("quickstart-p2p")
+      iex> peer = %{host: url, name: "quickstart-p2p-peer"}
+      iex> {:ok, "a", rev} = Barrel.save_doc(barrel, %{"id" => "a"}, p2p_write: peer)
+      iex> {:ok, peer_barrel} = Barrel.open("quickstart-p2p-peer")
+      iex> Barrel.fetch_doc(peer_barrel, "a")
+      {:ok, %{"id" => "a", "_rev" => rev}}
+      iex> {:ok, "b", rev_b} = Barrel.save_doc(peer_barrel, %{"id" => "b"})
+      iex> Barrel.fetch_doc(barrel, "b")
+      {:error, :not_found}
+      iex> Barrel.fetch_doc(barrel, "b", p2p_read: peer)
+      {:ok, %{"id" => "b", "_rev" => rev_b}}
+      iex> Barrel.stop_http(http)
+      :ok
+
   ## Errors
 
   Every function returns `{:error, reason}` on failure; see `t:reason/0`.
@@ -228,8 +283,13 @@ defmodule Barrel do
       `:subscribe_to` that cannot be parsed.
     * `{:bad_arg, what}`: an argument of the wrong type, such as a handle that
       is not a barrel, or a `since` that is not a sequence.
+    * `{:bad_endpoint, side}`: a side of `replicate/3` that is neither a
+      barrel name nor a URL.
+    * `{:p2p_write_failed, docid, rev, [{host, {:error, reason}}]}`: the
+      document was saved here, but not on these hops of `:p2p_write`.
     * `{:storage_error, message}`, `{:corrupt, message}`,
-      `{:internal_error, message}`: failures of the engine.
+      `{:internal_error, message}`: failures of the engine, or of the
+      network on the way to a remote barrel.
   """
   @type reason ::
           :not_found
@@ -245,6 +305,8 @@ defmodule Barrel do
           | {:bad_query, term()}
           | {:bad_pattern, term()}
           | {:bad_arg, atom()}
+          | {:bad_endpoint, term()}
+          | {:p2p_write_failed, docid(), rev(), [{String.t() | charlist(), {:error, term()}}]}
           | {:storage_error, String.t()}
           | {:corrupt, String.t()}
           | {:internal_error, String.t()}
@@ -257,13 +319,31 @@ defmodule Barrel do
           %{optional(:revs_limit) => pos_integer(), optional(:sync) => boolean()}
           | [revs_limit: pos_integer(), sync: boolean()]
 
-  @type save_option :: {:new_edits, boolean()}
+  @typedoc """
+  Another barrel for `:p2p_write` and `:p2p_read`: `:host` is where its
+  Barrel HTTP server listens, `"HOST:PORT"`, `"http://HOST:PORT"` or
+  `"https://HOST:PORT"` (the `:url` of `http_info/1` will do), and `:name`
+  the barrel there. A hop can name the next one under the same key, a
+  `:p2p_write` hop under `:p2p_write` and a `:p2p_read` hop under
+  `:p2p_read`, to make a chain:
+  `%{host: "10.0.0.2:7080", name: "users", p2p_write: %{host: "10.0.0.3:7080", name: "users"}}`.
+  """
+  @type hop :: %{
+          required(:host) => String.t() | charlist(),
+          required(:name) => name(),
+          optional(:p2p_write) => hop(),
+          optional(:p2p_read) => hop()
+        }
+
+  @type save_option :: {:new_edits, boolean()} | {:p2p_write, hop()}
 
   @type fetch_option ::
           {:rev, rev()}
           | {:revs, boolean()}
           | {:conflicts, boolean()}
           | {:open_revs, :all | [rev()]}
+          | {:p2p_read, hop()}
+          | {:cache, boolean()}
           | {:null, atom()}
 
   @type fold_option ::
@@ -365,6 +445,85 @@ defmodule Barrel do
   in brackets).
   """
   @type http_info :: %{ip: :inet.ip_address(), port: :inet.port_number(), url: String.t()}
+
+  @typedoc """
+  One side of a replication: the name of a barrel of this node, or the URL
+  of a remote database: `"http://HOST:PORT/barrels/NAME"` (or `https://`)
+  for a barrel over the CouchDB replication protocol, which also takes the
+  URL of a CouchDB or PouchDB-server database, and `"ws://HOST:PORT/NAME"`
+  (or `wss://`) for a barrel over Barrel's WebSocket stream.
+  """
+  @type endpoint :: name() | String.t()
+
+  @typedoc ~S'A replication, from `replicate/3`: a string such as `"rep-7D1F3A90C2B4E685"`.'
+  @type replication_id :: String.t()
+
+  @typedoc """
+  Where a replication is: `:running`, `:idle` (continuous and caught up:
+  waiting for changes), `:retrying` (continuous, after an error, waiting
+  before it tries again), or one of the final states `:completed`, `:failed`
+  (one-shot) and `:cancelled`.
+  """
+  @type replication_state :: :running | :idle | :retrying | :completed | :failed | :cancelled
+
+  @typedoc """
+  The progress of one leg of a replication, as the `:to` process receives
+  it in `{:barrel_replication, replication_id, progress}` after each batch
+  and each change of state:
+
+    * `:leg`: `:push` (source to target) or, with `sync: true`, `:pull`
+      (target to source).
+    * `:docs_read`: changed documents read from the source.
+    * `:docs_written`: revisions written to the target.
+    * `:missing_checked`: revisions the target said it did not have.
+    * `:last_seq`: the source sequence of the last checkpoint.
+    * `:errors`, `:last_error`: errors so far, and the message of the latest
+      (`:undefined` when there was none).
+  """
+  @type replication_progress :: %{
+          optional(:leg) => :push | :pull,
+          state: replication_state(),
+          docs_read: non_neg_integer(),
+          docs_written: non_neg_integer(),
+          missing_checked: non_neg_integer(),
+          last_seq: seq(),
+          errors: non_neg_integer(),
+          last_error: String.t() | :undefined
+        }
+
+  @typedoc """
+  A replication as `replication_info/1` tells it: its `:id`, its `:source`
+  and `:target` as given, whether it is `:continuous` and `:sync`, its
+  overall `:state` (of the two legs of a `sync` one, the one that most needs
+  attention: `:failed`, then `:retrying`, `:running`, `:idle`, `:cancelled`,
+  `:completed`), the counters of its legs added up, the `:last_error` of a
+  leg, and in `:legs` the latest `t:replication_progress/0` of each leg
+  (just `%{state: :running}` until the leg first reports).
+  """
+  @type replication_info :: %{
+          id: replication_id(),
+          source: endpoint(),
+          target: endpoint(),
+          continuous: boolean(),
+          sync: boolean(),
+          state: replication_state(),
+          docs_read: non_neg_integer(),
+          docs_written: non_neg_integer(),
+          errors: non_neg_integer(),
+          last_error: String.t() | :undefined,
+          legs: %{optional(:push | :pull) => map()}
+        }
+
+  @type replication_option ::
+          {:continuous, boolean()}
+          | {:sync, boolean()}
+          | {:filter, [pattern()]}
+          | {:since, seq()}
+          | {:batch_size, pos_integer()}
+          | {:to, pid()}
+          | {:persist, boolean()}
+          | {:create_target, boolean()}
+          | {:auth, {:basic, String.t(), String.t()} | {:bearer, String.t()}}
 
   ## Barrels
 
@@ -492,6 +651,15 @@ defmodule Barrel do
       (`%{"start" => generation, "ids" => [hash, ...]}`, newest first). The
       revision is added to the tree even when that creates a conflict: this
       is how replication writes.
+    * `p2p_write: hop` (see `t:hop/0`): once saved here, the document (every
+      leaf revision, with its history) is pushed over HTTP to the hop and to
+      each hop chained to it, all directly from this node; a missing barrel
+      on a hop is created. When a hop cannot be written, the result is
+      `{:error, {:p2p_write_failed, docid, rev, [{host, {:error, reason}}]}}`
+      for the hops that failed; nothing is undone, neither the local save
+      nor the hops that worked, and a replication between the nodes catches
+      up later. The "Replication" part of the module documentation has an
+      example.
 
   Example:
 
@@ -514,14 +682,15 @@ defmodule Barrel do
   @doc """
   Saves many documents in one atomic write and returns one result per
   document, in order. A document that is refused (a conflict, bad input)
-  does not stop the others. Options as for `save_doc/3`.
+  does not stop the others. The option is `:new_edits`, as for
+  `save_doc/3`.
 
       iex> :ok = Barrel.create_barrel("docs-save-docs")
       iex> {:ok, barrel} = Barrel.open("docs-save-docs")
       iex> {:ok, [{:ok, "a", _rev}, {:error, :conflict}, {:error, {:invalid_doc_id, "_b"}}]} =
       ...>   Barrel.save_docs(barrel, [%{"id" => "a"}, %{"id" => "a"}, %{"id" => "_b"}])
   """
-  @spec save_docs(barrel(), [doc()], [save_option()]) ::
+  @spec save_docs(barrel(), [doc()], [{:new_edits, boolean()}]) ::
           {:ok, [save_result()]} | {:error, reason()}
   def save_docs(barrel, docs, opts \\ []) do
     with {:ok, opts} <- options(opts), do: :barrel.save_docs(barrel, docs, opts)
@@ -542,6 +711,15 @@ defmodule Barrel do
       when there are any.
     * `open_revs: :all | [rev]`: return `{:ok, [{:ok, doc} | {:missing, rev}]}`
       for every leaf (deleted ones included) or for the given revisions.
+    * `p2p_read: hop` (see `t:hop/0`): when the document is not found here,
+      ask the hop over HTTP, then each hop chained to it in turn, skipping
+      the ones that are down or do not have it; `{:error, :not_found}` when
+      none has it. A hop answers with its winning revision, without
+      `"_revisions"`: `:rev`, `:revs`, `:conflicts` and `:open_revs` apply
+      to the local read only. See the "Replication" part of the module
+      documentation for an example.
+    * `cache: true`, with `:p2p_read`: store a document read from a hop here,
+      as the same revision with its history, so that the next read finds it.
     * `null: atom` (default `nil`): what JSON `null` comes back as.
 
   Example:
@@ -1052,6 +1230,154 @@ defmodule Barrel do
   """
   @spec http_info(pid()) :: {:ok, http_info()} | {:error, :not_found}
   def http_info(http), do: :barrel.http_info(http)
+
+  ## Replication
+
+  @doc """
+  Starts replicating `source` to `target` in the background (see
+  "Replication" in the module documentation) and returns
+  `{:ok, replication_id}` at once. Each side is a barrel name or a URL (see
+  `t:endpoint/0`). Every revision missing on the target is copied, with its
+  history; a replication between the same sides with the same filter starts
+  after the last checkpoint of the previous one.
+
+  Options:
+
+    * `continuous: true`: once caught up, follow the source (state `:idle`)
+      until `cancel_replication/1`. Errors, such as a side that cannot be
+      reached, are then retried with a growing pause (state `:retrying`)
+      instead of ending the replication (state `:failed`).
+    * `sync: true`: replicate both ways at once, in two legs: `:push`
+      (source to target) and `:pull` (target to source).
+    * `filter: [pattern]` (default `[]`, every document): only the documents
+      whose current revision on the source matches one of the patterns (see
+      `t:pattern/0`).
+    * `since: seq`: start after this source sequence instead of the
+      checkpoint.
+    * `batch_size: n` (default `500`): changes read, written and checkpointed
+      at a time.
+    * `to: pid`: receives `{:barrel_replication, replication_id, progress}`
+      after each batch and change of state of a leg (see
+      `t:replication_progress/0`); the last message of a leg that ends by
+      itself has a final state. None comes after `cancel_replication/1`.
+    * `persist: true`: remember the replication in the data directory and
+      start it again with the application, until `cancel_replication/1`.
+    * `create_target: false` (default `true`): do not create a missing
+      target, a barrel of this node or a remote database over HTTP: a
+      missing local one is then `{:error, :not_found}`, and a replication to
+      a missing remote one fails.
+    * `auth: {:basic, user, password} | {:bearer, token}`: credentials for
+      the remote sides reached over HTTP.
+
+  A missing local source is `{:error, :not_found}`; a side that is neither
+  a name nor a URL `{:error, {:bad_endpoint, side}}`; a filter pattern that
+  cannot be parsed `{:error, {:bad_param, why}}`. A remote target over HTTP
+  is checked (and created) before `replicate/3` returns, so one that cannot
+  be reached is `{:error, {:storage_error, why}}`, unless
+  `create_target: false`. Otherwise a remote side that cannot be reached
+  makes a one-shot replication fail, with the reason in `:last_error`, and
+  a continuous one retry.
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-replicate")
+      iex> {:ok, barrel} = Barrel.open("docs-replicate")
+      iex> {:ok, _results} =
+      ...>   Barrel.save_docs(barrel, [%{"id" => "ann", "type" => "user"}, %{"id" => "o1", "type" => "order"}])
+      iex> {:ok, rep} =
+      ...>   Barrel.replicate("docs-replicate", "docs-replicate-users", filter: ["/type/user"], to: self())
+      iex> receive do
+      ...>   {:barrel_replication, ^rep, %{state: :completed} = progress} -> Map.take(progress, [:leg, :docs_written])
+      ...> after
+      ...>   5000 -> :timeout
+      ...> end
+      %{leg: :push, docs_written: 1}
+      iex> {:ok, users} = Barrel.open("docs-replicate-users")
+      iex> {:ok, [%{"id" => "ann"}], _last_seq} = Barrel.changes(users, 0)
+      iex> Barrel.replicate("docs-replicate", "docs-nope", create_target: false)
+      {:error, :not_found}
+      iex> Barrel.replicate("docs-replicate", :elsewhere)
+      {:error, {:bad_endpoint, :elsewhere}}
+      iex> Barrel.replicate("docs-replicate", "docs-replicate-users", batch_size: 0)
+      {:error, {:bad_option, {:batch_size, 0}}}
+
+  A continuous replication both ways with a barrel on another machine, until
+  it is cancelled:
+
+      {:ok, rep} =
+        Barrel.replicate("users", "https://db.example.com/barrels/users",
+          continuous: true,
+          sync: true,
+          auth: {:bearer, System.fetch_env!("BARREL_TOKEN")}
+        )
+
+      :ok = Barrel.cancel_replication(rep)
+  """
+  @spec replicate(endpoint(), endpoint(), [replication_option()]) ::
+          {:ok, replication_id()} | {:error, reason()}
+  def replicate(source, target, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.replicate(%{"source" => source, "target" => target}, opts)
+    end
+  end
+
+  @doc """
+  How a replication is going, or how it ended (see
+  `t:replication_info/0`). A replication is known from `replicate/3` until
+  the application stops, whether it runs or not. Returns
+  `{:error, :not_found}` for an unknown id.
+
+      iex> :ok = Barrel.create_barrel("docs-replication-info")
+      iex> {:ok, barrel} = Barrel.open("docs-replication-info")
+      iex> {:ok, _results} = Barrel.save_docs(barrel, [%{"id" => "a"}, %{"id" => "b"}])
+      iex> {:ok, rep} = Barrel.replicate("docs-replication-info", "docs-replication-info-copy", to: self())
+      iex> receive do
+      ...>   {:barrel_replication, ^rep, %{state: :completed}} -> :ok
+      ...> after
+      ...>   5000 -> :timeout
+      ...> end
+      :ok
+      iex> {:ok, info} = Barrel.replication_info(rep)
+      iex> Map.take(info, [:state, :source, :target, :docs_read, :docs_written, :errors])
+      %{
+        state: :completed,
+        source: "docs-replication-info",
+        target: "docs-replication-info-copy",
+        docs_read: 2,
+        docs_written: 2,
+        errors: 0
+      }
+      iex> Barrel.replication_info("rep-unknown")
+      {:error, :not_found}
+  """
+  @spec replication_info(replication_id()) :: {:ok, replication_info()} | {:error, :not_found}
+  def replication_info(replication_id), do: :barrel.replication_info(replication_id)
+
+  @doc """
+  Stops a replication, and forgets it if it was started with
+  `persist: true`. It returns once the replication has stopped, in state
+  `:cancelled`. Cancelling a replication that has already ended returns
+  `:ok` and changes nothing, except that a persistent one is forgotten.
+  Returns `{:error, :not_found}` for an unknown id.
+
+  A replication stops between batches, and a continuous one waiting for
+  changes may take up to five seconds to notice.
+
+      iex> :ok = Barrel.create_barrel("docs-cancel-replication")
+      iex> {:ok, rep} = Barrel.replicate("docs-cancel-replication", "docs-cancel-replication-copy", to: self())
+      iex> receive do
+      ...>   {:barrel_replication, ^rep, %{state: :completed}} -> :ok
+      ...> after
+      ...>   5000 -> :timeout
+      ...> end
+      :ok
+      iex> Barrel.cancel_replication(rep)
+      :ok
+      iex> Barrel.cancel_replication("rep-unknown")
+      {:error, :not_found}
+  """
+  @spec cancel_replication(replication_id()) :: :ok | {:error, :not_found}
+  def cancel_replication(replication_id), do: :barrel.cancel_replication(replication_id)
 
   # Options come as a keyword list; :barrel takes a map. A repeated key keeps
   # its first value, as Keyword.get/2 reads it. Barrel.Listener uses it too.

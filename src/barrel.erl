@@ -287,8 +287,10 @@ fetch_doc(Barrel, DocId) ->
 -spec fetch_doc(barrel(), docid(), map()) ->
           {ok, doc()} | {ok, [{ok, doc()} | {missing, rev()}]} | {error, reason()}.
 fetch_doc(Barrel, DocId, #{p2p_read := Hop} = Opts) ->
-    case p2p_hops(Hop, p2p_read) of
-        {ok, Hops} ->
+    case {p2p_hops(Hop, p2p_read), maps:get(cache, Opts, false)} of
+        {{ok, _}, Cache} when not is_boolean(Cache) ->
+            {error, {bad_option, {cache, Cache}}};
+        {{ok, Hops}, _} ->
             Local = maps:without([p2p_read, cache], Opts),
             case fetch_doc(Barrel, DocId, Local) of
                 {error, not_found} ->
@@ -297,7 +299,7 @@ fetch_doc(Barrel, DocId, #{p2p_read := Hop} = Opts) ->
                 Other ->
                     Other
             end;
-        Error ->
+        {Error, _} ->
             Error
     end;
 fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->

@@ -100,7 +100,7 @@ prepare(Spec, _Opts) ->
     {error, {bad_arg, Spec}}.
 
 option_ok(continuous, V) -> is_boolean(V);
-option_ok(filter, V) -> barrel:is_pattern_list(V);
+option_ok(filter, V) -> is_binary(V) orelse barrel:is_pattern_list(V);
 option_ok(since, V) -> V =:= undefined orelse (is_integer(V) andalso V >= 0);
 option_ok(batch_size, V) -> is_integer(V) andalso V > 0 andalso V =< 100000;
 option_ok(sync, V) -> is_boolean(V);
@@ -194,8 +194,9 @@ init(#{id := Id, source := S, target := T, sync := Sync} = O) ->
 start_legs([], _O, Acc) ->
     {ok, lists:reverse(Acc)};
 start_legs([{Leg, S, T} | Rest], O, Acc) ->
-    #{continuous := C, batch_size := B, since := Since, filter := F, auth := Auth,
+    #{continuous := C, batch_size := B, since := Since, filter := F0, auth := Auth,
       create_target := Create} = O,
+    F = case is_binary(F0) of true -> [F0]; false -> F0 end,
     Tag = erlang:unique_integer([positive]),
     Opts = {C, B, Since, F, auth_header(Auth), Create},
     case barrel_nif:replication_start(S, T, Opts, self(), Tag) of
@@ -238,7 +239,11 @@ terminate(_Reason, #{legs := Legs} = St) ->
     [barrel_nif:replication_cancel(R) || {_, _, R} <- Legs],
     %% The final counters, as the engine left them.
     P = maps:from_list([{Leg, barrel_nif:replication_progress(R)} || {Leg, _, R} <- Legs]),
-    publish(St#{progress => P}, undefined),
+    St1 = St#{progress => P},
+    publish(St1, undefined),
+    %% The `to' process hears how it ended (a cancel's last report arrives only now).
+    [notify(St1, Leg, Progress) || {Leg, Progress} <- maps:to_list(P),
+                                   maps:get(state, Progress) =:= cancelled],
     ok.
 
 finished(#{progress := P}) ->

@@ -201,13 +201,13 @@ fn over_http_and_websocket() {
     let ws = format!("ws://{}/w", server.addr());
     replicate(
         &mut LocalEndpoint::new(a.clone()),
-        &mut WsEndpoint::new(&ws),
+        &mut WsEndpoint::new(&ws, None),
         &opts,
     );
     assert_eq!(state(&a), state(&web));
     let back2 = barrel(&s1, "back2");
     replicate(
-        &mut WsEndpoint::new(&ws),
+        &mut WsEndpoint::new(&ws, None),
         &mut LocalEndpoint::new(back2.clone()),
         &opts,
     );

@@ -20,7 +20,7 @@ mod atoms {
     rustler::atoms! {
         ok, error, local, http, ws, barrel_rep, state, docs_read, docs_written, missing_checked,
         last_seq, last_error, errors, running, idle, retrying, completed, cancelled, failed,
-        undefined, not_found,
+        undefined, not_found, bad_pattern,
     }
 }
 
@@ -61,10 +61,18 @@ fn endpoint(spec: Term, auth: &Option<String>, create: bool) -> Result<Box<dyn E
         let e = HttpEndpoint::new(&name, auth.clone());
         if create {
             e.ensure_exists()?;
+        } else {
+            e.check_exists()?;
         }
         Ok(Box::new(e))
     } else if kind == atoms::ws() {
-        Ok(Box::new(WsEndpoint::new(&name)))
+        let e = WsEndpoint::new(&name, auth.clone());
+        if create {
+            e.http().ensure_exists()?;
+        } else {
+            e.http().check_exists()?;
+        }
+        Ok(Box::new(e))
     } else {
         Err(Error::BadParam(format!("bad endpoint kind {kind:?}")))
     }
@@ -116,6 +124,9 @@ fn replication_start<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let (continuous, batch_size, since, filter, auth, create) = opts;
+        if let Some(bad) = filter.iter().find(|p| Pattern::parse(p).is_err()) {
+            return (atoms::error(), (atoms::bad_pattern(), bad.as_str())).encode(env);
+        }
         let run_it = || -> Result<ResourceArc<RepRef>, Error> {
             let auth: Option<String> = auth.decode().ok();
             let since: Option<u64> = since.decode().ok();

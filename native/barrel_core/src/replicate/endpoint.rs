@@ -341,6 +341,16 @@ impl HttpEndpoint {
         }
     }
 
+    /// Fails unless the database answers (a replication source must exist).
+    pub fn check_exists(&self) -> Result<()> {
+        let (status, v) = self.json("GET", "/", None)?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(remote(format!("GET {}: {status} {v}", self.base)))
+        }
+    }
+
     /// Creates the database when it does not exist.
     pub fn ensure_exists(&self) -> Result<()> {
         let (status, _) = self.json("GET", "/", None)?;
@@ -566,27 +576,54 @@ impl Endpoint for HttpEndpoint {
 
 /// A remote barrel over Barrel's WebSocket stream (`ws://host:port/name`, as in the talk, or
 /// the full `ws://host:port/barrels/name/_ws`).
+/// A socket to a remote barrel's stream.
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
 pub struct WsEndpoint {
     url: String,
-    socket:
-        Option<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>>,
+    auth: Option<String>,
+    socket: Option<Socket>,
     next_id: u64,
 }
 
 impl WsEndpoint {
-    /// The barrel at `url`; the connection opens on first use.
-    pub fn new(url: &str) -> WsEndpoint {
+    /// The barrel at `url` (`auth`: an `Authorization` header value); the connection opens on
+    /// first use.
+    pub fn new(url: &str, auth: Option<String>) -> WsEndpoint {
         WsEndpoint {
             url: ws_url(url),
+            auth,
             socket: None,
             next_id: 0,
         }
     }
 
+    /// The same barrel over HTTP (`ws://h/barrels/n/_ws` → `http://h/barrels/n`), e.g. to
+    /// create it.
+    pub fn http(&self) -> HttpEndpoint {
+        let base = self.url.trim_end_matches("/_ws");
+        let base = base
+            .strip_prefix("wss://")
+            .map(|r| format!("https://{r}"))
+            .or_else(|| base.strip_prefix("ws://").map(|r| format!("http://{r}")))
+            .unwrap_or_else(|| base.to_string());
+        HttpEndpoint::new(&base, self.auth.clone())
+    }
+
+    fn connect(&self) -> Result<Socket> {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = self.url.as_str().into_client_request().map_err(remote)?;
+        if let Some(a) = &self.auth {
+            let v = a.parse().map_err(|_| remote("bad authorization header"))?;
+            req.headers_mut().insert("Authorization", v);
+        }
+        let (s, _) = tungstenite::connect(req).map_err(remote)?;
+        Ok(s)
+    }
+
     fn call(&mut self, mut req: Value) -> Result<Value> {
         if self.socket.is_none() {
-            let (s, _) = tungstenite::connect(&self.url).map_err(remote)?;
-            self.socket = Some(s);
+            self.socket = Some(self.connect()?);
         }
         self.next_id += 1;
         let id = self.next_id;

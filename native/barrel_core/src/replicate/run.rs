@@ -71,8 +71,7 @@ pub struct Progress {
     pub docs_read: u64,
     /// Revisions written to the target.
     pub docs_written: u64,
-    /// Revisions the target already had, or could not be read (`revs_diff` said missing but
-    /// the source no longer had them).
+    /// Revisions the target reported missing (`revs_diff`).
     pub missing_checked: u64,
     /// Source sequence of the last checkpoint.
     pub last_seq: u64,
@@ -253,7 +252,8 @@ fn pass(
                 return Ok(());
             }
             report(&control.update(|p| p.state = RepState::Idle));
-            source.wait_changes(since, Duration::from_secs(5))?;
+            // Short waits, so a cancel is seen within half a second.
+            source.wait_changes(since, Duration::from_millis(500))?;
             if !control.is_cancelled() {
                 report(&control.update(|p| p.state = RepState::Running));
             }

@@ -1196,7 +1196,9 @@ fn rep_endpoint(
         _ => "",
     };
     if s.is_empty() {
-        return Err(ApiError::bad_request("source and target are barrel names or URLs"));
+        return Err(ApiError::bad_request(
+            "source and target are barrel names or URLs",
+        ));
     }
     if s.starts_with("http://") || s.starts_with("https://") {
         let e = HttpEndpoint::new(s, None);
@@ -1205,7 +1207,11 @@ fn rep_endpoint(
         }
         Ok(Box::new(e))
     } else if s.starts_with("ws://") || s.starts_with("wss://") {
-        Ok(Box::new(WsEndpoint::new(s)))
+        let e = WsEndpoint::new(s, None);
+        if create {
+            e.http().ensure_exists()?;
+        }
+        Ok(Box::new(e))
     } else {
         let store = app.store()?;
         let barrel = match store.open_barrel(s) {
@@ -1238,7 +1244,10 @@ async fn replicate(
             "continuous replications run from the BEAM (barrel:replicate/2)",
         ));
     }
-    let create = req.get("create_target").and_then(Value::as_bool).unwrap_or(false);
+    let create = req
+        .get("create_target")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let filter = req
         .get("filter")
         .and_then(Value::as_array)
@@ -1262,8 +1271,19 @@ async fn replicate(
         let mut source = rep_endpoint(&app, req.get("source").unwrap_or(&Value::Null), false)?;
         let mut target = rep_endpoint(&app, req.get("target").unwrap_or(&Value::Null), create)?;
         let control = RepControl::default();
-        run(source.as_mut(), target.as_mut(), &opts, &control, &mut |_| {}).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "replication_failed", e.to_string())
+        run(
+            source.as_mut(),
+            target.as_mut(),
+            &opts,
+            &control,
+            &mut |_| {},
+        )
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "replication_failed",
+                e.to_string(),
+            )
         })?;
         let p = control.progress();
         Ok(json_response(
