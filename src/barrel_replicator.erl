@@ -163,7 +163,12 @@ forget(Id) ->
 
 %% @private Starts the persistent replications again (the application does at start).
 restore() ->
-    [start(Spec, Opts#{id => Id, persist => true}) || {replication, Id, Spec, Opts} <- persisted()],
+    [case start(Spec, Opts#{id => Id, persist => true}) of
+         {ok, _} -> ok;
+         {error, Reason} ->
+             %% Kept in the file: the next start tries again.
+             logger:warning("barrel: persistent replication ~ts not restarted: ~p", [Id, Reason])
+     end || {replication, Id, Spec, Opts} <- persisted()],
     ok.
 
 %% ---------------------------------------------------------------------------

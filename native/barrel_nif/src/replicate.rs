@@ -40,7 +40,14 @@ impl Drop for RepRef {
 }
 
 /// `{local, Name} | {http, Url} | {ws, Url}` (checked in Erlang), with `Auth` for remote ones.
-fn endpoint(spec: Term, auth: &Option<String>, create: bool) -> Result<Box<dyn Endpoint>, Error> {
+/// With `check`, a remote side must answer now (one-shot replications fail at once); a
+/// continuous replication checks before each pass instead, retrying while the remote is down.
+fn endpoint(
+    spec: Term,
+    auth: &Option<String>,
+    create: bool,
+    check: bool,
+) -> Result<Box<dyn Endpoint>, Error> {
     let (kind, name): (Atom, String) = spec
         .decode()
         .map_err(|_| Error::BadParam(format!("bad endpoint {spec:?}")))?;
@@ -58,19 +65,15 @@ fn endpoint(spec: Term, auth: &Option<String>, create: bool) -> Result<Box<dyn E
         };
         Ok(Box::new(LocalEndpoint::new(barrel)))
     } else if kind == atoms::http() {
-        let e = HttpEndpoint::new(&name, auth.clone());
-        if create {
-            e.ensure_exists()?;
-        } else {
-            e.check_exists()?;
+        let mut e = HttpEndpoint::new(&name, auth.clone());
+        if check {
+            e.prepare(create)?;
         }
         Ok(Box::new(e))
     } else if kind == atoms::ws() {
-        let e = WsEndpoint::new(&name, auth.clone());
-        if create {
-            e.http().ensure_exists()?;
-        } else {
-            e.http().check_exists()?;
+        let mut e = WsEndpoint::new(&name, auth.clone());
+        if check {
+            e.prepare(create)?;
         }
         Ok(Box::new(e))
     } else {
@@ -134,13 +137,14 @@ fn replication_start<'a>(
                 .iter()
                 .map(|p| Pattern::parse(p).map_err(Error::BadParam))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut src = endpoint(source, &auth, false)?;
-            let mut tgt = endpoint(target, &auth, create)?;
+            let mut src = endpoint(source, &auth, false, !continuous)?;
+            let mut tgt = endpoint(target, &auth, create, !continuous)?;
             let opts = RepOptions {
                 continuous,
                 filter,
                 since,
                 batch_size: batch_size.max(1),
+                create_target: create,
             };
             let control = Arc::new(RepControl::default());
             let c2 = control.clone();
@@ -226,10 +230,10 @@ fn p2p_push<'a>(
             .iter()
             .map(|url| {
                 let mut src = LocalEndpoint::new(b.clone());
-                let target = HttpEndpoint::new(url, auth.clone());
+                let mut target = HttpEndpoint::new(url, auth.clone());
                 let r = target
-                    .ensure_exists()
-                    .and_then(|_| push_doc(&mut src, &mut { target }, &id, &revs));
+                    .prepare(true)
+                    .and_then(|_| push_doc(&mut src, &mut target, &id, &revs));
                 match r {
                     Ok(_) => atoms::ok().encode(env),
                     Err(e) => error::encode(env, &e),

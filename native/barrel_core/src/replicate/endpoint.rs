@@ -45,6 +45,10 @@ pub trait Endpoint: Send {
     fn get_local(&mut self, id: &str) -> Result<Option<Value>>;
     /// Writes a local (checkpoint) document.
     fn put_local(&mut self, id: &str, doc: Value) -> Result<()>;
+    /// Checks the other side is there (creating it with `create`); called before each pass.
+    fn prepare(&mut self, _create: bool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An engine document as CouchDB shows it (`id` becomes `_id`).
@@ -495,6 +499,14 @@ impl Endpoint for HttpEndpoint {
         self.base.clone()
     }
 
+    fn prepare(&mut self, create: bool) -> Result<()> {
+        if create {
+            self.ensure_exists()
+        } else {
+            self.check_exists()
+        }
+    }
+
     fn changes(
         &mut self,
         since: u64,
@@ -679,6 +691,10 @@ fn ws_url(url: &str) -> String {
 impl Endpoint for WsEndpoint {
     fn describe(&self) -> String {
         self.url.clone()
+    }
+
+    fn prepare(&mut self, create: bool) -> Result<()> {
+        self.http().prepare(create)
     }
 
     fn changes(

@@ -32,6 +32,9 @@ pub struct RepOptions {
     pub since: Option<u64>,
     /// Changes read per batch.
     pub batch_size: usize,
+    /// Create a missing target (before each pass, so a continuous replication whose remote
+    /// is down at first creates it once it is up).
+    pub create_target: bool,
 }
 
 impl Default for RepOptions {
@@ -41,6 +44,7 @@ impl Default for RepOptions {
             filter: Vec::new(),
             since: None,
             batch_size: 500,
+            create_target: false,
         }
     }
 }
@@ -220,6 +224,8 @@ fn pass(
     control: &RepControl,
     report: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
+    source.prepare(false)?;
+    target.prepare(opts.create_target)?;
     let mut since = match opts.since {
         // `since` applies until the first checkpoint of this run.
         Some(s) if control.progress().last_seq <= s => s,

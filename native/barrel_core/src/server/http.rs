@@ -1189,7 +1189,7 @@ fn rep_endpoint(
     spec: &Value,
     create: bool,
 ) -> ApiResult<Box<dyn crate::replicate::endpoint::Endpoint>> {
-    use crate::replicate::endpoint::{HttpEndpoint, LocalEndpoint, WsEndpoint};
+    use crate::replicate::endpoint::{Endpoint as _, HttpEndpoint, LocalEndpoint, WsEndpoint};
     let s = match spec {
         Value::String(s) => s.as_str(),
         Value::Object(o) => o.get("url").and_then(Value::as_str).unwrap_or_default(),
@@ -1201,16 +1201,12 @@ fn rep_endpoint(
         ));
     }
     if s.starts_with("http://") || s.starts_with("https://") {
-        let e = HttpEndpoint::new(s, None);
-        if create {
-            e.ensure_exists()?;
-        }
+        let mut e = HttpEndpoint::new(s, None);
+        e.prepare(create)?;
         Ok(Box::new(e))
     } else if s.starts_with("ws://") || s.starts_with("wss://") {
-        let e = WsEndpoint::new(s, None);
-        if create {
-            e.http().ensure_exists()?;
-        }
+        let mut e = WsEndpoint::new(s, None);
+        e.prepare(create)?;
         Ok(Box::new(e))
     } else {
         let store = app.store()?;
@@ -1266,6 +1262,7 @@ async fn replicate(
         filter,
         since: req.get("since").and_then(Value::as_u64),
         batch_size: req.get("batch_size").and_then(Value::as_u64).unwrap_or(500) as usize,
+        create_target: create,
     };
     blocking(move || {
         let mut source = rep_endpoint(&app, req.get("source").unwrap_or(&Value::Null), false)?;
