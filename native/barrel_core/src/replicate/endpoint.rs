@@ -389,6 +389,14 @@ fn revs_json(revs: &[Rev]) -> Value {
     Value::Array(revs.iter().map(|r| Value::String(r.to_string())).collect())
 }
 
+/// A `revs_diff` request: `{"docid": [rev, ...]}`.
+fn revs_request(asked: &[(String, Vec<Rev>)]) -> Map<String, Value> {
+    asked
+        .iter()
+        .map(|(id, r)| (id.clone(), revs_json(r)))
+        .collect()
+}
+
 fn parse_revs(v: &Value) -> Vec<Rev> {
     v.as_array()
         .map(|a| {
@@ -537,10 +545,7 @@ impl Endpoint for HttpEndpoint {
     }
 
     fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>> {
-        let req: Map<String, Value> = asked
-            .iter()
-            .map(|(id, r)| (id.clone(), revs_json(r)))
-            .collect();
+        let req = revs_request(asked);
         Ok(missing_of(&self.ok(
             "POST",
             "/_revs_diff",
@@ -719,10 +724,7 @@ impl Endpoint for WsEndpoint {
     }
 
     fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>> {
-        let req: Map<String, Value> = asked
-            .iter()
-            .map(|(id, r)| (id.clone(), revs_json(r)))
-            .collect();
+        let req = revs_request(asked);
         let v = self.call(json!({"type": "revs_diff", "revs": req}))?;
         Ok(missing_of(v.get("result").unwrap_or(&Value::Null)))
     }

@@ -293,7 +293,10 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
                 .put(create_barrel)
                 .delete(delete_barrel),
         )
-        .route(&format!("{db}/docs"), get(barrel_all_docs).post(post_doc))
+        .route(
+            &format!("{db}/docs"),
+            get(all_docs_route::<false>).post(post_doc),
+        )
         .route(
             &format!("{db}/docs/{{id}}"),
             get(get_doc_route::<false>)
@@ -302,7 +305,7 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
         )
         .route(
             &format!("{db}/_all_docs"),
-            get(all_docs).post(all_docs_keys),
+            get(all_docs_route::<true>).post(all_docs_keys),
         )
         .route(
             &format!("{db}/_changes"),
@@ -788,26 +791,15 @@ fn fold_rows(
     Ok((rows, total))
 }
 
-async fn all_docs(
+/// `GET _all_docs` (CouchDB's surface) and `GET docs` (Barrel's).
+async fn all_docs_route<const COUCH: bool>(
     State(app): AppState,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let q = pairs(&q);
-    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, Style::Couch)).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"total_rows": total, "offset": 0, "rows": rows}),
-    ))
-}
-
-async fn barrel_all_docs(
-    State(app): AppState,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    let q = pairs(&q);
-    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, Style::Barrel)).await?;
+    let style = style_of(COUCH);
+    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, style)).await?;
     Ok(json_response(
         StatusCode::OK,
         json!({"total_rows": total, "offset": 0, "rows": rows}),
