@@ -616,7 +616,9 @@ replicate(Spec) ->
 %% `batch_size' (default 500), `to' (a pid receiving
 %% `{barrel_replication, RepId, Progress}'), `persist' (restart with the
 %% node), `create_target' (default `true'), `auth' (`{basic, User, Pass}' or
-%% `{bearer, Token}' for remote sides).
+%% `{bearer, Token}' for remote sides), `tls_ca' (a PEM file: the certificate
+%% authority to trust for `https://' and `wss://' sides instead of the public
+%% roots).
 %% ```
 %% {ok, RepId} = barrel:replicate(#{<<"source">> => <<"mybarrel">>,
 %%                                  <<"target">> => <<"ws://127.0.0.1:7080/Remote">>}),

@@ -75,7 +75,7 @@ lookup(Id) ->
 prepare(Spec, Opts) when is_map(Spec), is_map(Opts) ->
     Defaults = #{continuous => false, filter => [], since => undefined, batch_size => 500,
                  sync => false, to => undefined, persist => false, create_target => true,
-                 auth => undefined, id => undefined},
+                 auth => undefined, tls_ca => undefined, id => undefined},
     case barrel:check_options(Opts, Defaults, fun option_ok/2) of
         {ok, O} ->
             Source = maps:get(<<"source">>, Spec, maps:get(source, Spec, undefined)),
@@ -111,6 +111,9 @@ option_ok(auth, undefined) -> true;
 option_ok(auth, {basic, U, P}) -> is_binary(U) andalso is_binary(P);
 option_ok(auth, {bearer, T}) -> is_binary(T);
 option_ok(auth, _) -> false;
+option_ok(tls_ca, V) ->
+    V =:= undefined orelse
+        (try is_binary(unicode:characters_to_binary(V)) catch error:_ -> false end);
 option_ok(id, V) -> V =:= undefined orelse is_binary(V).
 
 %% @private An endpoint as the engine takes it: a local barrel name, or a URL:
@@ -200,10 +203,11 @@ start_legs([], _O, Acc) ->
     {ok, lists:reverse(Acc)};
 start_legs([{Leg, S, T} | Rest], O, Acc) ->
     #{continuous := C, batch_size := B, since := Since, filter := F0, auth := Auth,
-      create_target := Create} = O,
+      create_target := Create, tls_ca := Ca0} = O,
+    Ca = case Ca0 of undefined -> undefined; _ -> unicode:characters_to_binary(Ca0) end,
     F = case is_binary(F0) of true -> [F0]; false -> F0 end,
     Tag = erlang:unique_integer([positive]),
-    Opts = {C, B, Since, F, auth_header(Auth), Create},
+    Opts = {C, B, Since, F, auth_header(Auth), Create, Ca},
     case barrel_nif:replication_start(S, T, Opts, self(), Tag) of
         {ok, Rep} ->
             start_legs(Rest, O, [{Leg, Tag, Rep} | Acc]);

@@ -40,6 +40,7 @@ tests(Nodes) ->
       fun continuous_survives_remote_restart/0},
      {"a continuous replication started while the remote is down waits for it",
       fun continuous_starts_while_remote_down/0},
+     {"https and wss sides with a private certificate authority (tls_ca)", fun tls_sides/0},
      {"progress messages to `to', then replication_info", fun() -> progress_and_info(Nodes) end},
      {"sync reports both legs", fun() -> sync_legs(Nodes) end},
      {"cancel_replication stops a continuous replication", fun() -> cancel(Nodes) end},
@@ -420,6 +421,43 @@ continuous_starts_while_remote_down() ->
             converge(Local, Remote, 5)
         end)
     end).
+
+tls_sides() ->
+    Dir = barrel_test_setup:tmp_dir(),
+    Script = "cd '" ++ Dir ++ "' && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
+        "-subj /CN=barrel-test-ca 2>/dev/null && "
+        "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost "
+        "2>/dev/null && "
+        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && "
+        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem "
+        "-days 1 -extfile ext.cnf 2>/dev/null && echo done",
+    ?assertMatch("done" ++ _, os:cmd(Script)),
+    Ca = filename:join(Dir, "ca.pem"),
+    {ok, Http} = barrel:start_http(#{port => 0, tls => {filename:join(Dir, "srv.pem"),
+                                                        filename:join(Dir, "srv.key")}}),
+    try
+        {ok, #{port := Port}} = barrel:http_info(Http),
+        Host = <<"127.0.0.1:", (integer_to_binary(Port))/binary>>,
+        {Name, Local} = local(<<"tls">>),
+        fill(Local, <<"t">>, 5),
+        Https = <<"https://", Host/binary, "/barrels/", (unique(<<"https">>))/binary>>,
+        Wss = <<"wss://", Host/binary, "/", (unique(<<"wss">>))/binary>>,
+        [begin
+             {ok, Id} = barrel:replicate(#{<<"source">> => Name, <<"target">> => Target},
+                                         #{tls_ca => Ca}),
+             ?assertMatch(#{state := completed, docs_written := 5}, await_end(Id))
+         end || Target <- [Https, Wss]],
+        %% The public roots do not know this CA: refused at once.
+        ?assertMatch({error, {storage_error, _}},
+                     barrel:replicate(#{<<"source">> => Name, <<"target">> => Https}, #{})),
+        ?assertMatch({error, {bad_param, _}},
+                     barrel:replicate(#{<<"source">> => Name, <<"target">> => Https},
+                                      #{tls_ca => filename:join(Dir, "missing.pem")}))
+    after
+        barrel:stop_http(Http),
+        barrel_test_setup:rm_dir(Dir)
+    end.
 
 %% ---------------------------------------------------------------------------
 %% Filter, since, auth

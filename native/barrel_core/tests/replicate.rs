@@ -413,3 +413,69 @@ proptest! {
         prop_assert_eq!(&s0, &state(&rs[2]));
     }
 }
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed (openssl).
+fn test_certs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let script = "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=barrel-test-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext.cnf 2>/dev/null";
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl failed");
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    (dir.join("srv.pem"), dir.join("srv.key"), ca)
+}
+
+#[test]
+fn over_https_and_wss_with_a_private_ca() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = test_certs(certs.path());
+    let a = barrel(&s1, "a");
+    fill(&a, 30);
+    let shared = s2.clone();
+    let server = server::start(
+        Arc::new(move || Ok(shared.clone())),
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: Some((cert, key)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let addr = server.addr();
+    let opts = RepOptions {
+        create_target: true,
+        ..Default::default()
+    };
+    let mut https = HttpEndpoint::new(&format!("https://{addr}/barrels/h"), None)
+        .with_ca(&ca)
+        .unwrap();
+    replicate(&mut LocalEndpoint::new(a.clone()), &mut https, &opts);
+    assert_eq!(state(&a), state(&s2.open_barrel("h").unwrap()));
+    let mut wss = WsEndpoint::new(&format!("wss://{addr}/w"), None)
+        .with_ca(&ca)
+        .unwrap();
+    replicate(&mut LocalEndpoint::new(a.clone()), &mut wss, &opts);
+    assert_eq!(state(&a), state(&s2.open_barrel("w").unwrap()));
+    // Without the CA the certificate is not trusted: refused, nothing written.
+    let control = RepControl::default();
+    let r = run(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut HttpEndpoint::new(&format!("https://{addr}/barrels/x"), None),
+        &opts,
+        &control,
+        &mut |_| {},
+    );
+    assert!(r.is_err());
+    assert!(s2.open_barrel("x").is_err());
+    server.stop();
+}

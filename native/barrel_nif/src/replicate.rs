@@ -45,6 +45,7 @@ impl Drop for RepRef {
 fn endpoint(
     spec: Term,
     auth: &Option<String>,
+    ca: &Option<Vec<u8>>,
     create: bool,
     check: bool,
 ) -> Result<Box<dyn Endpoint>, Error> {
@@ -66,12 +67,18 @@ fn endpoint(
         Ok(Box::new(LocalEndpoint::new(barrel)))
     } else if kind == atoms::http() {
         let mut e = HttpEndpoint::new(&name, auth.clone());
+        if let Some(pem) = ca {
+            e = e.with_ca(pem)?;
+        }
         if check {
             e.prepare(create)?;
         }
         Ok(Box::new(e))
     } else if kind == atoms::ws() {
         let mut e = WsEndpoint::new(&name, auth.clone());
+        if let Some(pem) = ca {
+            e = e.with_ca(pem)?;
+        }
         if check {
             e.prepare(create)?;
         }
@@ -113,32 +120,38 @@ fn progress_term<'a>(env: Env<'a>, p: &Progress) -> Term<'a> {
 }
 
 /// `{ok, Rep} | {error, Reason}`. `Opts` is `{Continuous, BatchSize, Since, Filter, Auth,
-/// CreateTarget}` (`Since` an integer or `undefined`, `Auth` an `Authorization` header value or
-/// `undefined`). Progress goes to `Pid` as `{barrel_rep, Tag, Progress}`.
+/// CreateTarget, TlsCa}` (`Since` an integer or `undefined`, `Auth` an `Authorization` header
+/// value or `undefined`, `TlsCa` a PEM file of the CA to trust for https/wss, or `undefined`). Progress goes to `Pid` as `{barrel_rep, Tag, Progress}`.
 #[rustler::nif(schedule = "DirtyIo")]
 #[allow(clippy::type_complexity)]
 fn replication_start<'a>(
     env: Env<'a>,
     source: Term<'a>,
     target: Term<'a>,
-    opts: (bool, usize, Term<'a>, Vec<String>, Term<'a>, bool),
+    opts: (bool, usize, Term<'a>, Vec<String>, Term<'a>, bool, Term<'a>),
     pid: LocalPid,
     tag: u64,
 ) -> Term<'a> {
     guarded(env, || {
-        let (continuous, batch_size, since, filter, auth, create) = opts;
+        let (continuous, batch_size, since, filter, auth, create, ca_file) = opts;
         if let Some(bad) = filter.iter().find(|p| Pattern::parse(p).is_err()) {
             return (atoms::error(), (atoms::bad_pattern(), bad.as_str())).encode(env);
         }
         let run_it = || -> Result<ResourceArc<RepRef>, Error> {
             let auth: Option<String> = auth.decode().ok();
+            let ca = match ca_file.decode::<String>() {
+                Ok(path) => Some(std::fs::read(&path).map_err(|e| {
+                    Error::BadParam(format!("cannot read the CA file {path}: {e}"))
+                })?),
+                Err(_) => None,
+            };
             let since: Option<u64> = since.decode().ok();
             let filter = filter
                 .iter()
                 .map(|p| Pattern::parse(p).map_err(Error::BadParam))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut src = endpoint(source, &auth, false, !continuous)?;
-            let mut tgt = endpoint(target, &auth, create, !continuous)?;
+            let mut src = endpoint(source, &auth, &ca, false, !continuous)?;
+            let mut tgt = endpoint(target, &auth, &ca, create, !continuous)?;
             let opts = RepOptions {
                 continuous,
                 filter,

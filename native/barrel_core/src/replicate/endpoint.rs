@@ -258,55 +258,100 @@ impl Endpoint for LocalEndpoint {
 }
 
 /// A remote database over CouchDB's HTTP replication protocol: a barrel
-/// (`http://host:port/barrels/name`) or any CouchDB-compatible database URL.
+/// (`http://host:port/barrels/name`) or any CouchDB-compatible database URL, over http or
+/// https (Mozilla's root certificates, or the CA given with [`HttpEndpoint::with_ca`]).
 pub struct HttpEndpoint {
     base: String,
-    agent: ureq::Agent,
+    agent: ureq3::Agent,
     auth: Option<String>,
+    ca: Option<Vec<u8>>,
 }
 
 fn remote(e: impl std::fmt::Display) -> Error {
     Error::Storage(format!("remote: {e}"))
 }
 
+/// Installs the process's TLS crypto provider (ring, as the server uses) once.
+pub(crate) fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The certificates of a PEM file, for a private certificate authority.
+fn pem_certs(pem: &[u8]) -> Result<Vec<ureq3::tls::Certificate<'static>>> {
+    let certs: Vec<_> = ureq3::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq3::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(Error::BadParam("no certificate in the CA file".into()));
+    }
+    Ok(certs)
+}
+
+fn http_agent(ca: Option<&[u8]>) -> Result<ureq3::Agent> {
+    use ureq3::tls::{RootCerts, TlsConfig};
+    tls_provider();
+    let roots = match ca {
+        Some(pem) => RootCerts::new_with_certs(&pem_certs(pem)?),
+        None => RootCerts::WebPki,
+    };
+    let config = ureq3::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(Duration::from_secs(120)))
+        .http_status_as_error(false)
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build();
+    Ok(ureq3::Agent::new_with_config(config))
+}
+
 impl HttpEndpoint {
     /// The database at `url` (no trailing slash needed); `auth` is an `Authorization` header
-    /// value. With `create`, a missing database is created (PUT).
+    /// value.
     pub fn new(url: &str, auth: Option<String>) -> HttpEndpoint {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout_read(Duration::from_secs(90))
-            .build();
+        let agent = http_agent(None).unwrap_or_else(|_| ureq3::Agent::new_with_defaults());
         HttpEndpoint {
             base: url.trim_end_matches('/').to_string(),
             agent,
             auth,
+            ca: None,
         }
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let r = self
-            .agent
-            .request(method, &format!("{}{}", self.base, path));
-        match &self.auth {
-            Some(a) => r.set("Authorization", a),
-            None => r,
-        }
+    /// Trusts the certificate authority in `pem` (a PEM file's bytes) for https, instead of
+    /// the public roots.
+    pub fn with_ca(mut self, pem: &[u8]) -> Result<HttpEndpoint> {
+        self.agent = http_agent(Some(pem))?;
+        self.ca = Some(pem.to_vec());
+        Ok(self)
     }
 
     fn json(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let req = self.request(method, path);
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
+        let url = format!("{}{}", self.base, path);
+        let auth = self.auth.as_deref();
+        macro_rules! send {
+            ($builder:expr) => {{
+                let b = $builder;
+                let b = match auth {
+                    Some(a) => b.header("Authorization", a),
+                    None => b,
+                };
+                b
+            }};
+        }
+        let resp = match (method, body) {
+            ("GET", _) => send!(self.agent.get(&url)).call(),
+            ("DELETE", _) => send!(self.agent.delete(&url)).call(),
+            ("PUT", Some(b)) => send!(self.agent.put(&url)).send_json(b),
+            ("PUT", None) => send!(self.agent.put(&url)).send_empty(),
+            ("POST", Some(b)) => send!(self.agent.post(&url)).send_json(b),
+            ("POST", None) => send!(self.agent.post(&url)).send_empty(),
+            (m, _) => return Err(Error::Internal(format!("unsupported method {m}"))),
         };
-        let resp = match resp {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(remote(e)),
-        };
-        let status = resp.status();
-        let v = resp.into_json::<Value>().unwrap_or(Value::Null);
+        let mut resp = resp.map_err(remote)?;
+        let status = resp.status().as_u16();
+        let v = resp.body_mut().read_json::<Value>().unwrap_or(Value::Null);
         Ok((status, v))
     }
 
@@ -599,6 +644,7 @@ type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::ne
 pub struct WsEndpoint {
     url: String,
     auth: Option<String>,
+    ca: Option<Vec<u8>>,
     socket: Option<Socket>,
     next_id: u64,
 }
@@ -610,6 +656,7 @@ impl WsEndpoint {
         WsEndpoint {
             url: ws_url(url),
             auth,
+            ca: None,
             socket: None,
             next_id: 0,
         }
@@ -624,7 +671,21 @@ impl WsEndpoint {
             .map(|r| format!("https://{r}"))
             .or_else(|| base.strip_prefix("ws://").map(|r| format!("http://{r}")))
             .unwrap_or_else(|| base.to_string());
-        HttpEndpoint::new(&base, self.auth.clone())
+        let http = HttpEndpoint::new(&base, self.auth.clone());
+        match &self.ca {
+            Some(pem) => http
+                .with_ca(pem)
+                .unwrap_or_else(|_| HttpEndpoint::new(&base, None)),
+            None => http,
+        }
+    }
+
+    /// Trusts the certificate authority in `pem` for wss (and for the https calls made to
+    /// create the barrel), instead of the public roots.
+    pub fn with_ca(mut self, pem: &[u8]) -> Result<WsEndpoint> {
+        pem_certs(pem)?;
+        self.ca = Some(pem.to_vec());
+        Ok(self)
     }
 
     fn connect(&self) -> Result<Socket> {
@@ -634,7 +695,34 @@ impl WsEndpoint {
             let v = a.parse().map_err(|_| remote("bad authorization header"))?;
             req.headers_mut().insert("Authorization", v);
         }
-        let (s, _) = tungstenite::connect(req).map_err(remote)?;
+        tls_provider();
+        let connector = match &self.ca {
+            Some(pem) if self.url.starts_with("wss://") => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in pem_certs(pem)? {
+                    let der = rustls::pki_types::CertificateDer::from(c.der().to_vec());
+                    roots.add(der).map_err(remote)?;
+                }
+                let config = rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tungstenite::Connector::Rustls(Arc::new(config)))
+            }
+            _ => None,
+        };
+        let host = req.uri().host().unwrap_or_default().to_string();
+        let port = req
+            .uri()
+            .port_u16()
+            .unwrap_or(if self.url.starts_with("wss://") {
+                443
+            } else {
+                80
+            });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let stream = std::net::TcpStream::connect((host, port)).map_err(remote)?;
+        let (s, _) =
+            tungstenite::client_tls_with_config(req, stream, None, connector).map_err(remote)?;
         Ok(s)
     }
 
