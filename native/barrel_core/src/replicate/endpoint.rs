@@ -349,7 +349,7 @@ impl HttpEndpoint {
             ("POST", None) => send!(self.agent.post(&url)).send_empty(),
             (m, _) => return Err(Error::Internal(format!("unsupported method {m}"))),
         };
-        let mut resp = resp.map_err(remote)?;
+        let mut resp = resp.map_err(|e| remote(format!("{method} {url}: {e}")))?;
         let status = resp.status().as_u16();
         let v = resp.body_mut().read_json::<Value>().unwrap_or(Value::Null);
         Ok((status, v))
