@@ -630,7 +630,8 @@ replicate(Spec, Opts) ->
 
 %% @doc The state (`running', `idle' (continuous, caught up), `retrying',
 %% `completed', `failed', `cancelled') and counters of a replication:
-%% `{ok, #{state, docs_read, docs_written, errors, last_error, legs, ...}}'.
+%% `{ok, #{state, docs_read, docs_written, last_seq, errors, last_error, legs, ...}}'
+%% (`last_seq': the source sequence of the last checkpoint).
 -spec replication_info(binary()) -> {ok, map()} | {error, not_found}.
 replication_info(RepId) ->
     barrel_replicator:info(RepId).
