@@ -980,15 +980,30 @@ pub(crate) fn bulk_get_json(
     Ok(json!({"results": results}))
 }
 
+/// A POST whose JSON object body `f` answers with a JSON value, on the blocking pool.
+async fn post_object<F>(
+    app: Arc<App>,
+    name: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    status: StatusCode,
+    f: F,
+) -> ApiResult
+where
+    F: FnOnce(&Barrel, Map<String, Value>) -> ApiResult<Value> + Send + 'static,
+{
+    let req = object(json_body(&headers, body)?, "the request")?;
+    let v = blocking(move || f(&open(&app, &name)?, req)).await?;
+    Ok(json_response(status, v))
+}
+
 async fn revs_diff(
     State(app): AppState,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let req = object(json_body(&headers, body)?, "the revs_diff request")?;
-    let v = blocking(move || revs_diff_json(&open(&app, &name)?, req)).await?;
-    Ok(json_response(StatusCode::OK, v))
+    post_object(app, name, headers, body, StatusCode::OK, revs_diff_json).await
 }
 
 async fn bulk_docs(
@@ -997,9 +1012,15 @@ async fn bulk_docs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let req = object(json_body(&headers, body)?, "the request")?;
-    let v = blocking(move || bulk_docs_json(&open(&app, &name)?, req)).await?;
-    Ok(json_response(StatusCode::CREATED, v))
+    post_object(
+        app,
+        name,
+        headers,
+        body,
+        StatusCode::CREATED,
+        bulk_docs_json,
+    )
+    .await
 }
 
 async fn bulk_get(
