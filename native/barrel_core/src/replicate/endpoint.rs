@@ -264,7 +264,6 @@ pub struct HttpEndpoint {
     base: String,
     agent: ureq3::Agent,
     auth: Option<String>,
-    ca: Option<Vec<u8>>,
 }
 
 fn remote(e: impl std::fmt::Display) -> Error {
@@ -315,7 +314,6 @@ impl HttpEndpoint {
             base: url.trim_end_matches('/').to_string(),
             agent,
             auth,
-            ca: None,
         }
     }
 
@@ -323,7 +321,6 @@ impl HttpEndpoint {
     /// the public roots.
     pub fn with_ca(mut self, pem: &[u8]) -> Result<HttpEndpoint> {
         self.agent = http_agent(Some(pem))?;
-        self.ca = Some(pem.to_vec());
         Ok(self)
     }
 
@@ -664,7 +661,7 @@ impl WsEndpoint {
 
     /// The same barrel over HTTP (`ws://h/barrels/n/_ws` → `http://h/barrels/n`), e.g. to
     /// create it.
-    pub fn http(&self) -> HttpEndpoint {
+    pub fn http(&self) -> Result<HttpEndpoint> {
         let base = self.url.trim_end_matches("/_ws");
         let base = base
             .strip_prefix("wss://")
@@ -673,10 +670,8 @@ impl WsEndpoint {
             .unwrap_or_else(|| base.to_string());
         let http = HttpEndpoint::new(&base, self.auth.clone());
         match &self.ca {
-            Some(pem) => http
-                .with_ca(pem)
-                .unwrap_or_else(|_| HttpEndpoint::new(&base, None)),
-            None => http,
+            Some(pem) => http.with_ca(pem),
+            None => Ok(http),
         }
     }
 
@@ -787,7 +782,7 @@ impl Endpoint for WsEndpoint {
     }
 
     fn prepare(&mut self, create: bool) -> Result<()> {
-        self.http().prepare(create)
+        self.http()?.prepare(create)
     }
 
     fn changes(

@@ -282,18 +282,26 @@ pub(crate) async fn changes_post(
     serve(app, name, p).await
 }
 
+/// The barrel's latest sequence.
+async fn update_seq(barrel: &Barrel) -> ApiResult<u64> {
+    let b = barrel.clone();
+    blocking(move || Ok(b.info()?.stats.updated_seq)).await
+}
+
+/// `since` as given, or the barrel's latest sequence for `since=now`.
+async fn since_or_now(barrel: &Barrel, since: Option<u64>) -> ApiResult<u64> {
+    match since {
+        Some(s) => Ok(s),
+        None => update_seq(barrel).await,
+    }
+}
+
 async fn serve(app: Arc<App>, name: String, p: Params) -> ApiResult {
     let barrel = {
         let app = app.clone();
         blocking(move || open(&app, &name)).await?
     };
-    let since = match p.since {
-        Some(s) => s,
-        None => {
-            let b = barrel.clone();
-            blocking(move || Ok(b.info()?.stats.updated_seq)).await?
-        }
-    };
+    let since = since_or_now(&barrel, p.since).await?;
     match p.feed {
         Feed::Normal => {
             let b = barrel.clone();
@@ -435,13 +443,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let p = params(q, None)?;
-    let mut since = match p.since {
-        Some(s) => s,
-        None => {
-            let b = barrel.clone();
-            blocking(move || Ok(b.info()?.stats.updated_seq)).await?
-        }
-    };
+    let mut since = since_or_now(&barrel, p.since).await?;
     let sub = if live {
         Some(Live::start(barrel.clone(), &p).await?)
     } else {
@@ -490,8 +492,7 @@ pub(crate) async fn wait_for_change(
     let live = Live::start(barrel.clone(), &p).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let b = barrel.clone();
-        let seq = blocking(move || Ok(b.info()?.stats.updated_seq)).await?;
+        let seq = update_seq(&barrel).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if seq > since || left.is_zero() {
             return Ok(seq);

@@ -799,11 +799,20 @@ async fn all_docs_route<const COUCH: bool>(
 ) -> ApiResult {
     let q = pairs(&q);
     let style = style_of(COUCH);
-    let (rows, total) = blocking(move || fold_rows(&open(&app, &name)?, &q, style)).await?;
-    Ok(json_response(
+    blocking(move || all_docs_json(&open(&app, &name)?, &q, style)).await
+}
+
+/// An `_all_docs` answer over the id range and options of the query string.
+fn all_docs_json(barrel: &Barrel, q: &[(String, String)], style: Style) -> ApiResult {
+    let (rows, total) = fold_rows(barrel, q, style)?;
+    Ok(all_docs_response(rows, total))
+}
+
+fn all_docs_response(rows: Vec<Value>, total: u64) -> Response {
+    json_response(
         StatusCode::OK,
         json!({"total_rows": total, "offset": 0, "rows": rows}),
-    ))
+    )
 }
 
 /// `POST _all_docs` with `{"keys": [...]}`.
@@ -817,14 +826,7 @@ async fn all_docs_keys(
     let q = pairs(&q);
     let v = json_body(&headers, body)?;
     let Some(keys) = v.get("keys") else {
-        return blocking(move || {
-            let (rows, total) = fold_rows(&open(&app, &name)?, &q, Style::Couch)?;
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"total_rows": total, "offset": 0, "rows": rows}),
-            ))
-        })
-        .await;
+        return blocking(move || all_docs_json(&open(&app, &name)?, &q, Style::Couch)).await;
     };
     let keys: Vec<String> = keys
         .as_array()
@@ -857,10 +859,7 @@ async fn all_docs_keys(
             }
         }
         let total = barrel.info()?.stats.docs_count;
-        Ok(json_response(
-            StatusCode::OK,
-            json!({"total_rows": total, "offset": 0, "rows": rows}),
-        ))
+        Ok(all_docs_response(rows, total))
     })
     .await
 }
