@@ -1,5 +1,9 @@
 //! A handle on one barrel: saving, fetching, deleting and folding documents.
 
+use crate::attachment::{
+    body_attachments, AttMeta, AttSource, AttSpec, AttachmentReader, AttachmentWriter, NewBlob,
+    ATTACHMENTS,
+};
 use crate::commit::{Op, OpResult};
 use crate::doc::{
     decode_body, revisions_value, Body, DocInput, DocRecord, CONFLICTS, DELETED, ID, REV, REVISIONS,
@@ -236,6 +240,10 @@ impl Barrel {
         let mut valid = Vec::with_capacity(docs.len());
         let mut refused: Vec<Option<Error>> = Vec::with_capacity(docs.len());
         for d in docs {
+            let d = d.and_then(|mut d| {
+                self.resolve_attachments(&store, &mut d, opts.new_edits)?;
+                Ok(d)
+            });
             match d {
                 Ok(d) => {
                     valid.push(d);
@@ -261,6 +269,198 @@ impl Barrel {
                 }))
             }),
         );
+    }
+
+    /// Writes the inline contents of a document's attachments and turns its attachments into
+    /// stubs (on the caller's thread, so the writer thread only registers them).
+    fn resolve_attachments(&self, store: &Arc<Store>, doc: &mut DocInput, new_edits: bool) -> Result<()> {
+        if !doc.has_pending_attachments() {
+            return Ok(());
+        }
+        let gen = match (&doc.rev, new_edits) {
+            (Some(r), true) => r.gen + 1,
+            (Some(r), false) => r.gen,
+            (None, _) => match doc.id.as_deref().map(|id| {
+                self.read_record(store, id, &ReadOptions::default())
+            }) {
+                Some(Ok(rec)) => rec
+                    .tree
+                    .winner()
+                    .filter(|w| w.deleted)
+                    .map_or(1, |w| w.rev.gen + 1),
+                Some(Err(Error::NotFound)) | None => 1,
+                Some(Err(e)) => return Err(e),
+            },
+        };
+        let (id, rev) = (doc.id.clone(), doc.rev.clone());
+        let mut parent = || -> Result<Vec<(String, AttMeta)>> {
+            match (&id, &rev) {
+                (Some(id), Some(rev)) => {
+                    let opts = FetchOptions {
+                        rev: Some(rev.clone()),
+                        ..FetchOptions::default()
+                    };
+                    match self.fetch_in(id, &opts, false) {
+                        Ok(parts) => Ok(body_attachments(&body_of(&parts.body)?)),
+                        Err(Error::NotFound) => Ok(Vec::new()),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(Vec::new()),
+            }
+        };
+        doc.resolve_attachments(store, &self.inner, gen, new_edits, &mut parent)
+    }
+
+    /// Starts writing an attachment's content, chunk by chunk (see [`AttachmentWriter`]).
+    pub fn attachment_writer(&self) -> Result<AttachmentWriter> {
+        let store = self.store()?;
+        AttachmentWriter::start(&store, &self.inner)
+    }
+
+    /// Adds (or replaces) attachment `name` of document `id`: a new revision on top of `rev`,
+    /// with content written through [`Barrel::attachment_writer`]. Without `rev`, the document
+    /// must not exist (or be deleted): it is created with only this attachment. A `rev` that is
+    /// not a current leaf is [`Error::Conflict`].
+    pub fn put_attachment(
+        &self,
+        id: &str,
+        rev: Option<&Rev>,
+        name: &str,
+        content_type: &str,
+        content: NewBlob,
+    ) -> Result<(String, Rev)> {
+        crate::attachment::check_name(name)?;
+        let (body, mut specs) = self.edit_base(id, rev)?;
+        specs.retain(|s| s.name != name);
+        specs.push(AttSpec {
+            name: name.to_string(),
+            content_type: Some(content_type.to_string()),
+            digest: None,
+            length: None,
+            revpos: None,
+            source: AttSource::Blob(content),
+        });
+        let doc = DocInput::from_map_and_attachments(body, specs)?;
+        self.save_doc(doc, &SaveOptions::default())
+    }
+
+    /// Removes attachment `name` of document `id`: a new revision on top of `rev`.
+    /// [`Error::NotFound`] when that revision has no such attachment.
+    pub fn delete_attachment(&self, id: &str, rev: &Rev, name: &str) -> Result<(String, Rev)> {
+        let (body, mut specs) = self.edit_base(id, Some(rev))?;
+        let before = specs.len();
+        specs.retain(|s| s.name != name);
+        if specs.len() == before {
+            return Err(Error::NotFound);
+        }
+        let doc = DocInput::from_map_and_attachments(body, specs)?;
+        self.save_doc(doc, &SaveOptions::default())
+    }
+
+    /// The body of leaf `rev` (with `id` and `_rev`) and its attachments as stubs: the base of
+    /// an attachment edit. Without `rev`: a new document (the current one must not be live).
+    fn edit_base(&self, id: &str, rev: Option<&Rev>) -> Result<(Body, Vec<AttSpec>)> {
+        let Some(rev) = rev else {
+            return match self.fetch_doc(id, &FetchOptions::default()) {
+                Ok(_) => Err(Error::Conflict),
+                Err(Error::NotFound) => {
+                    let mut b = Body::new();
+                    b.insert(ID.into(), Value::String(id.to_string()));
+                    Ok((b, Vec::new()))
+                }
+                Err(e) => Err(e),
+            };
+        };
+        let opts = FetchOptions {
+            rev: Some(rev.clone()),
+            ..FetchOptions::default()
+        };
+        let mut body = match self.fetch_doc(id, &opts) {
+            Err(Error::NotFound) => return Err(Error::Conflict),
+            other => other?,
+        };
+        body.remove(DELETED);
+        let specs = match body.remove(ATTACHMENTS) {
+            Some(v) => AttSpec::all_from_json(v)?,
+            None => Vec::new(),
+        };
+        Ok((body, specs))
+    }
+
+    /// The stub of attachment `name` of document `id` (its winning revision, or `rev`).
+    pub fn attachment_meta(&self, id: &str, name: &str, rev: Option<&Rev>) -> Result<AttMeta> {
+        let opts = FetchOptions {
+            rev: rev.cloned(),
+            ..FetchOptions::default()
+        };
+        let parts = self.fetch_in(id, &opts, false)?;
+        body_attachments(&body_of(&parts.body)?)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m)
+            .ok_or(Error::NotFound)
+    }
+
+    /// Opens the content an attachment stub refers to, for reading chunk by chunk (see
+    /// [`AttachmentReader`]). A linked attachment (no content here) is [`Error::NotFound`]:
+    /// its `url` is in the stub.
+    pub fn open_attachment(&self, meta: &AttMeta) -> Result<AttachmentReader> {
+        let store = self.store()?;
+        AttachmentReader::open(&store, self.inner.id, meta.clone())
+    }
+
+    /// Reads attachment `name` of document `id` whole: its stub and content.
+    pub fn fetch_attachment(
+        &self,
+        id: &str,
+        name: &str,
+        rev: Option<&Rev>,
+    ) -> Result<(AttMeta, Vec<u8>)> {
+        let meta = self.attachment_meta(id, name, rev)?;
+        let data = self.open_attachment(&meta)?.read_to_end()?;
+        Ok((meta, data))
+    }
+
+    /// `true` when this barrel stores content with MD5 `digest` (replication skips sending
+    /// such content).
+    pub fn has_attachment_content(&self, digest: &crate::attachment::Md5Digest) -> Result<bool> {
+        let store = self.store()?;
+        let found = store
+            .db
+            .get_pinned_cf(
+                store.cf(crate::store::CF_ATTS),
+                crate::attachment::keys::meta(self.inner.id, digest),
+            )?
+            .is_some();
+        Ok(found)
+    }
+
+    /// Replaces the stubs of a fetched document's attachments by their content, as
+    /// `encode(content)` under `data` (e.g. base64 for JSON), for attachments changed after
+    /// generation `since` (all when `None`); the others stay stubs. Linked attachments stay
+    /// as they are.
+    pub fn inline_attachments(
+        &self,
+        doc: &mut Body,
+        since: Option<u64>,
+        encode: &dyn Fn(Vec<u8>) -> Value,
+    ) -> Result<()> {
+        let atts = body_attachments(doc);
+        let Some(Value::Object(out)) = doc.get_mut(ATTACHMENTS) else {
+            return Ok(());
+        };
+        for (name, meta) in atts {
+            if meta.digest.is_none() || since.is_some_and(|s| meta.revpos <= s) {
+                continue;
+            }
+            let data = self.open_attachment(&meta)?.read_to_end()?;
+            if let Some(Value::Object(a)) = out.get_mut(&name) {
+                a.remove("stub");
+                a.insert("data".into(), encode(data));
+            }
+        }
+        Ok(())
     }
 
     /// Writes a tombstone on top of `rev`; the document then fetches as [`Error::NotFound`] and

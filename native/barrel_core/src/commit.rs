@@ -14,10 +14,13 @@ use crate::doc::{decode_body, generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
 use crate::revtree::{Rev, RevTree};
-use crate::store::{keys, BarrelInner, Stats, Store, CF_DOCS, CF_INDEX, CF_META, CF_REVS, CF_SEQS};
+use crate::attachment::{self as att, body_digests, Md5Digest};
+use crate::store::{
+    keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_INDEX, CF_META, CF_REVS, CF_SEQS,
+};
 use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteBatch, WriteOptions};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -219,6 +222,11 @@ struct GroupWriter<'a> {
     stats: HashMap<u64, (Arc<BarrelInner>, Stats)>,
     /// Changes of barrels with subscribers, published once the batch is committed.
     live: Vec<(Arc<BarrelInner>, LiveChange)>,
+    /// Attachment contents registered by this batch: `(barrel id, digest)`.
+    registered: HashSet<(u64, Md5Digest)>,
+    /// Contents that lost a reference in this batch: removed after the commit when nothing
+    /// refers to them any more.
+    unreferenced: Vec<(Arc<BarrelInner>, Md5Digest)>,
 }
 
 /// Applies a group in order: runs of writes share one batch; a reindex runs on its own, after
@@ -301,6 +309,8 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
         overlay: Overlay::default(),
         stats: HashMap::new(),
         live: Vec::new(),
+        registered: HashSet::new(),
+        unreferenced: Vec::new(),
     };
     let mut sync = false;
     let mut results = Vec::with_capacity(ops.len());
@@ -351,6 +361,11 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
                 *barrel.stats.lock() = *stats;
             }
             publish(store, std::mem::take(&mut w.live));
+            if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
+                // The writes are committed; unreferenced contents stay until a later write
+                // drops another reference to them.
+                eprintln!("barrel: attachment garbage collection failed: {e}");
+            }
             results
         }
         Err(e) => {
@@ -358,6 +373,44 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
             results.into_iter().map(|_| Err(e.clone())).collect()
         }
     }
+}
+
+/// Removes the contents no stored revision refers to any more, among those that lost a
+/// reference in the last commit. Runs on the writer thread, so no write registering or
+/// referring to these contents can interleave.
+fn collect_garbage(store: &Store, mut candidates: Vec<(Arc<BarrelInner>, Md5Digest)>) -> Result<()> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    candidates.sort_by(|a, b| (a.0.id, a.1).cmp(&(b.0.id, b.1)));
+    candidates.dedup_by(|a, b| a.0.id == b.0.id && a.1 == b.1);
+    let cf = store.cf(CF_ATTS);
+    let mut batch = WriteBatch::default();
+    for (barrel, digest) in candidates {
+        if barrel.deleted.load(Ordering::SeqCst) {
+            continue;
+        }
+        let prefix = att::keys::refs_prefix(barrel.id, &digest);
+        let referenced = match store.db.prefix_iterator_cf(cf, &prefix).next() {
+            Some(item) => item?.0.starts_with(&prefix),
+            None => false,
+        };
+        if referenced {
+            continue;
+        }
+        let meta_key = att::keys::meta(barrel.id, &digest);
+        if let Some(v) = store.db.get_pinned_cf(cf, &meta_key)? {
+            if let Some((blob, _)) = att::decode_meta(&v) {
+                let (start, end) = att::keys::chunks(barrel.id, blob);
+                batch.delete_range_cf(cf, start, end);
+            }
+            batch.delete_cf(cf, meta_key);
+        }
+    }
+    if !batch.is_empty() {
+        store.db.write(batch)?;
+    }
+    Ok(())
 }
 
 /// Hands the committed changes to the notifier, one event per barrel run.
@@ -440,11 +493,14 @@ impl GroupWriter<'_> {
     fn save(
         &mut self,
         barrel: &Arc<BarrelInner>,
-        doc: DocInput,
+        mut doc: DocInput,
         new_edits: bool,
     ) -> Result<(String, Rev)> {
         if !new_edits && doc.rev.is_none() {
             return Err(DocError::MissingRev.into());
+        }
+        if doc.has_pending_attachments() {
+            return Err(Error::Internal("attachments not resolved before the commit".into()));
         }
         let id = doc.id.clone().unwrap_or_else(generate_id);
         let key = keys::doc(barrel.id, &id);
@@ -466,10 +522,88 @@ impl GroupWriter<'_> {
                 return Err(e);
             }
         };
+        let blobs = doc.take_blobs();
+        let digests = std::mem::take(&mut doc.att_digests);
+        for d in &digests {
+            if !blobs.iter().any(|b| b.digest() == *d) && !self.has_content(barrel.id, d)? {
+                self.overlay.records.insert(key, current);
+                return Err(Error::MissingStub(att::digest_string(d)));
+            }
+        }
         tree.stem(barrel.config.revs_limit);
+        let stored = tree.is_leaf(&rev);
         let (body, index) = doc.into_body_and_index();
-        self.write_record(barrel, &id, key, current, tree, (rev.clone(), body, index))?;
+        self.write_record(
+            barrel,
+            &id,
+            key,
+            current,
+            tree,
+            (rev.clone(), body, index, digests),
+        )?;
+        if stored {
+            for blob in blobs {
+                self.register(barrel.id, blob);
+            }
+        }
         Ok((id, rev))
+    }
+
+    /// `true` when content with digest `d` is stored in the barrel (or registered by this
+    /// batch).
+    fn has_content(&self, barrel: u64, d: &Md5Digest) -> Result<bool> {
+        if self.registered.contains(&(barrel, *d)) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_ATTS), att::keys::meta(barrel, d))?
+            .is_some())
+    }
+
+    /// Makes newly written content the barrel's copy of its digest, or discards it when the
+    /// barrel already has that content.
+    fn register(&mut self, barrel: u64, mut blob: att::NewBlob) {
+        let d = blob.digest();
+        if blob.barrel() != barrel || self.has_content(barrel, &d).unwrap_or(true) {
+            att::discard_into(&mut self.batch, self.store, blob.barrel(), blob.blob());
+        } else {
+            let cf = self.store.cf(CF_ATTS);
+            self.batch.put_cf(
+                cf,
+                att::keys::meta(barrel, &d),
+                att::encode_meta(blob.blob(), blob.length()),
+            );
+            self.batch.delete_cf(cf, att::keys::pending(barrel, blob.blob()));
+            self.registered.insert((barrel, d));
+        }
+        blob.mark_saved();
+    }
+
+    /// Records that revision `rev` of `id` (whose body is now stored) refers to `digests`.
+    fn add_references(&mut self, barrel: u64, id: &str, rev: &Rev, digests: &[Md5Digest]) {
+        let cf = self.store.cf(CF_ATTS);
+        for k in att::reference_keys(barrel, id, rev, digests) {
+            self.batch.put_cf(cf, k, []);
+        }
+    }
+
+    /// Records that revision `rev` of `id` (whose body is no longer stored) stopped referring
+    /// to `digests`.
+    fn drop_references(
+        &mut self,
+        barrel: &Arc<BarrelInner>,
+        id: &str,
+        rev: &Rev,
+        digests: Vec<Md5Digest>,
+    ) {
+        let cf = self.store.cf(CF_ATTS);
+        for k in att::reference_keys(barrel.id, id, rev, &digests) {
+            self.batch.delete_cf(cf, k);
+        }
+        self.unreferenced
+            .extend(digests.into_iter().map(|d| (barrel.clone(), d)));
     }
 
     /// A local edit: must extend a current leaf (or a deleted winner, or create the doc).
@@ -518,7 +652,7 @@ impl GroupWriter<'_> {
         key: Vec<u8>,
         old: Option<(DocRecord, usize)>,
         tree: RevTree,
-        new_body: (Rev, Vec<u8>, Vec<Vec<u8>>),
+        new_body: (Rev, Vec<u8>, Vec<Vec<u8>>, Vec<Md5Digest>),
     ) -> Result<()> {
         let winner = tree
             .winner()
@@ -528,8 +662,21 @@ impl GroupWriter<'_> {
             Some((r, len)) => (Some(r), len),
             None => (None, 0),
         };
-        let (new_rev, new_body, new_index) = new_body;
+        let (new_rev, new_body, new_index, new_digests) = new_body;
         let new_is_leaf = tree.is_leaf(&new_rev);
+        // Attachment references follow the stored bodies: the new revision's when it is
+        // stored, the old winner's when it stops being a leaf.
+        if new_is_leaf && !new_digests.is_empty() {
+            self.add_references(barrel.id, id, &new_rev, &new_digests);
+        }
+        if let (Some(rec), Some(ow)) = (&old_rec, &old_winner) {
+            if ow.rev != new_rev && !tree.is_leaf(&ow.rev) {
+                let d = body_digests(&rec.winner_body);
+                if !d.is_empty() {
+                    self.drop_references(barrel, id, &ow.rev, d);
+                }
+            }
+        }
         let listening = barrel.listeners.any();
         let old_live_body: Option<Arc<[u8]>> = match (&old_rec, &old_winner) {
             (Some(rec), Some(w)) if listening && !w.deleted => {
@@ -585,7 +732,14 @@ impl GroupWriter<'_> {
             for leaf in rec.tree.leaves() {
                 let was_winner = old_winner.as_ref().map(|w| &w.rev) == Some(&leaf.rev);
                 if !was_winner && !tree.is_leaf(&leaf.rev) {
-                    self.delete_body(keys::rev(barrel.id, id, &leaf.rev));
+                    let k = keys::rev(barrel.id, id, &leaf.rev);
+                    if let Some(b) = self.read_body(&k)? {
+                        let d = body_digests(&b);
+                        if !d.is_empty() {
+                            self.drop_references(barrel, id, &leaf.rev, d);
+                        }
+                    }
+                    self.delete_body(k);
                 }
             }
         }

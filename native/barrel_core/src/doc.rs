@@ -7,6 +7,7 @@
 //! `_deleted_conflicts` and `_revs_info` are output-only and ignored on input, so a fetched doc can
 //! be saved back. Any other top-level member starting with `_` is refused.
 
+use crate::attachment::{AttSpec, ATTACHMENTS};
 use crate::error::DocError;
 use crate::revtree::{get_varint, put_varint, Rev, RevTree};
 use md5::{Digest, Md5};
@@ -36,7 +37,7 @@ pub const REVISIONS: &str = "_revisions";
 pub const CONFLICTS: &str = "_conflicts";
 
 /// A document as submitted for writing, with its special members taken apart.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct DocInput {
     /// The id, or `None` to have one generated.
     pub id: Option<String>,
@@ -53,6 +54,20 @@ pub struct DocInput {
     digest: [u8; 16],
     /// The body's path-index entries (see [`crate::index`]), sorted.
     index: Vec<Vec<u8>>,
+    /// Attachments given with the write, until [`DocInput::resolve_attachments`] turns them
+    /// into stubs (the body is encoded then).
+    pending: Option<Box<PendingAtts>>,
+    /// Contents written for this revision, registered when it is committed.
+    pub(crate) blobs: Vec<crate::attachment::NewBlob>,
+    /// The digests this revision's attachments refer to, sorted.
+    pub(crate) att_digests: Vec<crate::attachment::Md5Digest>,
+}
+
+/// A body whose attachments are not resolved yet.
+#[derive(Debug)]
+struct PendingAtts {
+    body: Body,
+    specs: Vec<AttSpec>,
 }
 
 impl DocInput {
@@ -64,8 +79,22 @@ impl DocInput {
         }
     }
 
-    /// Splits a JSON object into special members and body, validating each.
+    /// Splits a JSON object into special members and body, validating each. `_attachments`
+    /// is read in JSON form (inline `data` in base64; see [`crate::attachment`]).
     pub fn from_map(mut body: Body) -> Result<DocInput, DocError> {
+        let specs = match body.remove(ATTACHMENTS) {
+            Some(v) => AttSpec::all_from_json(v)?,
+            None => Vec::new(),
+        };
+        DocInput::from_map_and_attachments(body, specs)
+    }
+
+    /// [`DocInput::from_map`] with the attachments already taken apart (bindings that carry
+    /// raw binary data use this). `body` must not contain `_attachments`.
+    pub fn from_map_and_attachments(
+        mut body: Body,
+        specs: Vec<AttSpec>,
+    ) -> Result<DocInput, DocError> {
         let id = match body.remove(ID) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => {
@@ -98,29 +127,76 @@ impl DocInput {
         for ignored in [CONFLICTS, "_deleted_conflicts", "_revs_info"] {
             body.remove(ignored);
         }
-        if let Some(k) = body
-            .keys()
-            .find(|k| k.starts_with('_') && *k != "_attachments")
-        {
+        if let Some(k) = body.keys().find(|k| k.starts_with('_')) {
             return Err(DocError::ReservedField(k.clone()));
         }
         check_depth(&body)?;
-        let index = crate::index::body_entries(&body)?;
-        let (body, digest) = encode_checked(&body)?;
-        Ok(DocInput {
+        let mut doc = DocInput {
             id,
             rev,
             deleted,
             revisions,
-            body,
-            digest,
-            index,
-        })
+            body: Vec::new(),
+            digest: [0; 16],
+            index: Vec::new(),
+            pending: None,
+            blobs: Vec::new(),
+            att_digests: Vec::new(),
+        };
+        if specs.is_empty() {
+            doc.set_body(&body)?;
+        } else {
+            doc.pending = Some(Box::new(PendingAtts { body, specs }));
+        }
+        Ok(doc)
+    }
+
+    fn set_body(&mut self, body: &Body) -> Result<(), DocError> {
+        self.index = crate::index::body_entries(body)?;
+        (self.body, self.digest) = encode_checked(body)?;
+        Ok(())
+    }
+
+    /// `true` while attachments given with the write still need
+    /// [`DocInput::resolve_attachments`].
+    pub fn has_pending_attachments(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Writes inline attachment data as contents and turns every attachment into its stub,
+    /// then encodes the body. `gen` is the generation of the revision being written (its
+    /// `revpos`); `parent` gives the stubs of the revision this edit extends, for stubs that
+    /// lack a digest. [`Barrel::save_docs`](crate::Barrel::save_docs) calls it.
+    pub(crate) fn resolve_attachments(
+        &mut self,
+        store: &std::sync::Arc<crate::store::Store>,
+        barrel: &crate::store::BarrelInner,
+        gen: u64,
+        new_edits: bool,
+        parent: &mut crate::attachment::ParentStubs<'_>,
+    ) -> crate::error::Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let PendingAtts { mut body, specs } = *p;
+        let (atts, blobs, digests) =
+            crate::attachment::resolve(store, barrel, specs, gen, new_edits, parent)?;
+        body.insert(ATTACHMENTS.into(), Value::Object(atts));
+        self.set_body(&body)?;
+        self.blobs = blobs;
+        self.att_digests = digests;
+        Ok(())
     }
 
     /// Takes the encoded body and its index entries out of the input.
     pub(crate) fn into_body_and_index(self) -> (Vec<u8>, Vec<Vec<u8>>) {
         (self.body, self.index)
+    }
+
+    /// Takes the new attachment contents out of the input (they are registered, or discarded,
+    /// by the commit).
+    pub(crate) fn take_blobs(&mut self) -> Vec<crate::attachment::NewBlob> {
+        std::mem::take(&mut self.blobs)
     }
 
     /// The body (everything but the special members) as canonical JSON.
@@ -160,6 +236,9 @@ impl DocInput {
             body,
             digest,
             index: Vec::new(),
+            pending: None,
+            blobs: Vec::new(),
+            att_digests: Vec::new(),
         })
     }
 }

@@ -27,6 +27,9 @@ pub enum DocError {
     InvalidValue(String),
     /// An object key that is not a UTF-8 binary, at this JSON-pointer path.
     InvalidKey(String),
+    /// An `_attachments` member is malformed, or its content does not match the digest or
+    /// length given with it.
+    BadAttachment(String),
 }
 
 impl fmt::Display for DocError {
@@ -42,6 +45,7 @@ impl fmt::Display for DocError {
             DocError::TooLarge(w) => write!(f, "document too large: {w}"),
             DocError::InvalidValue(p) => write!(f, "value at {p:?} has no JSON form"),
             DocError::InvalidKey(p) => write!(f, "key at {p:?} is not a UTF-8 string"),
+            DocError::BadAttachment(w) => write!(f, "bad attachment {w}"),
         }
     }
 }
@@ -73,6 +77,11 @@ pub enum Error {
     /// [`Barrel::fetch_doc_cached`](crate::Barrel::fetch_doc_cached) produces it internally and
     /// it never reaches users.
     WouldBlock,
+    /// An attachment stub names content this barrel does not have (or, without a digest, an
+    /// attachment the parent revision does not have).
+    MissingStub(String),
+    /// An attachment is longer than the limit (in bytes).
+    AttachmentTooLarge(u64),
     /// An engine bug caught at the boundary (a panic); nothing was written by the failing call.
     Internal(String),
 }
@@ -92,6 +101,8 @@ impl fmt::Display for Error {
             Error::Internal(e) => write!(f, "internal error: {e}"),
             Error::WouldBlock => write!(f, "read needs disk I/O"),
             Error::BadQuery(w) => write!(f, "bad query: {w}"),
+            Error::MissingStub(n) => write!(f, "attachment stub {n:?} refers to missing content"),
+            Error::AttachmentTooLarge(l) => write!(f, "attachment larger than {l} bytes"),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! # Ok::<(), barrel_core::Error>(())
 //! ```
 
+pub mod attachment;
 pub mod barrel;
 pub mod changes;
 mod commit;
@@ -31,6 +32,9 @@ pub mod revtree;
 pub mod server;
 pub mod store;
 
+pub use attachment::{
+    AttMeta, AttSource, AttSpec, AttachmentReader, AttachmentWriter, NewBlob,
+};
 pub use barrel::{
     Barrel, DocParts, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions,
     SaveResults,

@@ -13,6 +13,9 @@
 //!   [`crate::index`]).
 //! - `local`: `<barrel id><id>` → JSON body: local (non-replicated) documents such as
 //!   replication checkpoints (see [`crate::replicate`]).
+//! - `atts`: attachment contents by digest, in chunks, and which revisions refer to them (see
+//!   [`crate::attachment`]). Stored in RocksDB blob files, so large values are not rewritten
+//!   by compactions.
 //!
 //! A barrel id is a 64-bit number never reused, so deleting a barrel is a range delete of its
 //! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
@@ -38,7 +41,8 @@ pub(crate) const CF_REVS: &str = "revs";
 pub(crate) const CF_SEQS: &str = "seqs";
 pub(crate) const CF_INDEX: &str = "index";
 pub(crate) const CF_LOCAL: &str = "local";
-const DATA_CFS: [&str; 5] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL];
+pub(crate) const CF_ATTS: &str = "atts";
+const DATA_CFS: [&str; 6] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL, CF_ATTS];
 
 /// Longest accepted barrel name, in bytes.
 pub const MAX_BARREL_NAME_LEN: usize = 128;
@@ -286,9 +290,14 @@ impl Store {
         // write-ahead log alive until RocksDB's default limit: bound the logs so they get
         // flushed and the logs deleted.
         db_opts.set_max_total_wal_size(128 * 1024 * 1024);
+        let mut att_opts = cf_opts.clone();
+        att_opts.set_enable_blob_files(true);
+        att_opts.set_min_blob_size(4096);
+        att_opts.set_enable_blob_gc(true);
         let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
+            .chain(std::iter::once(ColumnFamilyDescriptor::new(CF_ATTS, att_opts)));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
         let notifier = Notifier::start()?;
         let mut started = Ok(());
@@ -311,7 +320,36 @@ impl Store {
         });
         started?;
         store.load_catalog()?;
+        store.sweep_pending_attachments()?;
         Ok(store)
+    }
+
+    /// Deletes attachment contents left half-written by a previous run (written but never
+    /// saved with a document).
+    fn sweep_pending_attachments(&self) -> Result<()> {
+        let ids: Vec<u64> = self.catalog.read().values().map(|b| b.id).collect();
+        let cf = self.cf(CF_ATTS);
+        let mut batch = WriteBatch::default();
+        for barrel in ids {
+            let prefix = crate::attachment::keys::pending_prefix(barrel);
+            for item in self.db.prefix_iterator_cf(cf, &prefix) {
+                let (k, _) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if let Some(blob) = k
+                    .get(prefix.len()..)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                {
+                    crate::attachment::discard_into(&mut batch, self, barrel, blob);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(())
     }
 
     /// Refuses every later operation through barrel handles with [`Error::Closed`]; operations

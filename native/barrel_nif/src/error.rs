@@ -8,6 +8,7 @@ mod atoms {
         error, not_found, already_exists, conflict, closed, invalid_name, bad_param, bad_doc,
         storage_error, corrupt, internal_error, would_block, bad_query, invalid_doc_id, bad_rev, not_a_map, bad_revisions,
         bad_deleted, reserved_field, missing_rev, too_large, invalid_value, invalid_key,
+        bad_attachment, missing_stub, attachment_too_large,
     }
 }
 
@@ -26,6 +27,8 @@ pub(crate) fn reason<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
         Error::Internal(m) => (internal_error(), m.as_str()).encode(env),
         Error::WouldBlock => would_block().encode(env),
         Error::BadQuery(w) => (bad_query(), w.as_str()).encode(env),
+        Error::MissingStub(n) => (missing_stub(), n.as_str()).encode(env),
+        Error::AttachmentTooLarge(l) => (attachment_too_large(), *l).encode(env),
         Error::BadDoc(d) => match d {
             DocError::InvalidDocId(id) => (invalid_doc_id(), id.as_str()).encode(env),
             DocError::BadRev(r) => (bad_rev(), r.as_str()).encode(env),
@@ -37,6 +40,7 @@ pub(crate) fn reason<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
             DocError::TooLarge(w) => (bad_doc(), (too_large(), w.as_str())).encode(env),
             DocError::InvalidValue(p) => (bad_doc(), (invalid_value(), p.as_str())).encode(env),
             DocError::InvalidKey(p) => (bad_doc(), (invalid_key(), p.as_str())).encode(env),
+            DocError::BadAttachment(w) => (bad_attachment(), w.as_str()).encode(env),
         },
     }
 }

@@ -83,7 +83,20 @@ impl From<Error> for ApiError {
             Error::BadDoc(DocError::TooLarge(w)) => {
                 ApiError::new(S::PAYLOAD_TOO_LARGE, "too_large", w)
             }
+            Error::BadDoc(DocError::BadAttachment(w)) => {
+                ApiError::new(S::BAD_REQUEST, "bad_attachment", w)
+            }
             Error::BadDoc(d) => ApiError::new(S::BAD_REQUEST, "bad_request", d.to_string()),
+            Error::MissingStub(n) => ApiError::new(
+                S::PRECONDITION_FAILED,
+                "missing_stub",
+                format!("attachment stub {n} refers to content this barrel does not have"),
+            ),
+            Error::AttachmentTooLarge(l) => ApiError::new(
+                S::PAYLOAD_TOO_LARGE,
+                "attachment_too_large",
+                format!("attachments are limited to {l} bytes"),
+            ),
             Error::Storage(m) | Error::Corrupt(m) | Error::Internal(m) => {
                 ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", m)
             }
