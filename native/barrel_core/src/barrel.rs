@@ -436,6 +436,27 @@ impl Barrel {
         Ok(found)
     }
 
+    /// How many distinct attachment contents the barrel stores, and their total length in
+    /// bytes (each content counted once however many revisions share it). Scans the
+    /// registrations: O(number of contents).
+    pub fn attachment_contents(&self) -> Result<(u64, u64)> {
+        let store = self.store()?;
+        let cf = store.cf(crate::store::CF_ATTS);
+        let prefix = [&keys::prefix(self.inner.id)[..], b"d"].concat();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for item in store.db.prefix_iterator_cf(cf, &prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let (_, len) = crate::attachment::decode_meta(&v)
+                .ok_or_else(|| Error::Corrupt("attachment registration".into()))?;
+            n += 1;
+            bytes += len;
+        }
+        Ok((n, bytes))
+    }
+
     /// Replaces the stubs of a fetched document's attachments by their content, as
     /// `encode(content)` under `data` (e.g. base64 for JSON), for attachments changed after
     /// generation `since` (all when `None`); the others stay stubs. Linked attachments stay
