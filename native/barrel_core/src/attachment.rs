@@ -139,8 +139,7 @@ pub fn body_attachments(body: &Body) -> Vec<(String, AttMeta)> {
 /// The digests a stored body (canonical JSON) refers to, sorted and without repeats. Cheap for
 /// bodies without attachments (one substring search).
 pub(crate) fn body_digests(json: &[u8]) -> Vec<Md5Digest> {
-    const NEEDLE: &[u8] = b"\"_attachments\"";
-    if !json.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+    if memchr::memmem::find(json, b"\"_attachments\"").is_none() {
         return Vec::new();
     }
     let Some(body) = crate::doc::decode_body(json) else {
@@ -246,7 +245,7 @@ impl AttSpec {
             )
         } else if flag("follows") {
             AttSource::Follows
-        } else if flag("stub") {
+        } else if flag("stub") && (digest.is_some() || v.get("url").is_none()) {
             AttSource::Stub
         } else if let Some(u) = v.get("url") {
             let u = u.as_str().ok_or_else(|| bad(name, "url must be a string"))?;
@@ -755,22 +754,18 @@ pub(crate) fn resolve(
                 blobs.push(blob);
                 m
             }
+            // A link keeps the revpos it comes with (a fetched stub saved back).
             AttSource::Url(u) => AttMeta {
                 content_type: ct,
                 digest: None,
                 length: 0,
-                revpos: revpos(spec.revpos),
+                revpos: spec.revpos.unwrap_or(gen),
                 url: Some(u),
             },
-            AttSource::Stub => match (spec.digest, spec.revpos) {
-                (Some(d), Some(rp)) => AttMeta {
-                    content_type: ct,
-                    digest: Some(d),
-                    length: spec.length.unwrap_or(0),
-                    revpos: rp,
-                    url: None,
-                },
-                _ => {
+            AttSource::Stub => {
+                // A complete stub (digest and revpos) stands for itself; otherwise a local edit
+                // takes the attachment from the revision it extends.
+                let inherited = if new_edits && (spec.digest.is_none() || spec.revpos.is_none()) {
                     if parent_stubs.is_none() {
                         parent_stubs = Some(parent()?);
                     }
@@ -778,9 +773,21 @@ pub(crate) fn resolve(
                         .as_ref()
                         .and_then(|p| p.iter().find(|(n, _)| *n == spec.name))
                         .map(|(_, m)| m.clone())
-                        .ok_or_else(|| Error::MissingStub(spec.name.clone()))?
+                } else {
+                    None
+                };
+                match (inherited, spec.digest) {
+                    (Some(m), _) => m,
+                    (None, Some(d)) => AttMeta {
+                        content_type: ct,
+                        digest: Some(d),
+                        length: spec.length.unwrap_or(0),
+                        revpos: spec.revpos.unwrap_or(gen),
+                        url: None,
+                    },
+                    (None, None) => return Err(Error::MissingStub(spec.name.clone())),
                 }
-            },
+            }
             AttSource::Follows => {
                 return Err(bad(&spec.name, "follows without a multipart part").into());
             }

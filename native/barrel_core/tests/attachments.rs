@@ -370,3 +370,42 @@ fn unsaved_contents_are_discarded_and_swept_at_open() {
     .unwrap();
     store.delete_barrel("b").unwrap();
 }
+
+#[test]
+fn replicated_link_stubs_and_partial_stubs() {
+    let (_d, _s, b) = setup();
+    // A link arriving by replication (stub form, with revpos) is kept as is.
+    b.save_doc(
+        doc(json!({"id": "l", "_rev": "3-abcd", "_attachments": {
+            "pic": {"url": "https://example.com/p.png", "revpos": 2, "stub": true}}})),
+        &REPL,
+    )
+    .unwrap();
+    let m = b.attachment_meta("l", "pic", None).unwrap();
+    assert_eq!((m.revpos, m.url.as_deref()), (2, Some("https://example.com/p.png")));
+    // A replicated stub with a digest but no revpos takes the revision's generation.
+    let (_, r) = b
+        .save_doc(
+            doc(json!({"id": "p", "_attachments": {"f": {"data": B64.encode(b"pp")}}})),
+            &NEW,
+        )
+        .unwrap();
+    let digest = digest_string(&md5(b"pp"));
+    b.save_doc(
+        doc(json!({"id": "q", "_rev": "4-abcd", "_attachments": {
+            "f": {"stub": true, "digest": digest, "length": 2}}})),
+        &REPL,
+    )
+    .unwrap();
+    assert_eq!(b.attachment_meta("q", "f", None).unwrap().revpos, 4);
+    assert_eq!(b.fetch_attachment("q", "f", None).unwrap().1, b"pp");
+    // A local edit with a digest-only stub takes the parent's stub.
+    b.save_doc(
+        doc(json!({"id": "p", "_rev": r.to_string(), "_attachments": {
+            "f": {"stub": true, "digest": digest}}})),
+        &NEW,
+    )
+    .unwrap();
+    let m = b.attachment_meta("p", "f", None).unwrap();
+    assert_eq!((m.revpos, m.length), (1, 2));
+}
