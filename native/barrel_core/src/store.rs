@@ -294,6 +294,9 @@ impl Store {
         att_opts.set_enable_blob_files(true);
         att_opts.set_min_blob_size(4096);
         att_opts.set_enable_blob_gc(true);
+        // Attachment chunks pass through the memtable on their way to blob files: a small one
+        // bounds the memory a large upload takes.
+        att_opts.set_write_buffer_size(16 * 1024 * 1024);
         let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
