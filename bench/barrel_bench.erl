@@ -27,10 +27,11 @@ config() ->
     Quick = os:getenv("BENCH_QUICK", "") =:= "1",
     Full = os:getenv("BENCH_FULL", "") =:= "1",
     Base = case Quick of
-               true -> #{writes => 2000, reads => 5000, sizes => [1000, 10000],
+               true -> #{writes => 2000, reads => 5000, att_mib => 50, sizes => [1000, 10000],
                          read_size => 10000, fold_size => 10000, deadline_ms => 5000,
                          load_deadline_ms => 60000};
-               false -> #{writes => 50000, reads => 100000, sizes => [10000, 100000, 1000000],
+               false -> #{writes => 50000, reads => 100000, att_mib => 500,
+                          sizes => [10000, 100000, 1000000],
                           read_size => 100000, fold_size => 1000000, deadline_ms => 10000,
                           load_deadline_ms => 180000}
            end,
@@ -101,18 +102,21 @@ peers(#{full := Full}) ->
 %%     store is closed), `changes_latency' (`procs' writers offering `rate' writes a second)
 %%     or `changes_fanout' (to `listeners' listeners), see `bench_changes'; `replicate' (the
 %%     store's documents to a new database, `via' `local', `ws' or `http'), see
-%%     `bench_barrel'.</li>
+%%     `bench_barrel'; `att_put' (a new document with one attachment of `att_bytes' bytes, see
+%%     `bench_docs:attachment/2') or `att_get' (that attachment read back whole).</li>
 %% <li>`ks', `start', `count', `procs': the keys `ks-start'..`ks-(start+count-1)', shared among
 %%     `procs' concurrent processes.</li>
 %% <li>`count_from': take `count' from the documents another workload managed to write.</li>
+%% <li>`unit', `per_item': the table shows the rate in `unit' (such as `"MiB/s"'), an item
+%%     counting `per_item' of it (default: docs/s, an item a document).</li>
 %% <li>`peers': the peers that run it (default: all). For the others it is `n/a', and a store
 %%     none of whose workloads they run is not even opened (its load would be wasted).</li>
 %% <li>`main': a row of the table; `scale => {N, Metric}': a row of the scale part of the
 %%     table (`load', `disk' or `fetch' at N documents).</li>
 %% </ul>
 %% Adding a workload is adding a map here (and a clause to the peers' `op/2' for a new `op').
-workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size := FS,
-            deadline_ms := D, load_deadline_ms := LD}) ->
+workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size := RS,
+            fold_size := FS, deadline_ms := D, load_deadline_ms := LD}) ->
     Writes = [w(save_doc_1, "save_doc, 1 process", put, <<"w1">>, W, 1, #{}),
               w(save_doc_16, "save_doc, 16 processes", put, <<"w16">>, W, 16, #{}),
               w(save_doc_64, "save_doc, 64 processes", put, <<"w64">>, W, 64, #{}),
@@ -137,7 +141,14 @@ workloads(#{writes := W, reads := R, sizes := Sizes, read_size := RS, fold_size 
               w(changes_fanout_10, "changes: delivered to 10 listeners (changes/s)",
                 changes_fanout, <<"cf10">>, W div 5, 1, #{listeners => 10}),
               w(changes_fanout_100, "changes: delivered to 100 listeners (changes/s)",
-                changes_fanout, <<"cf100">>, W div 25, 1, #{listeners => 100})],
+                changes_fanout, <<"cf100">>, W div 25, 1, #{listeners => 100}),
+              %% Attachments: AM MiB in 1 MiB attachments, then half as much in 64 KiB ones.
+              att(att_put_1m, "put_attachment 1 MiB, 1 process", att_put, <<"a1m">>, AM, 1,
+                  1 bsl 20, #{}),
+              att(att_get_1m, "fetch_attachment 1 MiB, 1 process", att_get, <<"a1m">>, AM, 1,
+                  1 bsl 20, #{count_from => att_put_1m}),
+              att(att_put_64k, "put_attachment 64 KiB, 16 processes", att_put, <<"a64k">>,
+                  8 * AM, 16, 1 bsl 16, #{})],
     Reads = fun(N) ->
                     [w(fetch_random_1, "fetch_doc random, 1 process", get, <<"s">>, R, 1,
                        #{pattern => random, keys => N, store => {scale, N}, scale => {N, fetch}}),
@@ -200,6 +211,13 @@ w(Id, Title, Op, Ks, Count, Procs, Extra) ->
     maps:merge(#{id => Id, title => Title, op => Op, ks => Ks, start => 0, count => Count,
                  procs => Procs, batch => 1, store => writes, main => true, setup => false},
                Extra).
+
+%% An attachment workload: `Bytes' a document, its rate in MiB/s. Mnesia and DETS have no
+%% attachments.
+att(Id, Title, Op, Ks, Count, Procs, Bytes, Extra) ->
+    w(Id, Title, Op, Ks, Count, Procs,
+      Extra#{att_bytes => Bytes, unit => "MiB/s", per_item => Bytes / (1 bsl 20),
+             peers => [barrel, barrel_http, rocksdb, pouchdb]}).
 
 count_label(N) when N >= 1000000 -> integer_to_list(N div 1000000) ++ "M";
 count_label(N) when N >= 1000 -> integer_to_list(N div 1000) ++ "k";
@@ -300,7 +318,8 @@ runs(_PeerId, _W) -> true.
 
 only(Peers, Config) ->
     Names = [Name || #{id := Id, name := Name} <- peers(Config), lists:member(Id, Peers)],
-    lists:flatten(["run on ", lists:join(" and ", Names), " only"]).
+    {Init, [Last]} = lists:split(length(Names) - 1, Names),
+    lists:flatten(["run on ", [[lists:join(", ", Init), " and "] || Init =/= []], Last, " only"]).
 
 store_order(writes, _) -> true;
 store_order(_, writes) -> false;
@@ -399,13 +418,13 @@ short_error(exit, {worker_failed, {{badmatch, Value}, _}}) -> {badmatch, Value};
 short_error(exit, {worker_failed, {Reason, _Stack}}) -> Reason;
 short_error(_Class, Reason) -> Reason.
 
-log(PeerId, #{id := Id}, R, Ms) ->
+log(PeerId, W = #{id := Id}, R, Ms) ->
     What = case R of
                {ok, #{bytes := B, log_bytes := L}} ->
                    io_lib:format("~ts (logs ~ts)", [bench_report:bytes(B), bench_report:bytes(L)]);
-               {ok, #{ops := Ops, secs := S} = M} ->
-                   io_lib:format("~ts/s (~b docs, p50 ~ts, p99 ~ts)",
-                                 [bench_report:rate(Ops / max(S, 1.0e-9)), Ops,
+               {ok, #{ops := Ops} = M} ->
+                   io_lib:format("~ts (~b docs, p50 ~ts, p99 ~ts)",
+                                 [bench_report:throughput(W, M), Ops,
                                   bench_report:us(maps:get(p50_us, M)),
                                   bench_report:us(maps:get(p99_us, M))]);
                {Tag, Why} -> io_lib:format("~p: ~0p", [Tag, Why])

@@ -5,6 +5,9 @@
 -export([open/3, close/1, op/2]).
 
 -define(NAME, <<"bench">>).
+%% The attachment workloads' one attachment a document (the same name in every peer).
+-define(ATT_NAME, <<"blob">>).
+-define(ATT_TYPE, <<"application/octet-stream">>).
 
 open(Dir, _TemplatesFile, _Opts) ->
     _ = application:load(barrel),
@@ -58,6 +61,13 @@ op(#{op := changes_fanout} = W, B) ->
               end,
     Write = fun(Docs) -> {ok, _} = barrel:save_docs(B, Docs) end,
     {custom, fun(Templates) -> bench_changes:fanout(W, Templates, Write, Listen, Extract) end};
+op(#{op := att_put}, B) ->
+    fun({Key, Content}) ->
+            {ok, _, _} = barrel:put_attachment(B, Key, undefined, ?ATT_NAME, Content,
+                                               #{content_type => ?ATT_TYPE})
+    end;
+op(#{op := att_get, att_bytes := Size}, B) ->
+    fun(Key) -> {ok, <<_:Size/binary>>} = barrel:fetch_attachment(B, Key, ?ATT_NAME) end;
 op(#{op := replicate} = W, _B) ->
     {custom, fun(_Templates) -> replicate(W) end};
 op(_W, _B) ->

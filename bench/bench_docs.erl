@@ -6,9 +6,12 @@
 %% key, `<<"Ks-000000000I">>') and `<<"seq">>' (`I') added in front, so every peer stores the
 %% same content under the same keys: Barrel, Mnesia and DETS as this map, RocksDB as its JSON
 %% bytes, PouchDB as the parsed object. Variant 1 is the content an update writes.
+%%
+%% The attachment workloads store {@link attachment/2} under the same keys: bytes every peer
+%% generates alike from the key (ChaCha20, as the Rust and Node peers do too).
 -module(bench_docs).
 
--export([templates/1, write_templates/2, key/2, doc/4, json/1]).
+-export([templates/1, write_templates/2, key/2, doc/4, attachment/2, json/1]).
 
 -define(DOC_BYTES, 1024).
 
@@ -45,6 +48,16 @@ key(Ks, I) ->
 doc(Templates, Ks, I, Variant) ->
     T = element((I + Variant) rem tuple_size(Templates) + 1, Templates),
     T#{<<"id">> := key(Ks, I), <<"seq">> := I}.
+
+%% @doc The `Bytes' bytes of the attachment stored under `Key': the ChaCha20 keystream (RFC 8439
+%% block function, counter and nonce 0) keyed by `Key' padded with zeros to 32 bytes. Pseudo-
+%% random, so neither a compressor nor content deduplication can shrink it, and the same in every
+%% peer: `peer_protocol::attachment' (rand_chacha's `ChaCha20Rng' from that seed) and
+%% `attachment' in `pouchdb_peer.js' (Node's `chacha20' cipher) compute the same bytes.
+-spec attachment(binary(), non_neg_integer()) -> binary().
+attachment(Key, Bytes) ->
+    Seed = binary:part(<<Key/binary, 0:256>>, 0, 32),
+    crypto:crypto_one_time(chacha20, Seed, <<0:128>>, <<0:(8 * Bytes)>>, true).
 
 template(Words, N) ->
     W = fun() -> element(rand:uniform(tuple_size(Words)), Words) end,

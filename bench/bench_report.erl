@@ -3,7 +3,8 @@
 %% issue 3 checked against them).
 -module(bench_report).
 
--export([machine/0, table/1, markdown/1, rate/1, us/1, bytes/1, workload_label/1]).
+-export([machine/0, table/1, markdown/1, throughput/2, rate/1, us/1, bytes/1,
+         workload_label/1]).
 
 %% ---------------------------------------------------------------------------
 %% Targets: `num' / `den' (throughputs, docs/s) must be at least `min'.
@@ -115,9 +116,10 @@ summary(#{peers := Peers} = Report) ->
             || {Label, Kind, Id} <- rows(Report)],
     [Header | Rows].
 
-%% Main rows, then the scale rows of each size.
+%% Main rows, then the scale rows of each size. A row's kind: `rate' (docs/s), `{rate, Unit,
+%% PerItem}' (a workload with a `unit') or a size.
 rows(#{workloads := Ws, config := #{sizes := Sizes}}) ->
-    Main = [{Title, rate, Id} || #{id := Id, title := Title, main := true} <- Ws],
+    Main = [{Title, rate_kind(W), Id} || W = #{id := Id, title := Title, main := true} <- Ws],
     Scale = lists:append(
               [[{"scale " ++ count_label(N) ++ ": " ++ Label, Kind, Id}
                 || {Metric, Label, Kind} <- [{load, "load (save_docs 1000)", rate},
@@ -128,8 +130,20 @@ rows(#{workloads := Ws, config := #{sizes := Sizes}}) ->
                || N <- Sizes]),
     Main ++ Scale.
 
+rate_kind(#{unit := Unit, per_item := PerItem}) -> {rate, Unit, PerItem};
+rate_kind(_W) -> rate.
+
 unit(rate) -> " (docs/s)";
+unit({rate, Unit, _PerItem}) -> " (" ++ Unit ++ ")";
 unit(_Bytes) -> "".
+
+%% @doc A workload's result as a rate with its unit: `45.2k docs/s', `412 MiB/s'.
+-spec throughput(map(), map()) -> string().
+throughput(W, Stats) ->
+    case rate_kind(W) of
+        rate -> rate(value(rate, Stats)) ++ " docs/s";
+        Kind = {rate, Unit, _} -> amount(value(Kind, Stats)) ++ " " ++ Unit
+    end.
 
 cell(Kind, Id, #{id := PeerId}, #{results := Results}) ->
     case {maps:get({PeerId, Id}, Results, missing), maps:get({barrel, Id}, Results, missing)} of
@@ -149,10 +163,12 @@ cell(Kind, Id, #{id := PeerId}, #{results := Results}) ->
     end.
 
 value(rate, #{ops := Ops, secs := Secs}) -> Ops / max(Secs, 1.0e-9);
+value({rate, _Unit, PerItem}, R) -> value(rate, R) * PerItem;
 value(bytes, #{bytes := B}) -> B;
 value(log_bytes, #{log_bytes := B}) -> B.
 
 format(rate, V) -> rate(V);
+format({rate, _Unit, _PerItem}, V) -> amount(V);
 format(_Bytes, V) -> bytes(V).
 
 ratio(X) -> [$× | float_to_list(X, [{decimals, if X >= 10 -> 1; true -> 2 end}])].
@@ -199,11 +215,12 @@ markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results :
      io_lib:format("- Barrel at commit ~ts~n", [maps:get(commit, M)]),
      io_lib:format("- Load average at start: ~ts~n~n", [lists:join(" ", maps:get(load, M))]),
      "## Throughput\n\n",
-     "Documents per second (disk rows: bytes on disk once the store is closed). In "
-     "parentheses, Barrel's ratio to that peer.\n\n",
+     "Documents per second, or what the row names (attachment rows: MiB/s; disk rows: bytes "
+     "on disk once the store is closed). In parentheses, Barrel's ratio to that peer.\n\n",
      table(Report), "\n",
      "## Latency\n\n",
-     "Per call, p50 / p99 (a call is one document, or one batch for save_docs and the loads).\n\n",
+     "Per call, p50 / p99 (a call is one document, or one batch for save_docs and the loads; "
+     "for the attachment rows, one attachment).\n\n",
      markdown_table(latency(Report)), "\n",
      "## Targets (issue 3)\n\n",
      markdown_table(target_rows(Results)), "\n",
@@ -227,8 +244,12 @@ latency(#{peers := Peers, results := Results} = Report) ->
     Header = ["Workload" | [name(P) || P <- Peers]],
     Rows = [[Label | [lat_cell(maps:get({PeerId, Id}, Results, missing))
                       || #{id := PeerId} <- Peers]]
-            || {Label, rate, Id} <- rows(Report), has_latency(Id, Results)],
+            || {Label, Kind, Id} <- rows(Report), is_rate(Kind), has_latency(Id, Results)],
     [Header | Rows].
+
+is_rate(rate) -> true;
+is_rate({rate, _, _}) -> true;
+is_rate(_Bytes) -> false.
 
 has_latency(Id, Results) ->
     lists:any(fun({{_, I}, {ok, #{p50_us := P}}}) -> I =:= Id andalso P =/= undefined;
@@ -329,6 +350,18 @@ notes(Peers, Ws, Results) ->
          "database to a new one in the same Node process. PouchDB has no WebSocket "
          "replication, and PouchDB to PouchDB over HTTP needs a PouchDB server, which this "
          "harness does not run: `n/a`.\n",
+         "- Attachments (Barrel, Barrel HTTP, RocksDB, PouchDB): `att_put_1m` writes "
+         "new documents with one 1 MiB attachment each, `att_get_1m` reads them back whole, "
+         "`att_put_64k` writes 64 KiB ones from 16 processes; the figure is MiB of attachment "
+         "content a second. The content is pseudo-random (ChaCha20 keyed by the document id, "
+         "generated before the clock): the same bytes in every peer, incompressible, and "
+         "different for every document, so nothing is deduplicated. Barrel: "
+         "`barrel:put_attachment/6` (no `rev`: a new document) and "
+         "`barrel:fetch_attachment/3`. Barrel HTTP: `PUT /barrels/bench/docs/<id>/blob` with "
+         "the raw bytes as the body (`application/octet-stream`), `GET` of the same path "
+         "(body read, length checked). RocksDB: one `put` / `get` of the bytes under the "
+         "document's key, the floor. PouchDB: `putAttachment` / `getAttachment` with a "
+         "Buffer. Mnesia and DETS have no attachments (`n/a`).\n",
          "- Disk size: bytes of every file in the peer's directory once the store is closed "
          "after its workloads (what is left on disk at rest); the next row counts the part in "
          "write-ahead logs (`*.log` of RocksDB and LevelDB, Mnesia's `LATEST.LOG`).\n",
@@ -366,6 +399,11 @@ rate(X) when X >= 1.0e6 -> float_to_list(X / 1.0e6, [{decimals, 2}]) ++ "M";
 rate(X) when X >= 1.0e5 -> integer_to_list(round(X / 1000)) ++ "k";
 rate(X) when X >= 1.0e3 -> float_to_list(X / 1000, [{decimals, 1}]) ++ "k";
 rate(X) -> integer_to_list(round(X)).
+
+%% @doc A throughput in a unit larger than a document (MiB/s): `2345', `412', `41.2', `4.12'.
+amount(X) when X >= 100 -> integer_to_list(round(X));
+amount(X) when X >= 10 -> float_to_list(X, [{decimals, 1}]);
+amount(X) -> float_to_list(X, [{decimals, 2}]).
 
 %% @doc A latency given in microseconds.
 us(undefined) -> "—";

@@ -81,6 +81,8 @@ loop([Item | Items], Fun, Prev, Deadline, Batched, Done, Lat) ->
 %% <li>`update': `{Key, Doc}', the document's next content (variant 1).</li>
 %% <li>`get': a key; `pattern' `seq' walks the share in order (wrapping around the `keys'
 %% stored), `random' picks uniformly among the `keys' stored.</li>
+%% <li>`att_put': `{Key, Content}', the `att_bytes' bytes of {@link bench_docs:attachment/2}
+%% for a new document `Key'; `att_get': a key whose attachment `att_put' stored.</li>
 %% </ul>
 -spec items(map(), non_neg_integer(), tuple()) -> [term()].
 %% `put_flat' items are `{Key, Doc}' with a 1 KB single-string document; `query_id' items are
@@ -109,6 +111,12 @@ items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) -
             [{bench_docs:key(Ks, Start + I), #{<<"id">> => bench_docs:key(Ks, Start + I),
                                                <<"blob">> => Blob}}
              || I <- Idx];
+        att_put ->
+            Bytes = maps:get(att_bytes, W),
+            [{Key, bench_docs:attachment(Key, Bytes)}
+             || I <- Idx, Key <- [bench_docs:key(Ks, Start + I)]];
+        att_get ->
+            [bench_docs:key(Ks, Start + I) || I <- Idx];
         Q when Q =:= get; Q =:= query_id ->
             Keys = maps:get(keys, W),
             case maps:get(pattern, W) of

@@ -6,13 +6,18 @@
 //                                -> ok ops=N secs=S p50_us=X p99_us=Y
 //   run op=replicate via=local count=N deadline_ms=D
 //                                -> ok ops=N secs=S p50_us=0 p99_us=0
+//   run op=att_put|att_get ks=a1m start=0 count=N procs=P att_bytes=B deadline_ms=D
+//                                -> ok ops=N secs=S p50_us=X p99_us=Y
 //   close                        -> ok
 // Errors answer `error <why>`, an operation this peer cannot do `error unsupported <why>`.
 // A document is template (i + variant) mod K with "id" and "seq" in front, under _id
-// "<ks>-<i, 10 digits>". "procs" are concurrent async callers: Node runs them on one thread.
+// "<ks>-<i, 10 digits>". The attachment workloads put (putAttachment, a new document) or get
+// (getAttachment) one attachment "blob" of B bytes (attachment(): the same bytes as the other
+// peers) with Buffers. "procs" are concurrent async callers: Node runs them on one thread.
 // End of input closes the database and ends the process.
 'use strict';
 
+const crypto = require('crypto');
 const readline = require('readline');
 const PouchDB = require('pouchdb-node');
 
@@ -25,6 +30,19 @@ const key = (ks, i) => `${ks}-${String(i).padStart(10, '0')}`;
 function doc(ks, i, variant) {
   const k = key(ks, i);
   return Object.assign({ _id: k, id: k, seq: i }, templates[(i + variant) % templates.length]);
+}
+
+// The attachment workloads' one attachment a document (the same name in every peer).
+const ATT_NAME = 'blob';
+const ATT_TYPE = 'application/octet-stream';
+
+// The `bytes` bytes of the attachment stored under `k`: the ChaCha20 keystream (RFC 8439 block
+// function, counter and nonce 0: OpenSSL's 16-byte IV all zeros) keyed by `k` padded with zeros
+// to 32 bytes, as bench_docs:attachment/2 and peer_protocol::attachment compute it.
+function attachment(k, bytes) {
+  const seed = Buffer.alloc(32);
+  Buffer.from(k).copy(seed);
+  return crypto.createCipheriv('chacha20', seed, Buffer.alloc(16)).update(Buffer.alloc(bytes));
 }
 
 function percentile(sorted, p) {
@@ -103,6 +121,9 @@ async function run(w) {
   if (w.op === 'fold') return fold(w);
   if (w.op === 'replicate') return replicate(w);
   const revs = w.op === 'update' ? await revisions(w.ks, w.start, w.count) : null;
+  const contents = w.op === 'att_put'
+    ? Array.from({ length: w.count }, (_, i) => attachment(key(w.ks, w.start + i), w.att_bytes))
+    : null;
   const started = process.hrtime.bigint();
   const deadline = started + BigInt(w.deadline_ms) * 1000000n;
   const per = Math.ceil(w.count / w.procs);
@@ -133,6 +154,14 @@ async function run(w) {
         const idx = w.pattern === 'random' ? Math.floor(Math.random() * w.keys) : i % w.keys;
         await db.get(key(w.ks, w.start + idx));
         done += 1;
+      } else if (w.op === 'att_put') {
+        await db.putAttachment(key(w.ks, w.start + i), ATT_NAME, contents[i], ATT_TYPE);
+        done += 1;
+      } else if (w.op === 'att_get') {
+        const k = key(w.ks, w.start + i);
+        const content = await db.getAttachment(k, ATT_NAME);
+        if (content.length !== w.att_bytes) throw new Error(`${k}: ${content.length} bytes`);
+        done += 1;
       } else {
         throw new Error(`unsupported op ${w.op}`);
       }
@@ -150,7 +179,7 @@ async function run(w) {
 
 function parse(words) {
   const w = { op: '', ks: 'k', start: 0, count: 0, procs: 1, batch: 1, keys: 0,
-              pattern: 'seq', deadline_ms: 60000 };
+              pattern: 'seq', deadline_ms: 60000, att_bytes: 0 };
   for (const word of words) {
     const eq = word.indexOf('=');
     if (eq < 0) continue;

@@ -15,22 +15,30 @@
 //!   instead of `id`), every result checked;
 //! - `update`: `PUT /barrels/bench/docs/<id>?rev=<rev>`, the revisions read before the clock;
 //! - `get`: `GET /barrels/bench/docs/<id>`, 200 checked, the body read but not decoded;
-//! - `fold`: `GET /barrels/bench/_all_docs?include_docs=true` in pages of 1000.
+//! - `fold`: `GET /barrels/bench/_all_docs?include_docs=true` in pages of 1000;
+//! - `att_put`: `PUT /barrels/bench/docs/<id>/blob` (no `rev`: a new document) with the
+//!   attachment's bytes as the body, `Content-Type: application/octet-stream`;
+//! - `att_get`: `GET /barrels/bench/docs/<id>/blob`, the bytes read and their length checked.
 //!
-//! Other ops answer `error unsupported ...`. Documents are the bytes the other peers store
-//! (`peer_protocol::Templates::doc`), id `<ks>-<i, 10 digits>`.
+//! Other ops answer `error unsupported ...`. Documents and attachments are the bytes the other
+//! peers store (`peer_protocol::Templates::doc`, `peer_protocol::attachment`), id
+//! `<ks>-<i, 10 digits>`.
 
 use barrel_core::server::{self, ServerConfig, ServerHandle};
 use barrel_core::{Store, StoreOptions};
-use peer_protocol::{key, run_threads, Op, Outcome, Peer, Templates, Workload};
+use peer_protocol::{attachments, key, run_threads, Op, Outcome, Peer, Templates, Workload};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Rows a page of `_all_docs` asks for (the fold and the revisions read before an update).
 const PAGE: usize = 1000;
+
+/// The attachment workloads' one attachment a document (the same name in every peer).
+const ATT_NAME: &str = "blob";
 
 fn main() {
     peer_protocol::serve::<HttpPeer>();
@@ -156,6 +164,7 @@ impl Client {
         } else {
             HashMap::new()
         };
+        let contents = attachments(w);
         // One agent (keep-alive connection) per thread.
         run_threads(w, agent, |agent, share, i, rng| {
             Ok(match w.op {
@@ -211,6 +220,28 @@ impl Client {
                         return Err(format!("{url}: HTTP {}", resp.status()));
                     }
                     resp.into_string().map_err(|e| format!("{url}: {e}"))?;
+                    1
+                }
+                Op::AttPut => {
+                    let k = key(w.keyspace, w.start + i);
+                    let url = format!("{}/docs/{k}/{ATT_NAME}", self.base);
+                    let req = agent
+                        .put(&url)
+                        .set("Content-Type", "application/octet-stream");
+                    read_body(&url, req.send_bytes(&contents[i as usize]))?;
+                    1
+                }
+                Op::AttGet => {
+                    let k = key(w.keyspace, w.start + i);
+                    let url = format!("{}/docs/{k}/{ATT_NAME}", self.base);
+                    let mut content = Vec::with_capacity(w.att_bytes as usize);
+                    response(&url, agent.get(&url).call())?
+                        .into_reader()
+                        .read_to_end(&mut content)
+                        .map_err(|e| format!("{url}: {e}"))?;
+                    if content.len() as u64 != w.att_bytes {
+                        return Err(format!("{url}: {} bytes", content.len()));
+                    }
                     1
                 }
                 Op::Fold => unreachable!("fold runs on its own"),

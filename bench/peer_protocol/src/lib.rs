@@ -6,13 +6,17 @@
 //! open <dir> <templates file>   -> ok
 //! run op=put ks=w1 start=0 count=50000 procs=16 batch=1 keys=0 pattern=seq deadline_ms=20000
 //!                               -> ok ops=50000 secs=0.31 p50_us=4.1 p99_us=19.0
+//! run op=att_put ks=a1m start=0 count=500 procs=1 ... att_bytes=1048576
+//!                               -> ok ops=500 secs=1.9 p50_us=3500.0 p99_us=6100.0
 //! close                         -> ok
 //! ```
 //!
-//! the workload parameters, the documents (the same bytes the Erlang side stores), and the
-//! threads that run a workload and time every call. End of input ends the process, so a peer
+//! the workload parameters, the documents and attachments (the same bytes the Erlang side
+//! stores), and the threads that run a workload and time every call. End of input ends the process, so a peer
 //! never outlives the driver.
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -115,6 +119,10 @@ pub enum Op {
     Update,
     Get,
     Fold,
+    /// A new document with one attachment of `att_bytes` bytes ([`attachment`]).
+    AttPut,
+    /// The attachment `AttPut` stored, read back whole.
+    AttGet,
 }
 
 /// One `run` command's parameters.
@@ -128,6 +136,8 @@ pub struct Workload<'a> {
     pub keys: u64,
     pub random: bool,
     pub deadline: Duration,
+    /// Bytes of an attachment (the attachment workloads).
+    pub att_bytes: u64,
 }
 
 impl<'a> Workload<'a> {
@@ -142,6 +152,8 @@ impl<'a> Workload<'a> {
             Some("update") => Op::Update,
             Some("get") => Op::Get,
             Some("fold") => Op::Fold,
+            Some("att_put") => Op::AttPut,
+            Some("att_get") => Op::AttGet,
             other => return Err(format!("unsupported op {other:?}")),
         };
         Ok(Workload {
@@ -154,6 +166,7 @@ impl<'a> Workload<'a> {
             keys: num("keys", 0)?,
             random: p.get("pattern") == Some(&"random"),
             deadline: Duration::from_millis(num("deadline_ms", 60_000)?),
+            att_bytes: num("att_bytes", 0)?,
         })
     }
 }
@@ -169,6 +182,30 @@ pub struct Outcome {
 /// The key (and document id) of item `i` of a keyspace.
 pub fn key(keyspace: &str, i: u64) -> String {
     format!("{keyspace}-{i:010}")
+}
+
+/// The `bytes` bytes of the attachment stored under `key`: the ChaCha20 keystream (RFC 8439
+/// block function, counter and nonce 0) keyed by `key` padded with zeros to 32 bytes, as
+/// `bench_docs:attachment/2` and `pouchdb_peer.js` compute it. Pseudo-random: incompressible,
+/// and a different content (digest) for every key.
+pub fn attachment(key: &str, bytes: u64) -> Vec<u8> {
+    let mut seed = [0u8; 32];
+    let n = key.len().min(32);
+    seed[..n].copy_from_slice(&key.as_bytes()[..n]);
+    let mut content = vec![0u8; bytes as usize];
+    ChaCha20Rng::from_seed(seed).fill_bytes(&mut content);
+    content
+}
+
+/// The attachment of every item of an `AttPut` workload, by item (made before the clock
+/// starts); nothing for the other workloads.
+pub fn attachments(w: &Workload) -> Vec<Vec<u8>> {
+    if w.op != Op::AttPut {
+        return Vec::new();
+    }
+    (0..w.count)
+        .map(|i| attachment(&key(w.keyspace, w.start + i), w.att_bytes))
+        .collect()
 }
 
 /// xorshift64*: the random read pattern needs uniform indices, not a crypto generator.
@@ -276,4 +313,26 @@ where
         last = now;
     }
     Ok((done, lat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_is_the_chacha20_keystream_of_the_padded_key() {
+        // RFC 8439 appendix A.1, test vector 1: the all-zero key (here: the empty key).
+        let first = [
+            0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90, 0x40, 0x5d, 0x6a, 0xe5, 0x53, 0x86,
+            0xbd, 0x28,
+        ];
+        assert_eq!(attachment("", 16), first);
+    }
+
+    #[test]
+    fn attachment_differs_by_key_and_extends_by_length() {
+        let a = attachment("a1m-0000000000", 1 << 16);
+        assert_ne!(a, attachment("a1m-0000000001", 1 << 16));
+        assert_eq!(attachment("a1m-0000000000", 1 << 20)[..1 << 16], a[..]);
+    }
 }

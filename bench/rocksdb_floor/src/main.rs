@@ -3,9 +3,10 @@
 //! It opens RocksDB with the crate's default options (plus `create_if_missing`) and runs the
 //! workloads the Erlang driver (`bench/bench_external.erl`) asks for over the line protocol of
 //! `peer_protocol`. Documents are the same bytes the Erlang side stores, under the key
-//! `<ks>-<i, 10 digits>`.
+//! `<ks>-<i, 10 digits>`; for the attachment workloads, the attachment's bytes
+//! (`peer_protocol::attachment`) under the document's key: one `put`, one `get` of the content.
 
-use peer_protocol::{key, run_threads, Op, Outcome, Peer, Templates, Workload};
+use peer_protocol::{attachments, key, run_threads, Op, Outcome, Peer, Templates, Workload};
 use rocksdb::{Options, WriteBatch, DB};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ impl Peer for Floor {
         if w.op == Op::Fold {
             return self.fold(w.deadline);
         }
+        let contents = attachments(w);
         run_threads(
             w,
             || (),
@@ -69,6 +71,22 @@ impl Peer for Floor {
                             return Err(format!("missing {}", key(w.keyspace, w.start + idx)));
                         }
                         1
+                    }
+                    Op::AttPut => {
+                        let k = key(w.keyspace, w.start + i);
+                        self.db
+                            .put(k, &contents[i as usize])
+                            .map_err(|e| e.to_string())?;
+                        1
+                    }
+                    Op::AttGet => {
+                        let k = key(w.keyspace, w.start + i);
+                        let v = self.db.get(&k).map_err(|e| e.to_string())?;
+                        match v {
+                            Some(v) if v.len() as u64 == w.att_bytes => 1,
+                            Some(v) => return Err(format!("{k}: {} bytes", v.len())),
+                            None => return Err(format!("missing {k}")),
+                        }
                     }
                     Op::Fold => unreachable!("fold runs on its own"),
                 })

@@ -217,9 +217,9 @@ impl AttSpec {
         };
         let digest = match v.get("digest") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.starts_with("md5-") => Some(
-                parse_digest(s).ok_or_else(|| bad(name, format!("malformed digest {s:?}")))?,
-            ),
+            Some(Value::String(s)) if s.starts_with("md5-") => {
+                Some(parse_digest(s).ok_or_else(|| bad(name, format!("malformed digest {s:?}")))?)
+            }
             // Another algorithm (CouchDB may send sha1 etc.): not checked, not kept.
             Some(Value::String(_)) => None,
             Some(_) => return Err(bad(name, "digest must be a string")),
@@ -248,7 +248,9 @@ impl AttSpec {
         } else if flag("stub") && (digest.is_some() || v.get("url").is_none()) {
             AttSource::Stub
         } else if let Some(u) = v.get("url") {
-            let u = u.as_str().ok_or_else(|| bad(name, "url must be a string"))?;
+            let u = u
+                .as_str()
+                .ok_or_else(|| bad(name, "url must be a string"))?;
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(bad(name, "url must be an http(s) URL"));
             }
@@ -328,13 +330,24 @@ pub(crate) mod keys {
     }
 
     pub fn chunk(barrel: u64, blob: u64, n: u64) -> Vec<u8> {
-        [&prefix(barrel)[..], b"c", &blob.to_be_bytes(), &n.to_be_bytes()].concat()
+        [
+            &prefix(barrel)[..],
+            b"c",
+            &blob.to_be_bytes(),
+            &n.to_be_bytes(),
+        ]
+        .concat()
     }
 
     /// The chunk range of a blob: `[start, end)`.
     pub fn chunks(barrel: u64, blob: u64) -> (Vec<u8>, Vec<u8>) {
         let start = [&prefix(barrel)[..], b"c", &blob.to_be_bytes()].concat();
-        let end = [&prefix(barrel)[..], b"c", &blob.wrapping_add(1).to_be_bytes()].concat();
+        let end = [
+            &prefix(barrel)[..],
+            b"c",
+            &blob.wrapping_add(1).to_be_bytes(),
+        ]
+        .concat();
         (start, end)
     }
 
@@ -697,6 +710,9 @@ impl AttachmentReader {
 /// Where [`resolve`] finds the stubs of the revision a write extends.
 pub(crate) type ParentStubs<'a> = dyn FnMut() -> Result<Vec<(String, AttMeta)>> + 'a;
 
+/// What [`resolve`] gives: the `_attachments` object, the new contents, the digests referred to.
+pub(crate) type Resolved = (Map<String, Value>, Vec<NewBlob>, Vec<Md5Digest>);
+
 /// Turns a write's attachment specs into stubs: inline data is written as content, stubs are
 /// completed from the parent revision when they lack a digest. Returns the `_attachments`
 /// object, the new contents, and the digests the revision refers to.
@@ -707,7 +723,7 @@ pub(crate) fn resolve(
     gen: u64,
     new_edits: bool,
     parent: &mut ParentStubs<'_>,
-) -> Result<(Map<String, Value>, Vec<NewBlob>, Vec<Md5Digest>)> {
+) -> Result<Resolved> {
     let mut out = Map::new();
     let mut blobs = Vec::new();
     let mut digests = Vec::new();
@@ -804,7 +820,12 @@ pub(crate) fn resolve(
 
 /// The attachments of `rev` of document `id` in the tree `_attachments` of a stored body; the
 /// reference keys of a stored revision.
-pub(crate) fn reference_keys(barrel: u64, id: &str, rev: &Rev, digests: &[Md5Digest]) -> Vec<Vec<u8>> {
+pub(crate) fn reference_keys(
+    barrel: u64,
+    id: &str,
+    rev: &Rev,
+    digests: &[Md5Digest],
+) -> Vec<Vec<u8>> {
     digests
         .iter()
         .map(|d| keys::reference(barrel, d, id, rev))

@@ -273,16 +273,23 @@ impl Barrel {
 
     /// Writes the inline contents of a document's attachments and turns its attachments into
     /// stubs (on the caller's thread, so the writer thread only registers them).
-    fn resolve_attachments(&self, store: &Arc<Store>, doc: &mut DocInput, new_edits: bool) -> Result<()> {
+    fn resolve_attachments(
+        &self,
+        store: &Arc<Store>,
+        doc: &mut DocInput,
+        new_edits: bool,
+    ) -> Result<()> {
         if !doc.has_pending_attachments() {
             return Ok(());
         }
         let gen = match (&doc.rev, new_edits) {
             (Some(r), true) => r.gen + 1,
             (Some(r), false) => r.gen,
-            (None, _) => match doc.id.as_deref().map(|id| {
-                self.read_record(store, id, &ReadOptions::default())
-            }) {
+            (None, _) => match doc
+                .id
+                .as_deref()
+                .map(|id| self.read_record(store, id, &ReadOptions::default()))
+            {
                 Some(Ok(rec)) => rec
                     .tree
                     .winner()

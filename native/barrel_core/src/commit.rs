@@ -9,12 +9,12 @@
 //! thread applies writes, read-modify-write of revision trees needs no further locking: of
 //! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
 
+use crate::attachment::{self as att, body_digests, Md5Digest};
 use crate::changes::{Change, LiveChange};
 use crate::doc::{decode_body, generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
 use crate::revtree::{Rev, RevTree};
-use crate::attachment::{self as att, body_digests, Md5Digest};
 use crate::store::{
     keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_INDEX, CF_META, CF_REVS, CF_SEQS,
 };
@@ -378,11 +378,14 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
 /// Removes the contents no stored revision refers to any more, among those that lost a
 /// reference in the last commit. Runs on the writer thread, so no write registering or
 /// referring to these contents can interleave.
-fn collect_garbage(store: &Store, mut candidates: Vec<(Arc<BarrelInner>, Md5Digest)>) -> Result<()> {
+fn collect_garbage(
+    store: &Store,
+    mut candidates: Vec<(Arc<BarrelInner>, Md5Digest)>,
+) -> Result<()> {
     if candidates.is_empty() {
         return Ok(());
     }
-    candidates.sort_by(|a, b| (a.0.id, a.1).cmp(&(b.0.id, b.1)));
+    candidates.sort_by_key(|c| (c.0.id, c.1));
     candidates.dedup_by(|a, b| a.0.id == b.0.id && a.1 == b.1);
     let cf = store.cf(CF_ATTS);
     let mut batch = WriteBatch::default();
@@ -500,7 +503,9 @@ impl GroupWriter<'_> {
             return Err(DocError::MissingRev.into());
         }
         if doc.has_pending_attachments() {
-            return Err(Error::Internal("attachments not resolved before the commit".into()));
+            return Err(Error::Internal(
+                "attachments not resolved before the commit".into(),
+            ));
         }
         let id = doc.id.clone().unwrap_or_else(generate_id);
         let key = keys::doc(barrel.id, &id);
@@ -575,7 +580,8 @@ impl GroupWriter<'_> {
                 att::keys::meta(barrel, &d),
                 att::encode_meta(blob.blob(), blob.length()),
             );
-            self.batch.delete_cf(cf, att::keys::pending(barrel, blob.blob()));
+            self.batch
+                .delete_cf(cf, att::keys::pending(barrel, blob.blob()));
             self.registered.insert((barrel, d));
         }
         blob.mark_saved();
