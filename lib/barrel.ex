@@ -84,6 +84,7 @@ defmodule Barrel do
     * `"_deleted"`: `true` on a tombstone, the revision `delete_doc/3` writes.
     * `"_revisions"`, `"_conflicts"`: returned by `fetch_doc/3` when asked;
       `"_revisions"` is also read by `save_doc/3` with `new_edits: false`.
+    * `"_attachments"`: the document's attachments (see "Attachments").
 
   ## Revisions and conflicts
 
@@ -95,6 +96,32 @@ defmodule Barrel do
   then highest generation, then highest hash), `fetch_doc/3` returns it,
   and `conflicts: true` or `open_revs: :all` show the others so that you can
   merge them and delete the losers.
+
+  ## Attachments
+
+  Binary contents go with a document revision, under `"_attachments"`, one
+  map per name. Written inline, `"data"` holds the raw bytes (a binary, not
+  base64); a fetched document lists each attachment as a stub with its
+  `"content_type"`, `"digest"`, `"length"` and `"revpos"`, and saving the
+  fetched document back keeps them. `put_attachment/6` writes one
+  attachment, streamed from an enumerable, a function or a file, and
+  `fetch_attachment/4`, `attachment_chunks/4` and `fold_attachment/6` read
+  it back, whole or chunk by chunk. Identical contents are stored once per
+  barrel, and a content is deleted when no revision refers to it any more.
+  An attachment with `"url"` instead of data is a link to content kept
+  elsewhere.
+
+      iex> :ok = Barrel.create_barrel("quickstart-attachments")
+      iex> {:ok, barrel} = Barrel.open("quickstart-attachments")
+      iex> atts = %{"note.txt" => %{"content_type" => "text/plain", "data" => "hello"}}
+      iex> {:ok, "a", rev1} = Barrel.save_doc(barrel, %{"id" => "a", "_attachments" => atts})
+      iex> {:ok, %{"_attachments" => %{"note.txt" => stub}}} = Barrel.fetch_doc(barrel, "a")
+      iex> stub
+      %{"content_type" => "text/plain", "digest" => "md5-XUFAKrxLKna5cZ2REBfFkg==", "length" => 5, "revpos" => 1, "stub" => true}
+      iex> chunks = Stream.repeatedly(fn -> :binary.copy("x", 65_536) end) |> Stream.take(4)
+      iex> {:ok, "a", _rev2} = Barrel.put_attachment(barrel, "a", rev1, "big.bin", {:stream, chunks})
+      iex> Barrel.attachment_chunks(barrel, "a", "big.bin") |> Enum.map(&byte_size/1)
+      [131072, 131072]
 
   ## Path index and queries
 
@@ -285,6 +312,12 @@ defmodule Barrel do
       is not a barrel, or a `since` that is not a sequence.
     * `{:bad_endpoint, side}`: a side of `replicate/3` that is neither a
       barrel name nor a URL.
+    * `{:bad_attachment, why}`: a malformed `"_attachments"` member or
+      attachment name, or content that does not match the `digest` or
+      `length` given with it. `{:missing_stub, name}`: a stub naming content
+      this barrel does not have. `{:attachment_too_large, max_size}`: a
+      content longer than `:max_size`. `{:file_error, reason}`: the file of
+      `{:file, path}` could not be read.
     * `{:p2p_write_failed, docid, rev, [{host, {:error, reason}}]}`: the
       document was saved here, but not on these hops of `:p2p_write`.
     * `{:storage_error, message}`, `{:corrupt, message}`,
@@ -306,6 +339,10 @@ defmodule Barrel do
           | {:bad_pattern, term()}
           | {:bad_arg, atom()}
           | {:bad_endpoint, term()}
+          | {:bad_attachment, String.t()}
+          | {:missing_stub, String.t()}
+          | {:attachment_too_large, non_neg_integer()}
+          | {:file_error, term()}
           | {:p2p_write_failed, docid(), rev(), [{String.t() | charlist(), {:error, term()}}]}
           | {:storage_error, String.t()}
           | {:corrupt, String.t()}
@@ -341,10 +378,49 @@ defmodule Barrel do
           {:rev, rev()}
           | {:revs, boolean()}
           | {:conflicts, boolean()}
+          | {:attachments, boolean()}
           | {:open_revs, :all | [rev()]}
           | {:p2p_read, hop()}
           | {:cache, boolean()}
           | {:null, atom()}
+
+  @typedoc "An attachment name: 1 to 1024 bytes of UTF-8, not starting with `_`."
+  @type attachment_name :: String.t()
+
+  @typedoc """
+  What `put_attachment/6` writes: the content, `{:stream, enumerable}` or
+  `{:stream, fun}` giving it chunk by chunk, or `{:file, path}`.
+  """
+  @type attachment_content ::
+          binary()
+          | {:stream, Enumerable.t() | (() -> {:ok, iodata()} | :eof | {:error, term()})}
+          | {:file, Path.t()}
+
+  @type attachment_option ::
+          {:content_type, String.t()}
+          | {:digest, String.t()}
+          | {:length, non_neg_integer()}
+          | {:max_size, non_neg_integer()}
+
+  @type attachment_stream_option ::
+          {:rev, rev()} | {:range, {non_neg_integer(), non_neg_integer()}}
+
+  @typedoc """
+  What a revision records of an attachment (its stub): `:content_type`,
+  `:revpos` (the generation of the revision that last changed it), and
+  `:digest` (`"md5-"` and the base64 MD5 of the content) and `:length` for
+  a content stored here, or `:url` for a linked attachment.
+  """
+  @type attachment_info :: %{
+          required(:content_type) => String.t(),
+          required(:revpos) => pos_integer(),
+          optional(:digest) => String.t(),
+          optional(:length) => non_neg_integer(),
+          optional(:url) => String.t()
+        }
+
+  @typedoc "An attachment being read, from `attachment_stream/4`."
+  @type attachment_stream :: reference()
 
   @type fold_option ::
           {:start_key, docid()}
@@ -644,6 +720,14 @@ defmodule Barrel do
   revision in `"_rev"`; a revision that is not current returns
   `{:error, :conflict}`.
 
+  Attachments go under `"_attachments"`, one map per name, with the raw
+  bytes as a binary under `"data"` and optionally `"content_type"` (default
+  `"application/octet-stream"`), `"digest"` and `"length"` (checked against
+  the data). They are stored as stubs (see `t:attachment_info/0`); a stub
+  sent back (`%{"stub" => true}`, as fetched) keeps its attachment, and an
+  attachment left out is removed. `%{"url" => url}` links to content kept
+  elsewhere.
+
   Options:
 
     * `new_edits: false`: store the document as the revision given in
@@ -709,8 +793,13 @@ defmodule Barrel do
       `%{"start" => generation, "ids" => [hash, ...]}`, newest first.
     * `conflicts: true`: add `"_conflicts"`, the other live leaf revisions,
       when there are any.
+    * `attachments: true`: each attachment stored here comes with its
+      content, `"data" => binary`, instead of `"stub" => true` (linked ones
+      stay as they are). Every content is read whole: `attachment_chunks/4`
+      reads a big one in chunks.
     * `open_revs: :all | [rev]`: return `{:ok, [{:ok, doc} | {:missing, rev}]}`
-      for every leaf (deleted ones included) or for the given revisions.
+      for every leaf (deleted ones included) or for the given revisions;
+      `:rev`, `:conflicts` and `:attachments` do not apply then.
     * `p2p_read: hop` (see `t:hop/0`): when the document is not found here,
       ask the hop over HTTP, then each hop chained to it in turn, skipping
       the ones that are down or do not have it; `{:error, :not_found}` when
@@ -799,6 +888,265 @@ defmodule Barrel do
     with {:ok, opts} <- options(opts) do
       :barrel.fold_docs(barrel, fun, acc, Map.put_new(opts, :null, nil))
     end
+  end
+
+  ## Attachments
+
+  @doc """
+  Adds (or replaces) attachment `name` of a document, in a new revision on
+  top of `rev`, and returns the document's id and new revision. With `rev`
+  `nil` the document is created with only this attachment (it must not
+  exist, or be deleted: else `{:error, :conflict}`).
+
+  `content` is one of:
+
+    * a binary: the content itself;
+    * `{:stream, enumerable}`: chunks (iodata) taken one at a time, such as
+      `File.stream!(path, [], 65_536)` or a `Stream` that makes them;
+    * `{:stream, fun}`: `fun.()` returns `{:ok, chunk}` for each chunk, then
+      `:eof` (or `{:error, reason}` to give up, returned as is);
+    * `{:file, path}`: the file, read in chunks of 1 MiB (a file that cannot
+      be read gives `{:error, {:file_error, reason}}`).
+
+  Chunks are written as they come: the whole content is never held in
+  memory.
+
+  Options:
+
+    * `content_type: type` (default `"application/octet-stream"`).
+    * `digest: "md5-" <> base64` and `length: bytes`: checked once the
+      content is written; a mismatch is `{:error, {:bad_attachment, why}}`.
+    * `max_size: bytes` (default 16 GiB): a longer content stops the write
+      with `{:error, {:attachment_too_large, max_size}}`.
+
+  When a write fails nothing is saved, the document keeps its current
+  revision, and what was written is deleted.
+
+      iex> :ok = Barrel.create_barrel("docs-put-attachment")
+      iex> {:ok, barrel} = Barrel.open("docs-put-attachment")
+      iex> {:ok, "a", rev1} = Barrel.put_attachment(barrel, "a", nil, "a.txt", "hello", content_type: "text/plain")
+      iex> chunks = Stream.map(1..3, fn i -> "line \#{i}\\n" end)
+      iex> {:ok, "a", _rev2} = Barrel.put_attachment(barrel, "a", rev1, "b.txt", {:stream, chunks})
+      iex> Barrel.fetch_attachment(barrel, "a", "b.txt")
+      {:ok, "line 1\\nline 2\\nline 3\\n"}
+      iex> Barrel.put_attachment(barrel, "a", rev1, "c.txt", "late")
+      {:error, :conflict}
+      iex> Barrel.put_attachment(barrel, "b", nil, "big.bin", "12345", max_size: 4)
+      {:error, {:attachment_too_large, 4}}
+  """
+  @spec put_attachment(
+          barrel(),
+          docid(),
+          rev() | nil,
+          attachment_name(),
+          attachment_content(),
+          [attachment_option()]
+        ) :: save_result()
+  def put_attachment(barrel, docid, rev, name, content, opts \\ []) do
+    rev = if rev == nil, do: :undefined, else: rev
+
+    with {:ok, opts} <- options(opts) do
+      case content do
+        {:stream, fun} when is_function(fun, 0) ->
+          :barrel.put_attachment(barrel, docid, rev, name, content, opts)
+
+        {:stream, enumerable} ->
+          put_chunks(barrel, docid, rev, name, enumerable, opts)
+
+        _ ->
+          :barrel.put_attachment(barrel, docid, rev, name, content, opts)
+      end
+    end
+  end
+
+  # Writes an enumerable's chunks through an attachment writer; the writer is
+  # cancelled (what it wrote deleted) unless it finished.
+  defp put_chunks(barrel, docid, rev, name, enumerable, opts) do
+    with true <- Enumerable.impl_for(enumerable) != nil || {:error, {:bad_arg, :content}},
+         {:ok, writer} <- :barrel.attachment_writer(barrel, docid, rev, name, opts) do
+      try do
+        written =
+          Enum.reduce_while(enumerable, :ok, fn chunk, :ok ->
+            case :barrel.write_attachment(writer, chunk) do
+              :ok -> {:cont, :ok}
+              error -> {:halt, error}
+            end
+          end)
+
+        with :ok <- written, do: :barrel.finish_attachment(writer)
+      after
+        :barrel.cancel_attachment(writer)
+      end
+    end
+  end
+
+  @doc """
+  The whole content of attachment `name` of a document's winning revision
+  (or of the leaf `rev: rev`): `{:ok, binary}`, or `{:ok, {:url, url}}` for
+  a linked attachment. `{:error, :not_found}` when the document or the
+  attachment does not exist. For big contents, `attachment_chunks/4` reads
+  in chunks.
+
+      iex> :ok = Barrel.create_barrel("docs-fetch-attachment")
+      iex> {:ok, barrel} = Barrel.open("docs-fetch-attachment")
+      iex> atts = %{
+      ...>   "a.txt" => %{"content_type" => "text/plain", "data" => "hello"},
+      ...>   "logo.png" => %{"url" => "https://example.com/logo.png"}
+      ...> }
+      iex> {:ok, "a", _rev} = Barrel.save_doc(barrel, %{"id" => "a", "_attachments" => atts})
+      iex> Barrel.fetch_attachment(barrel, "a", "a.txt")
+      {:ok, "hello"}
+      iex> Barrel.fetch_attachment(barrel, "a", "logo.png")
+      {:ok, {:url, "https://example.com/logo.png"}}
+      iex> Barrel.fetch_attachment(barrel, "a", "nope.txt")
+      {:error, :not_found}
+  """
+  @spec fetch_attachment(barrel(), docid(), attachment_name(), [{:rev, rev()}]) ::
+          {:ok, binary() | {:url, String.t()}} | {:error, reason()}
+  def fetch_attachment(barrel, docid, name, opts \\ []) do
+    with {:ok, opts} <- options(opts), do: :barrel.fetch_attachment(barrel, docid, name, opts)
+  end
+
+  @doc """
+  Removes attachment `name` of a document, in a new revision on top of
+  `rev`: `{:ok, docid, new_rev}`. `{:error, :not_found}` when that revision
+  has no such attachment, `{:error, :conflict}` when `rev` is not current.
+
+      iex> :ok = Barrel.create_barrel("docs-delete-attachment")
+      iex> {:ok, barrel} = Barrel.open("docs-delete-attachment")
+      iex> {:ok, "a", rev1} = Barrel.put_attachment(barrel, "a", nil, "a.txt", "hello")
+      iex> {:ok, "a", rev2} = Barrel.delete_attachment(barrel, "a", rev1, "a.txt")
+      iex> Barrel.fetch_doc(barrel, "a")
+      {:ok, %{"id" => "a", "_rev" => rev2}}
+      iex> Barrel.delete_attachment(barrel, "a", rev2, "a.txt")
+      {:error, :not_found}
+  """
+  @spec delete_attachment(barrel(), docid(), rev(), attachment_name()) :: save_result()
+  def delete_attachment(barrel, docid, rev, name),
+    do: :barrel.delete_attachment(barrel, docid, rev, name)
+
+  @doc """
+  What a revision records of attachment `name` (the winner, or the leaf
+  `rev: rev`): see `t:attachment_info/0`.
+
+      iex> :ok = Barrel.create_barrel("docs-attachment-info")
+      iex> {:ok, barrel} = Barrel.open("docs-attachment-info")
+      iex> {:ok, "a", _rev} = Barrel.put_attachment(barrel, "a", nil, "a.txt", "hello", content_type: "text/plain")
+      iex> Barrel.attachment_info(barrel, "a", "a.txt")
+      {:ok, %{content_type: "text/plain", digest: "md5-XUFAKrxLKna5cZ2REBfFkg==", length: 5, revpos: 1}}
+  """
+  @spec attachment_info(barrel(), docid(), attachment_name(), [{:rev, rev()}]) ::
+          {:ok, attachment_info()} | {:error, reason()}
+  def attachment_info(barrel, docid, name, opts \\ []) do
+    with {:ok, opts} <- options(opts), do: :barrel.attachment_info(barrel, docid, name, opts)
+  end
+
+  @doc """
+  Opens attachment `name` of a document for reading chunk by chunk with
+  `read_attachment/1`: `{:ok, stream, info}`, with `info` as from
+  `attachment_info/4`. A linked attachment has no content here:
+  `{:error, :not_found}` (its `:url` is in its info). Each read reads the
+  content as stored then: once no revision refers to the content any more
+  (the document was updated without it, or deleted), the next read returns
+  an error.
+
+  Options:
+
+    * `rev: rev`: a leaf revision instead of the winner.
+    * `range: {start, stop}`: only the bytes from `start` up to, not
+      including, `stop` (clamped to the length).
+
+  Example:
+
+      iex> :ok = Barrel.create_barrel("docs-attachment-stream")
+      iex> {:ok, barrel} = Barrel.open("docs-attachment-stream")
+      iex> {:ok, "a", _rev} = Barrel.put_attachment(barrel, "a", nil, "a.txt", "hello")
+      iex> {:ok, stream, %{length: 5}} = Barrel.attachment_stream(barrel, "a", "a.txt", range: {1, 3})
+      iex> Barrel.read_attachment(stream)
+      {:ok, "el"}
+      iex> Barrel.read_attachment(stream)
+      :eof
+  """
+  @spec attachment_stream(barrel(), docid(), attachment_name(), [attachment_stream_option()]) ::
+          {:ok, attachment_stream(), attachment_info()} | {:error, reason()}
+  def attachment_stream(barrel, docid, name, opts \\ []) do
+    with {:ok, opts} <- options(opts), do: :barrel.attachment_stream(barrel, docid, name, opts)
+  end
+
+  @doc """
+  The next chunk (at most 128 KiB) of an attachment opened with
+  `attachment_stream/4`: `{:ok, binary}`, then `:eof` at the end.
+  """
+  @spec read_attachment(attachment_stream()) :: {:ok, binary()} | :eof | {:error, reason()}
+  def read_attachment(stream), do: :barrel.read_attachment(stream)
+
+  @doc """
+  Folds over the content of attachment `name` chunk by chunk, with the
+  options of `attachment_stream/4`. `fun.(chunk, acc)` returns `{:ok, acc}`
+  to go on, `{:stop, acc}` or `:stop` to end, as for `fold_docs/4`.
+
+      iex> :ok = Barrel.create_barrel("docs-fold-attachment")
+      iex> {:ok, barrel} = Barrel.open("docs-fold-attachment")
+      iex> {:ok, "a", _rev} = Barrel.put_attachment(barrel, "a", nil, "a.bin", :binary.copy("x", 300_000))
+      iex> Barrel.fold_attachment(barrel, "a", "a.bin", fn chunk, sizes -> {:ok, sizes ++ [byte_size(chunk)]} end, [])
+      {:ok, [131_072, 131_072, 37_856]}
+  """
+  @spec fold_attachment(
+          barrel(),
+          docid(),
+          attachment_name(),
+          (binary(), acc -> fold_result(acc)),
+          acc,
+          [attachment_stream_option()]
+        ) :: {:ok, acc} | {:error, reason()}
+        when acc: term()
+  def fold_attachment(barrel, docid, name, fun, acc, opts \\ []) do
+    with {:ok, opts} <- options(opts) do
+      :barrel.fold_attachment(barrel, docid, name, fun, acc, opts)
+    end
+  end
+
+  @doc """
+  The content of attachment `name` as a lazy stream of binaries (at most
+  128 KiB each), read when the stream runs, with the options of
+  `attachment_stream/4`. Errors are raised when the stream runs, as an
+  `ErlangError` whose `original` is the reason `attachment_stream/4` would
+  return.
+
+  To copy an attachment into a file without holding it in memory:
+
+      iex> :ok = Barrel.create_barrel("docs-attachment-chunks")
+      iex> {:ok, barrel} = Barrel.open("docs-attachment-chunks")
+      iex> {:ok, "a", _rev} = Barrel.put_attachment(barrel, "a", nil, "a.txt", "hello")
+      iex> path = Path.join(System.tmp_dir!(), "barrel-doctest-\#{System.unique_integer([:positive])}")
+      iex> Barrel.attachment_chunks(barrel, "a", "a.txt") |> Stream.into(File.stream!(path)) |> Stream.run()
+      :ok
+      iex> File.read!(path)
+      "hello"
+      iex> File.rm!(path)
+      :ok
+      iex> Barrel.attachment_chunks(barrel, "a", "nope.txt") |> Enum.to_list()
+      ** (ErlangError) Erlang error: :not_found
+  """
+  @spec attachment_chunks(barrel(), docid(), attachment_name(), [attachment_stream_option()]) ::
+          Enumerable.t()
+  def attachment_chunks(barrel, docid, name, opts \\ []) do
+    Stream.resource(
+      fn ->
+        case attachment_stream(barrel, docid, name, opts) do
+          {:ok, stream, _info} -> stream
+          {:error, reason} -> raise ErlangError, original: reason
+        end
+      end,
+      fn stream ->
+        case read_attachment(stream) do
+          {:ok, chunk} -> {[chunk], stream}
+          :eof -> {:halt, stream}
+          {:error, reason} -> raise ErlangError, original: reason
+        end
+      end,
+      fn _stream -> :ok end
+    )
   end
 
   ## Queries

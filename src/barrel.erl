@@ -20,6 +20,15 @@
 %% binaries (UTF-8), integers from -2^63 to 2^64-1, floats, `true', `false',
 %% `null' (or `nil'), proper lists and maps. Every error is returned as
 %% `{error, Reason}'; the reasons are listed in README.md.
+%%
+%% Binary contents (attachments) go with a document revision, inline under
+%% `<<"_attachments">>' or one at a time, streamed in and out chunk by chunk:
+%% ```
+%% {ok, Id, Rev1} = barrel:save_doc(Barrel, #{<<"_attachments">> =>
+%%     #{<<"a.txt">> => #{<<"content_type">> => <<"text/plain">>, <<"data">> => <<"hi">>}}}),
+%% {ok, Id, _Rev2} = barrel:put_attachment(Barrel, Id, Rev1, <<"b.bin">>, {file, "/tmp/b.bin"}),
+%% {ok, <<"hi">>} = barrel:fetch_attachment(Barrel, Id, <<"a.txt">>).
+%% '''
 -module(barrel).
 
 -export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0,
@@ -27,6 +36,10 @@
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
          query/5, find/2, find/3, reindex/1,
+         put_attachment/5, put_attachment/6, fetch_attachment/3, fetch_attachment/4,
+         delete_attachment/4, attachment_info/3, attachment_info/4,
+         attachment_stream/4, read_attachment/1, fold_attachment/6,
+         attachment_writer/5, write_attachment/2, finish_attachment/1, cancel_attachment/1,
          changes/3, fold_changes/5, start_listener/2, stop_listener/1,
          start_http/1, stop_http/1, http_info/1,
          replicate/1, replicate/2, replication_info/1, cancel_replication/1]).
@@ -35,7 +48,9 @@
 
 -export_type([barrel/0, barrel_name/0, doc/0, docid/0, rev/0, reason/0,
               save_result/0, fold_fun/0, path/0, query_opts/0, scalar/0,
-              change/0, seq/0, changes_opts/0, listener_opts/0]).
+              change/0, seq/0, changes_opts/0, listener_opts/0,
+              attachment_name/0, attachment_content/0, attachment_opts/0, attachment_info/0,
+              attachment_stream/0, attachment_writer/0]).
 
 -type barrel() :: reference().
 %% An open barrel handle (a NIF resource), from {@link open/1}.
@@ -53,6 +68,8 @@
                 | {invalid_doc_id, term()} | {bad_rev, term()}
                 | {bad_doc, term()} | {bad_option, term()} | {bad_arg, atom()}
                 | {bad_query, term()} | {bad_pattern, term()}
+                | {bad_attachment, binary()} | {missing_stub, binary()}
+                | {attachment_too_large, non_neg_integer()} | {file_error, term()}
                 | {storage_error, binary()} | {corrupt, binary()}
                 | {internal_error, binary()}.
 %% The README lists when each is returned. Terms the caller passed (a name, an
@@ -60,7 +77,7 @@
 -type save_result() :: {ok, docid(), rev()} | {error, reason()}.
 -type fold_fun() :: fun((doc(), Acc :: term()) -> {ok, term()} | {stop, term()} | stop).
 -type path() :: binary() | [binary() | non_neg_integer() | '*'].
-%% A field: `<<"$/locations/*/country">>' or `[<<"locations">>, '*', <<"country">>]'.
+%% A field: `<<"$/locations/*/country">>' or ``[<<"locations">>, '*', <<"country">>]''.
 %% Digits are array indexes, `*' any array index.
 -type scalar() :: binary() | number() | boolean() | null | nil.
 -type query_opts() :: #{equal => scalar(), prefix => binary(),
@@ -84,7 +101,27 @@
                            max_queue => pos_integer(), window => pos_integer(),
                            null => atom()}.
 
+-type attachment_name() :: binary().
+%% 1 to 1024 bytes of UTF-8, not starting with `_'.
+-type attachment_content() :: binary()
+                            | {stream, fun(() -> {ok, iodata()} | eof | {error, term()})}
+                            | {file, file:name_all()}.
+%% What {@link put_attachment/6} writes: the content itself, a function
+%% giving it chunk by chunk, or a file read chunk by chunk.
+-type attachment_opts() :: #{content_type => binary(), digest => binary(),
+                             length => non_neg_integer(), max_size => non_neg_integer()}.
+-type attachment_info() :: #{content_type := binary(), revpos := pos_integer(),
+                             digest => binary(), length => non_neg_integer(),
+                             url => binary()}.
+%% An attachment's stub: `digest' (`<<"md5-", Base64/binary>>') and `length'
+%% for a content stored here, `url' for a linked attachment.
+-type attachment_stream() :: reference().
+%% An attachment being read, from {@link attachment_stream/4}.
+-type attachment_writer() :: reference().
+%% An attachment being written, from {@link attachment_writer/5}.
+
 -define(FOLD_CHUNK, 256).
+-define(FILE_CHUNK, 1048576).
 -define(CHANGES_CHUNK, 256).
 -define(SEQ_MAX, 18446744073709551615).
 
@@ -187,6 +224,16 @@ save_doc(Barrel, Doc) ->
 %% as the revision given in `_rev', with its history in `_revisions'
 %% (`#{<<"start">> => N, <<"ids">> => [Hash, ...]}'), creating a conflict
 %% branch instead of refusing it: this is how replication writes.
+%%
+%% Attachments go under `<<"_attachments">>', one map per name, with the raw
+%% bytes as a binary under `<<"data">>' (not base64) and optionally
+%% `<<"content_type">>' (default `<<"application/octet-stream">>'),
+%% `<<"digest">>' and `<<"length">>' (checked against the data). They are
+%% stored as stubs (see {@link attachment_info/4}); a stub sent back
+%% (`#{<<"stub">> => true}', as fetched) keeps the attachment, and an
+%% attachment left out is removed. `#{<<"url">> => Url}' links to a content
+%% kept elsewhere. A document with attachments is written from a dirty
+%% scheduler.
 %% ```
 %% {ok, Id, Rev1} = barrel:save_doc(Barrel, #{<<"id">> => <<"a">>, <<"v">> => 1}),
 %% {ok, Id, Rev2} = barrel:save_doc(Barrel, #{<<"id">> => Id, <<"_rev">> => Rev1, <<"v">> => 2}),
@@ -275,9 +322,13 @@ fetch_doc(Barrel, DocId) ->
 %% <li>`revs => true': adds `<<"_revisions">>', the revision history.</li>
 %% <li>`conflicts => true': adds `<<"_conflicts">>', the other live leaf
 %%     revisions, when there are any.</li>
+%% <li>`attachments => true': each attachment stored here comes with its
+%%     content, `<<"data">> => Binary', instead of `<<"stub">> => true' (linked
+%%     ones stay as they are). Every content is read whole:
+%%     {@link attachment_stream/4} reads a big one in chunks.</li>
 %% <li>`open_revs => all | [Rev]': returns `{ok, [{ok, Doc} | {missing, Rev}]}'
 %%     for every leaf (deleted ones included) or for the given revisions;
-%%     `rev' and `conflicts' do not apply then.</li>
+%%     `rev', `conflicts' and `attachments' do not apply then.</li>
 %% <li>`null => Atom': the atom JSON null is returned as (default `null').</li>
 %% </ul>
 %% ```
@@ -304,8 +355,12 @@ fetch_doc(Barrel, DocId, #{p2p_read := Hop} = Opts) ->
     end;
 fetch_doc(Barrel, DocId, Opts) when is_map(Opts) ->
     Defaults = #{rev => undefined, revs => false, conflicts => false,
-                 open_revs => undefined, null => null},
+                 attachments => false, open_revs => undefined, null => null},
     case check_options(Opts, Defaults, fun fetch_option_ok/2) of
+        {ok, #{open_revs := undefined, attachments := true, rev := Rev, revs := Revs,
+               conflicts := Conflicts, null := Null}} ->
+            ?NIF(barrel_nif:fetch_doc_attachments(Barrel, DocId, Rev, Revs, Conflicts, Null),
+                 barrel);
         {ok, #{open_revs := undefined, rev := Rev, revs := Revs,
                conflicts := Conflicts, null := Null}} ->
             ?NIF(fetch(Barrel, DocId, Rev, Revs, Conflicts, Null), barrel);
@@ -328,6 +383,7 @@ fetch(Barrel, DocId, Rev, Revs, Conflicts, Null) ->
 fetch_option_ok(rev, V) -> is_binary(V);
 fetch_option_ok(revs, V) -> is_boolean(V);
 fetch_option_ok(conflicts, V) -> is_boolean(V);
+fetch_option_ok(attachments, V) -> is_boolean(V);
 fetch_option_ok(open_revs, all) -> true;
 fetch_option_ok(open_revs, V) -> is_proper_list(V) andalso lists:all(fun is_binary/1, V);
 fetch_option_ok(null, V) -> is_atom(V).
@@ -426,6 +482,311 @@ apply_fold(Fun, [Row | Rows], Acc) ->
 is_proper_list(L) ->
     try length(L) of _ -> true
     catch error:badarg -> false
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Attachments
+%% ---------------------------------------------------------------------------
+
+%% @equiv put_attachment(Barrel, DocId, Rev, Name, Content, #{})
+-spec put_attachment(barrel(), docid(), rev() | undefined, attachment_name(),
+                     attachment_content()) -> save_result().
+put_attachment(Barrel, DocId, Rev, Name, Content) ->
+    put_attachment(Barrel, DocId, Rev, Name, Content, #{}).
+
+%% @doc Adds (or replaces) attachment `Name' of a document, in a new revision
+%% on top of `Rev', and returns the document's id and new revision. With
+%% `Rev = undefined' the document is created with only this attachment (it
+%% must not exist, or be deleted: else `{error, conflict}').
+%%
+%% `Content' is the content as a binary, `{stream, Fun}' where each `Fun()'
+%% returns the next chunk, `{ok, Chunk}' (iodata), then `eof' (or
+%% `{error, Reason}' to give up, returned as is), or `{file, Path}', read in
+%% chunks of 1 MiB (a file that cannot be read gives
+%% `{error, {file_error, Reason}}'). Chunks are written as they come: the
+%% whole content is never held in memory.
+%%
+%% Options: `content_type' (default `<<"application/octet-stream">>'),
+%% `digest' (`<<"md5-", Base64/binary>>') and `length' (bytes), checked once
+%% the content is written (`{error, {bad_attachment, Why}}' on a mismatch),
+%% and `max_size' (bytes, default 16 GiB): a longer content stops the write
+%% with `{error, {attachment_too_large, MaxSize}}'. When a write fails
+%% nothing is saved, the document keeps its current revision, and what was
+%% written is deleted.
+%% ```
+%% {ok, Fd} = file:open("photo.png", [read, raw, binary]),
+%% {ok, Id, Rev2} = barrel:put_attachment(Barrel, Id, Rev1, <<"photo.png">>,
+%%                                        {stream, fun() -> file:read(Fd, 65536) end},
+%%                                        #{content_type => <<"image/png">>}),
+%% {ok, <<"new">>, _} = barrel:put_attachment(Barrel, <<"new">>, undefined, <<"a.txt">>,
+%%                                            <<"hello">>, #{length => 5}).
+%% '''
+-spec put_attachment(barrel(), docid(), rev() | undefined, attachment_name(),
+                     attachment_content(), attachment_opts()) -> save_result().
+put_attachment(Barrel, DocId, Rev, Name, Content, Opts) ->
+    case content_source(Content) of
+        {ok, Source} ->
+            try put_source(Barrel, DocId, Rev, Name, Source, Opts)
+            after close_source(Source)
+            end;
+        Error ->
+            Error
+    end.
+
+content_source(Content) when is_binary(Content) ->
+    {ok, Content};
+content_source({stream, Fun} = Content) when is_function(Fun, 0) ->
+    {ok, Content};
+content_source({file, Path}) ->
+    try file:open(Path, [read, raw, binary]) of
+        {ok, Fd} -> {ok, {fd, Fd}};
+        {error, Reason} -> {error, {file_error, Reason}}
+    catch error:_ -> {error, {bad_arg, content}}
+    end;
+content_source(_) ->
+    {error, {bad_arg, content}}.
+
+close_source({fd, Fd}) -> file:close(Fd);
+close_source(_) -> ok.
+
+put_source(Barrel, DocId, Rev, Name, Source, Opts) ->
+    case attachment_writer(Barrel, DocId, Rev, Name, Opts) of
+        {ok, Writer} ->
+            %% Cancelling after the finish is a no-op; after a failure or an
+            %% exception it deletes what was written at once.
+            try write_source(Writer, Source) of
+                ok -> finish_attachment(Writer);
+                Error -> Error
+            after
+                cancel_attachment(Writer)
+            end;
+        Error ->
+            Error
+    end.
+
+write_source(Writer, Bin) when is_binary(Bin) ->
+    write_attachment(Writer, Bin);
+write_source(Writer, {stream, Fun}) ->
+    write_chunks(Writer, Fun);
+write_source(Writer, {fd, Fd}) ->
+    write_chunks(Writer, fun() ->
+                                 case file:read(Fd, ?FILE_CHUNK) of
+                                     {error, Reason} -> {error, {file_error, Reason}};
+                                     Other -> Other
+                                 end
+                         end).
+
+write_chunks(Writer, Fun) ->
+    case Fun() of
+        {ok, Chunk} ->
+            case write_attachment(Writer, Chunk) of
+                ok -> write_chunks(Writer, Fun);
+                Error -> Error
+            end;
+        eof ->
+            ok;
+        {error, _} = Error ->
+            Error;
+        Other ->
+            erlang:error({bad_stream_return, Other})
+    end.
+
+%% @doc Starts writing attachment `Name' of a document chunk by chunk, for
+%% callers that receive the content piece by piece (an upload arriving as
+%% messages, say): {@link write_attachment/2} each chunk, then
+%% {@link finish_attachment/1} to save it in a new revision, or
+%% {@link cancel_attachment/1} to give up. `Rev' and `Opts' are as for
+%% {@link put_attachment/6}, which is built on these; the document id, `Rev',
+%% the name and the options are checked here, before any content is written.
+%% A writer abandoned without finishing is cancelled when it is garbage
+%% collected.
+%% ```
+%% {ok, W} = barrel:attachment_writer(Barrel, Id, Rev1, <<"log.txt">>, #{}),
+%% ok = barrel:write_attachment(W, <<"line 1\n">>),
+%% ok = barrel:write_attachment(W, [<<"line ">>, <<"2\n">>]),
+%% {ok, Id, Rev2} = barrel:finish_attachment(W).
+%% '''
+-spec attachment_writer(barrel(), docid(), rev() | undefined, attachment_name(),
+                        attachment_opts()) -> {ok, attachment_writer()} | {error, reason()}.
+attachment_writer(Barrel, DocId, Rev, Name, Opts) when is_map(Opts) ->
+    Defaults = #{content_type => undefined, digest => undefined, length => undefined,
+                 max_size => undefined},
+    case check_options(Opts, Defaults, fun attachment_option_ok/2) of
+        {ok, #{content_type := Type, digest := Digest, length := Length, max_size := Max}} ->
+            ?NIF(barrel_nif:att_writer_open(Barrel, DocId, Rev, Name, Type, Digest, Length, Max),
+                 barrel);
+        Error ->
+            Error
+    end;
+attachment_writer(_Barrel, _DocId, _Rev, _Name, Opts) ->
+    {error, {bad_option, Opts}}.
+
+attachment_option_ok(content_type, V) -> is_binary(V);
+attachment_option_ok(digest, V) -> is_binary(V);
+attachment_option_ok(length, V) -> is_integer(V) andalso V >= 0;
+attachment_option_ok(max_size, V) -> is_integer(V) andalso V >= 0.
+
+%% @doc Appends a chunk (iodata) to the content of a writer from
+%% {@link attachment_writer/5}: `ok', or `{error, {attachment_too_large, Max}}'
+%% past `max_size'.
+-spec write_attachment(attachment_writer(), iodata()) -> ok | {error, reason()}.
+write_attachment(Writer, Chunk) when is_binary(Chunk) ->
+    ?NIF(barrel_nif:att_writer_write(Writer, Chunk), writer);
+write_attachment(Writer, Chunk) ->
+    try iolist_to_binary(Chunk) of
+        Bin -> write_attachment(Writer, Bin)
+    catch error:badarg -> {error, {bad_arg, chunk}}
+    end.
+
+%% @doc Ends the content of a writer, checks it against the `digest' and
+%% `length' options, and saves it as the attachment in a new revision of the
+%% document: `{ok, DocId, NewRev}'. On an error nothing is saved.
+-spec finish_attachment(attachment_writer()) -> save_result().
+finish_attachment(Writer) ->
+    ?NIF(barrel_nif:att_writer_finish(Writer), writer).
+
+%% @doc Abandons a writer: what it wrote is deleted now. Does nothing on a
+%% writer already finished or cancelled.
+-spec cancel_attachment(attachment_writer()) -> ok | {error, reason()}.
+cancel_attachment(Writer) ->
+    ?NIF(barrel_nif:att_writer_cancel(Writer), writer).
+
+%% @equiv fetch_attachment(Barrel, DocId, Name, #{})
+-spec fetch_attachment(barrel(), docid(), attachment_name()) ->
+          {ok, binary() | {url, binary()}} | {error, reason()}.
+fetch_attachment(Barrel, DocId, Name) ->
+    fetch_attachment(Barrel, DocId, Name, #{}).
+
+%% @doc The whole content of attachment `Name' of a document's winning
+%% revision (or of the leaf `rev => Rev'): `{ok, Binary}', or
+%% `{ok, {url, Url}}' for a linked attachment. `{error, not_found}' when the
+%% document or the attachment does not exist. For big contents,
+%% {@link attachment_stream/4} reads in chunks.
+%% ```
+%% {ok, <<"hello">>} = barrel:fetch_attachment(Barrel, <<"a">>, <<"hello.txt">>),
+%% {ok, {url, <<"https://example.com/a.png">>}} =
+%%     barrel:fetch_attachment(Barrel, <<"a">>, <<"linked.png">>, #{rev => Rev}).
+%% '''
+-spec fetch_attachment(barrel(), docid(), attachment_name(), #{rev => rev()}) ->
+          {ok, binary() | {url, binary()}} | {error, reason()}.
+fetch_attachment(Barrel, DocId, Name, Opts) ->
+    case rev_option(Opts) of
+        {ok, Rev} -> ?NIF(barrel_nif:att_fetch(Barrel, DocId, Name, Rev), barrel);
+        Error -> Error
+    end.
+
+rev_option(Opts) when is_map(Opts) ->
+    case check_options(Opts, #{rev => undefined}, fun(rev, V) -> is_binary(V) end) of
+        {ok, #{rev := Rev}} -> {ok, Rev};
+        Error -> Error
+    end;
+rev_option(Opts) ->
+    {error, {bad_option, Opts}}.
+
+%% @doc Removes attachment `Name' of a document, in a new revision on top of
+%% `Rev': `{ok, DocId, NewRev}'. `{error, not_found}' when that revision has
+%% no such attachment, `{error, conflict}' when `Rev' is not a current leaf.
+%% ```
+%% {ok, <<"a">>, Rev2} = barrel:delete_attachment(Barrel, <<"a">>, Rev1, <<"hello.txt">>).
+%% '''
+-spec delete_attachment(barrel(), docid(), rev(), attachment_name()) -> save_result().
+delete_attachment(Barrel, DocId, Rev, Name) ->
+    ?NIF(barrel_nif:att_delete(Barrel, DocId, Rev, Name), barrel).
+
+%% @equiv attachment_info(Barrel, DocId, Name, #{})
+-spec attachment_info(barrel(), docid(), attachment_name()) ->
+          {ok, attachment_info()} | {error, reason()}.
+attachment_info(Barrel, DocId, Name) ->
+    attachment_info(Barrel, DocId, Name, #{}).
+
+%% @doc What a revision records of attachment `Name' (the winner, or the leaf
+%% `rev => Rev'): `content_type', `revpos' (the generation of the revision
+%% that last changed it), and `digest' and `length' for a content stored
+%% here or `url' for a linked one.
+%% ```
+%% {ok, #{content_type := <<"text/plain">>, length := 5, revpos := 1,
+%%        digest := <<"md5-XUFAKrxLKna5cZ2REBfFkg==">>}} =
+%%     barrel:attachment_info(Barrel, <<"a">>, <<"hello.txt">>).
+%% '''
+-spec attachment_info(barrel(), docid(), attachment_name(), #{rev => rev()}) ->
+          {ok, attachment_info()} | {error, reason()}.
+attachment_info(Barrel, DocId, Name, Opts) ->
+    case rev_option(Opts) of
+        {ok, Rev} -> ?NIF(barrel_nif:att_info(Barrel, DocId, Name, Rev), barrel);
+        Error -> Error
+    end.
+
+%% @doc Opens attachment `Name' of a document for reading chunk by chunk with
+%% {@link read_attachment/1}: `{ok, Stream, Info}', `Info' as from
+%% {@link attachment_info/4}. Options: `rev' (a leaf revision instead of the
+%% winner) and `range => {Start, End}': only bytes `Start' up to, not
+%% including, `End' (clamped to the length). A linked attachment has no
+%% content here: `{error, not_found}' (its `url' is in its info). Each read
+%% reads the content as stored then: once no revision refers to the content
+%% any more (the document was updated without it, or deleted), the next read
+%% returns an error.
+%% ```
+%% {ok, S, #{length := 5}} = barrel:attachment_stream(Barrel, <<"a">>, <<"hello.txt">>,
+%%                                                    #{range => {1, 3}}),
+%% {ok, <<"el">>} = barrel:read_attachment(S),
+%% eof = barrel:read_attachment(S).
+%% '''
+-spec attachment_stream(barrel(), docid(), attachment_name(),
+                        #{rev => rev(), range => {non_neg_integer(), non_neg_integer()}}) ->
+          {ok, attachment_stream(), attachment_info()} | {error, reason()}.
+attachment_stream(Barrel, DocId, Name, Opts) when is_map(Opts) ->
+    case check_options(Opts, #{rev => undefined, range => undefined}, fun stream_option_ok/2) of
+        {ok, #{rev := Rev, range := Range}} ->
+            ?NIF(barrel_nif:att_reader_open(Barrel, DocId, Name, Rev, Range), barrel);
+        Error ->
+            Error
+    end;
+attachment_stream(_Barrel, _DocId, _Name, Opts) ->
+    {error, {bad_option, Opts}}.
+
+stream_option_ok(rev, V) -> is_binary(V);
+stream_option_ok(range, {S, E}) -> is_integer(S) andalso is_integer(E) andalso 0 =< S
+                                       andalso S =< E;
+stream_option_ok(range, _) -> false.
+
+%% @doc The next chunk (at most 128 KiB) of an attachment opened with
+%% {@link attachment_stream/4}: `{ok, Binary}', then `eof' at the end.
+-spec read_attachment(attachment_stream()) -> {ok, binary()} | eof | {error, reason()}.
+read_attachment(Stream) ->
+    ?NIF(barrel_nif:att_reader_read(Stream), stream).
+
+%% @doc Folds over the content of attachment `Name' chunk by chunk (options as
+%% for {@link attachment_stream/4}): `Fun(Chunk, Acc)' returns `{ok, Acc1}' to
+%% go on, `{stop, Acc1}' or `stop' to end. Returns `{ok, Acc}'.
+%% ```
+%% {ok, Ctx} = barrel:fold_attachment(Barrel, <<"a">>, <<"big.bin">>,
+%%     fun(Chunk, C) -> {ok, crypto:hash_update(C, Chunk)} end, crypto:hash_init(md5), #{}),
+%% Md5 = crypto:hash_final(Ctx).
+%% '''
+-spec fold_attachment(barrel(), docid(), attachment_name(),
+                      fun((binary(), Acc) -> {ok, Acc} | {stop, Acc} | stop), Acc, map()) ->
+          {ok, Acc} | {error, reason()}.
+fold_attachment(Barrel, DocId, Name, Fun, Acc, Opts) when is_function(Fun, 2) ->
+    case attachment_stream(Barrel, DocId, Name, Opts) of
+        {ok, Stream, _Info} -> fold_stream(Stream, Fun, Acc);
+        Error -> Error
+    end;
+fold_attachment(_Barrel, _DocId, _Name, _Fun, _Acc, _Opts) ->
+    {error, {bad_arg, fold_fun}}.
+
+fold_stream(Stream, Fun, Acc) ->
+    case read_attachment(Stream) of
+        {ok, Chunk} ->
+            case Fun(Chunk, Acc) of
+                {ok, Acc1} -> fold_stream(Stream, Fun, Acc1);
+                {stop, Acc1} -> {ok, Acc1};
+                stop -> {ok, Acc};
+                Other -> erlang:error({bad_fold_return, Other})
+            end;
+        eof ->
+            {ok, Acc};
+        Error ->
+            Error
     end.
 
 %% ---------------------------------------------------------------------------

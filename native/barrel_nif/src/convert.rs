@@ -17,13 +17,13 @@ mod atoms {
     rustler::atoms! { null, nil }
 }
 
+/// `/segment` of a JSON pointer, with `~` and `/` escaped.
+pub(crate) fn pointer_segment(seg: &str) -> String {
+    format!("/{}", seg.replace('~', "~0").replace('/', "~1"))
+}
+
 fn pointer(path: &[String]) -> String {
-    let mut s = String::new();
-    for seg in path {
-        s.push('/');
-        s.push_str(&seg.replace('~', "~0").replace('/', "~1"));
-    }
-    s
+    path.iter().map(|seg| pointer_segment(seg)).collect()
 }
 
 /// Why a conversion stopped.

@@ -2,17 +2,23 @@
 //! `fetch_doc_cached/6`,
 //! `fetch_open_revs/5`, `fold_docs_chunk/6`. Argument checking and option defaults live in
 //! `barrel.erl`; these decode, call the engine and encode.
+//!
+//! Documents with `_attachments` are saved by the dirty NIFs only: writing inline contents (and
+//! reading the stubs of the parent revision) is I/O on the calling thread.
 
+use crate::attachments::attachment_specs_within;
 use crate::convert::{json_to_term, map_to_term, term_to_value_within};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
+use barrel_core::attachment::ATTACHMENTS;
 use barrel_core::SaveResults;
 use barrel_core::{
     Body, DocInput, DocParts, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
 };
 use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
+use serde_json::Value;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
@@ -25,7 +31,7 @@ mod atoms {
 
 /// Why a call failed: an engine error, or an argument refused as the caller gave it (so
 /// `{invalid_doc_id, 1}` shows the `1`, not a rendering of it).
-enum Failure<'a> {
+pub(crate) enum Failure<'a> {
     Engine(Error),
     BadTerm(Atom, Term<'a>),
 }
@@ -42,7 +48,7 @@ impl From<barrel_core::DocError> for Failure<'_> {
     }
 }
 
-fn encode_failure<'a>(env: Env<'a>, f: &Failure<'a>) -> Term<'a> {
+pub(crate) fn encode_failure<'a>(env: Env<'a>, f: &Failure<'a>) -> Term<'a> {
     match f {
         Failure::Engine(e) => error::encode(env, e),
         Failure::BadTerm(reason, term) => (atoms::error(), (*reason, *term)).encode(env),
@@ -86,13 +92,32 @@ fn decode_doc_within<'a>(
             }
         }
     }
-    match term_to_value_within(term, budget)? {
-        Some(value) => Ok(Some(DocInput::from_value(value)?)),
-        None => Ok(None),
-    }
+    // `_attachments` is read apart: its `data` are raw binaries, not base64 strings.
+    let (body, attachments) = match term.map_get(ATTACHMENTS) {
+        Ok(atts) => (term.map_remove(ATTACHMENTS).unwrap_or(term), Some(atts)),
+        Err(_) => (term, None),
+    };
+    let Some(Value::Object(body)) = term_to_value_within(body, budget)? else {
+        return Ok(None);
+    };
+    let specs = match attachments {
+        Some(atts) => match attachment_specs_within(atts, budget)? {
+            Some(specs) => specs,
+            None => return Ok(None),
+        },
+        None => Vec::new(),
+    };
+    Ok(Some(DocInput::from_map_and_attachments(body, specs)?))
 }
 
-fn decode_rev(term: Term) -> Result<Rev, Failure> {
+/// `true` when a document term has attachments: saving it writes their contents (or reads the
+/// parent revision's stubs), which only a dirty scheduler may do.
+fn has_attachments(doc: Term) -> bool {
+    doc.map_get(ATTACHMENTS)
+        .is_ok_and(|atts| atts.map_size().map_or(true, |n| n > 0))
+}
+
+pub(crate) fn decode_rev(term: Term) -> Result<Rev, Failure> {
     Ok(Rev::parse(&utf8(term, atoms::bad_rev())?)?)
 }
 
@@ -100,7 +125,7 @@ fn save_options(new_edits: bool) -> SaveOptions {
     SaveOptions { new_edits }
 }
 
-fn saved<'a>(env: Env<'a>, r: &Result<(String, Rev), Failure<'a>>) -> Term<'a> {
+pub(crate) fn saved<'a>(env: Env<'a>, r: &Result<(String, Rev), Failure<'a>>) -> Term<'a> {
     match r {
         Ok((id, rev)) => (atoms::ok(), id.as_str(), rev_term(env, rev)).encode(env),
         Err(f) => encode_failure(env, f),
@@ -190,7 +215,7 @@ fn delete_doc<'a>(
     })
 }
 
-fn decode_id(id: Term) -> Result<String, Failure> {
+pub(crate) fn decode_id(id: Term) -> Result<String, Failure> {
     utf8(id, atoms::invalid_doc_id())
 }
 
@@ -202,7 +227,11 @@ fn doc_term<'a>(env: Env<'a>, parts: &DocParts, null: Atom) -> Term<'a> {
     }
 }
 
-fn fetch_options(rev: Term, revs: bool, conflicts: bool) -> Result<FetchOptions, Failure> {
+pub(crate) fn fetch_options(
+    rev: Term,
+    revs: bool,
+    conflicts: bool,
+) -> Result<FetchOptions, Failure> {
     let rev = if rev.decode::<Atom>().ok() == Some(atoms::undefined()) {
         None
     } else {
@@ -478,7 +507,7 @@ fn submit_async<'a>(
 
 /// `save_doc/3` without a dirty scheduler: `ok` (then `{Ref, {ok, Id, Rev} | {error, R}}`
 /// arrives), `{error, Reason}` for a refused document, or `would_block` for a document too big
-/// to convert here (call `save_doc/3`).
+/// to convert here or with attachments (call `save_doc/3`).
 #[rustler::nif]
 fn save_doc_async<'a>(
     env: Env<'a>,
@@ -488,6 +517,9 @@ fn save_doc_async<'a>(
     reference: Term<'a>,
 ) -> Term<'a> {
     guarded(env, || {
+        if has_attachments(doc) {
+            return atoms::would_block().encode(env);
+        }
         let mut budget = NORMAL_BUDGET;
         match decode_doc_within(doc, &mut budget) {
             Ok(Some(doc)) => submit_async(env, &barrel, vec![Ok(doc)], new_edits, reference, true),
@@ -498,8 +530,8 @@ fn save_doc_async<'a>(
 }
 
 /// `save_docs/3` without a dirty scheduler: `ok` (then `{Ref, {ok, Results}}` arrives), or
-/// `would_block` when the documents are too big to convert here or one of them must be
-/// reported with its own term (call `save_docs/3`).
+/// `would_block` when the documents are too big to convert here, one of them has attachments,
+/// or one of them must be reported with its own term (call `save_docs/3`).
 #[rustler::nif]
 fn save_docs_async<'a>(
     env: Env<'a>,
@@ -511,6 +543,9 @@ fn save_docs_async<'a>(
     docs.list_length()?;
     let docs: Vec<Term<'a>> = docs.decode()?;
     Ok(guarded(env, || {
+        if docs.iter().any(|d| has_attachments(*d)) {
+            return atoms::would_block().encode(env);
+        }
         let mut budget = NORMAL_BUDGET;
         let mut inputs = Vec::with_capacity(docs.len());
         for d in docs {

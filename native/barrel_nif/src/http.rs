@@ -67,6 +67,9 @@ fn http_start<'a>(
                 tls,
                 cors,
                 max_body,
+                // The attachment upload limit keeps the engine's default until barrel_http
+                // passes an option for it.
+                ..ServerConfig::default()
             };
             server::start(Arc::new(current_store), cfg)
         };

@@ -1,6 +1,7 @@
 //! The BEAM binding of `barrel_core`: term conversion, resources and dirty NIFs. No database
 //! logic lives here; see `src/barrel_nif.erl` for the stubs and `src/barrel.erl` for the API.
 
+mod attachments;
 mod changes;
 mod convert;
 mod docs;
