@@ -1045,10 +1045,10 @@ defmodule Barrel do
   Opens attachment `name` of a document for reading chunk by chunk with
   `read_attachment/1`: `{:ok, stream, info}`, with `info` as from
   `attachment_info/4`. A linked attachment has no content here:
-  `{:error, :not_found}` (its `:url` is in its info). Each read reads the
-  content as stored then: once no revision refers to the content any more
-  (the document was updated without it, or deleted), the next read returns
-  an error.
+  `{:error, :not_found}` (its `:url` is in its info). An open stream keeps
+  its content readable to the end even if the document is updated without
+  it or deleted meanwhile (the content is removed once the stream is closed
+  or garbage collected).
 
   Options:
 

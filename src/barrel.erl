@@ -721,10 +721,10 @@ attachment_info(Barrel, DocId, Name, Opts) ->
 %% {@link attachment_info/4}. Options: `rev' (a leaf revision instead of the
 %% winner) and `range => {Start, End}': only bytes `Start' up to, not
 %% including, `End' (clamped to the length). A linked attachment has no
-%% content here: `{error, not_found}' (its `url' is in its info). Each read
-%% reads the content as stored then: once no revision refers to the content
-%% any more (the document was updated without it, or deleted), the next read
-%% returns an error.
+%% content here: `{error, not_found}' (its `url' is in its info). An open
+%% stream keeps its content readable to the end even if the document is
+%% updated without it or deleted meanwhile (the content is removed once the
+%% stream is closed or garbage collected).
 %% ```
 %% {ok, S, #{length := 5}} = barrel:attachment_stream(Barrel, <<"a">>, <<"hello.txt">>,
 %%                                                    #{range => {1, 3}}),

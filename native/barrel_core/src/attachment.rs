@@ -623,7 +623,7 @@ impl Drop for AttachmentWriter {
 /// Reads one attachment's content (or a byte range of it) chunk by chunk.
 pub struct AttachmentReader {
     store: Weak<Store>,
-    barrel: u64,
+    barrel: Arc<BarrelInner>,
     blob: u64,
     pos: u64,
     end: u64,
@@ -641,18 +641,91 @@ impl std::fmt::Debug for AttachmentReader {
     }
 }
 
+/// Contents being read, which the collection after a commit must leave alone until their
+/// readers are done. A reader pins its content before it looks it up, and the collection checks
+/// the pins and deletes under the same lock: either the reader finds nothing (the content was
+/// already removed) or the content stays until the reader is dropped, which then asks the writer
+/// to collect it.
+#[derive(Default)]
+pub(crate) struct Pins {
+    inner: parking_lot::Mutex<PinTable>,
+}
+
+#[derive(Default)]
+pub(crate) struct PinTable {
+    readers: std::collections::HashMap<(u64, Md5Digest), usize>,
+    /// Pinned contents that lost their last reference meanwhile.
+    deferred: std::collections::HashSet<(u64, Md5Digest)>,
+}
+
+impl PinTable {
+    /// `true` when content `d` of `barrel` is being read; it is then collected when its last
+    /// reader goes.
+    pub(crate) fn defer_if_pinned(&mut self, barrel: u64, d: Md5Digest) -> bool {
+        if self.readers.contains_key(&(barrel, d)) {
+            self.deferred.insert((barrel, d));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Pins {
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, PinTable> {
+        self.inner.lock()
+    }
+
+    fn pin(&self, barrel: u64, d: Md5Digest) {
+        *self.inner.lock().readers.entry((barrel, d)).or_insert(0) += 1;
+    }
+
+    /// Unpins; `true` when the content lost its last reference while pinned and must now be
+    /// collected.
+    fn unpin(&self, barrel: u64, d: Md5Digest) -> bool {
+        let mut t = self.inner.lock();
+        match t.readers.get_mut(&(barrel, d)) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                t.readers.remove(&(barrel, d));
+                t.deferred.remove(&(barrel, d))
+            }
+            None => false,
+        }
+    }
+}
+
 impl AttachmentReader {
-    pub(crate) fn open(store: &Arc<Store>, barrel: u64, meta: AttMeta) -> Result<AttachmentReader> {
+    pub(crate) fn open(
+        store: &Arc<Store>,
+        barrel: &Arc<BarrelInner>,
+        meta: AttMeta,
+    ) -> Result<AttachmentReader> {
         let digest = meta.digest.ok_or(Error::NotFound)?;
-        let raw = store
-            .db
-            .get_cf(store.cf(CF_ATTS), keys::meta(barrel, &digest))?
-            .ok_or_else(|| Error::Corrupt(format!("content {} missing", digest_string(&digest))))?;
-        let (blob, length) =
-            decode_meta(&raw).ok_or_else(|| Error::Corrupt("attachment registration".into()))?;
+        store.att_pins.pin(barrel.id, digest);
+        let found = (|| {
+            // Missing: the revision naming it was replaced and its content removed meanwhile.
+            let raw = store
+                .db
+                .get_cf(store.cf(CF_ATTS), keys::meta(barrel.id, &digest))?
+                .ok_or(Error::NotFound)?;
+            decode_meta(&raw).ok_or_else(|| Error::Corrupt("attachment registration".into()))
+        })();
+        let (blob, length) = match found {
+            Ok(f) => f,
+            Err(e) => {
+                if store.att_pins.unpin(barrel.id, digest) {
+                    collect_later(store, barrel, digest);
+                }
+                return Err(e);
+            }
+        };
         Ok(AttachmentReader {
             store: Arc::downgrade(store),
-            barrel,
+            barrel: barrel.clone(),
             blob,
             pos: 0,
             end: length,
@@ -681,7 +754,7 @@ impl AttachmentReader {
         let n = self.pos / CHUNK_SIZE as u64;
         let chunk = store
             .db
-            .get_pinned_cf(store.cf(CF_ATTS), keys::chunk(self.barrel, self.blob, n))?
+            .get_pinned_cf(store.cf(CF_ATTS), keys::chunk(self.barrel.id, self.blob, n))?
             .ok_or_else(|| {
                 Error::Corrupt(format!(
                     "chunk {n} of {} missing (removed while being read?)",
@@ -705,6 +778,28 @@ impl AttachmentReader {
         }
         Ok(out)
     }
+}
+
+impl Drop for AttachmentReader {
+    fn drop(&mut self) {
+        let Some(d) = self.meta.digest else { return };
+        if let Some(store) = self.store.upgrade() {
+            if store.att_pins.unpin(self.barrel.id, d) {
+                collect_later(&store, &self.barrel, d);
+            }
+        }
+    }
+}
+
+/// Asks the writer to remove content `d` if nothing refers to it (after its last reader).
+fn collect_later(store: &Store, barrel: &Arc<BarrelInner>, d: Md5Digest) {
+    store.committer.submit_with(
+        crate::commit::Op::Collect {
+            barrel: barrel.clone(),
+            digest: d,
+        },
+        Box::new(|_| {}),
+    );
 }
 
 /// Where [`resolve`] finds the stubs of the revision a write extends.

@@ -414,7 +414,7 @@ impl Barrel {
     /// its `url` is in the stub.
     pub fn open_attachment(&self, meta: &AttMeta) -> Result<AttachmentReader> {
         let store = self.store()?;
-        AttachmentReader::open(&store, self.inner.id, meta.clone())
+        AttachmentReader::open(&store, &self.inner, meta.clone())
     }
 
     /// Reads attachment `name` of document `id` whole: its stub and content.

@@ -41,6 +41,11 @@ pub(crate) enum Op {
     Reindex { barrel: Arc<BarrelInner> },
     /// Nothing: answered once every operation queued before it is committed.
     Barrier,
+    /// Remove an attachment content if nothing refers to it (after its last reader went).
+    Collect {
+        barrel: Arc<BarrelInner>,
+        digest: Md5Digest,
+    },
     /// Marks the end of a group (internal).
     End,
 }
@@ -336,6 +341,10 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
                 Err(Error::Internal("reindex inside a write group".into()))
             }
             Op::Barrier => Ok(OpResult::Passed),
+            Op::Collect { barrel, digest } => {
+                w.unreferenced.push((barrel, digest));
+                Ok(OpResult::Passed)
+            }
             Op::Drop { barrel } => {
                 store.drop_barrel_into(&mut w.batch, &barrel);
                 w.stats.remove(&barrel.id);
@@ -351,6 +360,9 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
         }
     }
     if w.batch.is_empty() {
+        if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
+            eprintln!("barrel: attachment garbage collection failed: {e}");
+        }
         return results;
     }
     let mut wo = WriteOptions::default();
@@ -389,8 +401,10 @@ fn collect_garbage(
     candidates.dedup_by(|a, b| a.0.id == b.0.id && a.1 == b.1);
     let cf = store.cf(CF_ATTS);
     let mut batch = WriteBatch::default();
+    // Held until the deletions are written: a reader pins before it looks the content up.
+    let mut pins = store.att_pins.lock();
     for (barrel, digest) in candidates {
-        if barrel.deleted.load(Ordering::SeqCst) {
+        if barrel.deleted.load(Ordering::SeqCst) || pins.defer_if_pinned(barrel.id, digest) {
             continue;
         }
         let prefix = att::keys::refs_prefix(barrel.id, &digest);
@@ -413,6 +427,7 @@ fn collect_garbage(
     if !batch.is_empty() {
         store.db.write(batch)?;
     }
+    drop(pins);
     Ok(())
 }
 

@@ -32,9 +32,7 @@ pub mod revtree;
 pub mod server;
 pub mod store;
 
-pub use attachment::{
-    AttMeta, AttSource, AttSpec, AttachmentReader, AttachmentWriter, NewBlob,
-};
+pub use attachment::{AttMeta, AttSource, AttSpec, AttachmentReader, AttachmentWriter, NewBlob};
 pub use barrel::{
     Barrel, DocParts, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions,
     SaveResults,

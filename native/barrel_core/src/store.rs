@@ -186,6 +186,8 @@ pub struct Store {
     catalog_changes: Mutex<()>,
     next_id: AtomicU64,
     closing: AtomicBool,
+    /// Attachment contents being read (see [`crate::attachment`]).
+    pub(crate) att_pins: crate::attachment::Pins,
 }
 
 impl std::fmt::Debug for Store {
@@ -300,7 +302,9 @@ impl Store {
         let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
-            .chain(std::iter::once(ColumnFamilyDescriptor::new(CF_ATTS, att_opts)));
+            .chain(std::iter::once(ColumnFamilyDescriptor::new(
+                CF_ATTS, att_opts,
+            )));
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
         let notifier = Notifier::start()?;
         let mut started = Ok(());
@@ -319,6 +323,7 @@ impl Store {
                 catalog_changes: Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
+                att_pins: Default::default(),
             }
         });
         started?;

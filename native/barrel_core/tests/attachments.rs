@@ -108,7 +108,13 @@ fn put_replace_and_delete_standalone_attachments() {
     w.write(b"abc").unwrap();
     w.write(b"def").unwrap();
     let (id, r1) = b
-        .put_attachment("doc", None, "f.bin", "application/x-test", w.finish().unwrap())
+        .put_attachment(
+            "doc",
+            None,
+            "f.bin",
+            "application/x-test",
+            w.finish().unwrap(),
+        )
         .unwrap();
     assert_eq!(id, "doc");
     let meta = b.attachment_meta("doc", "f.bin", None).unwrap();
@@ -129,12 +135,18 @@ fn put_replace_and_delete_standalone_attachments() {
     let (_, r2) = b
         .put_attachment("doc", Some(&r1), "f.bin", "text/plain", w.finish().unwrap())
         .unwrap();
-    assert_eq!(b.fetch_attachment("doc", "f.bin", None).unwrap().1, b"new content");
+    assert_eq!(
+        b.fetch_attachment("doc", "f.bin", None).unwrap().1,
+        b"new content"
+    );
     assert_eq!(b.attachment_meta("doc", "f.bin", None).unwrap().revpos, 2);
     // The old content is no longer referenced: gone.
     assert_eq!(b.attachment_contents().unwrap(), (1, 11));
     // Stale rev: conflict; nothing changes.
-    assert_eq!(b.delete_attachment("doc", &r1, "f.bin").unwrap_err(), Error::Conflict);
+    assert_eq!(
+        b.delete_attachment("doc", &r1, "f.bin").unwrap_err(),
+        Error::Conflict
+    );
     assert_eq!(
         b.delete_attachment("doc", &r2, "nope").unwrap_err(),
         Error::NotFound
@@ -185,15 +197,21 @@ fn conflicting_leaves_keep_their_contents() {
         .unwrap();
     for (r, content) in [(&r2a, "left"), (&r2b, "right")] {
         b.save_doc(
-            doc(json!({"id": "d", "_rev": r.to_string(), "_revisions": path(r),
-                "_attachments": {"f": {"data": B64.encode(content), "revpos": 2}}})),
+            doc(
+                json!({"id": "d", "_rev": r.to_string(), "_revisions": path(r),
+                "_attachments": {"f": {"data": B64.encode(content), "revpos": 2}}}),
+            ),
             &REPL,
         )
         .unwrap();
     }
     assert_eq!(b.attachment_contents().unwrap().0, 2);
     let winner = fetch(&b, "d")["_rev"].as_str().unwrap().to_string();
-    let loser = if winner == r2a.to_string() { &r2b } else { &r2a };
+    let loser = if winner == r2a.to_string() {
+        &r2b
+    } else {
+        &r2a
+    };
     let (_, c) = b.fetch_attachment("d", "f", Some(loser)).unwrap();
     assert!(c == b"left" || c == b"right");
     // Resolving the conflict (deleting the losing leaf) frees its content only.
@@ -281,9 +299,13 @@ fn bad_attachments_are_refused_and_nothing_is_lost() {
     };
     let r = r1.to_string();
     bad_att(json!({"id": "k", "_rev": r, "_attachments": {"f": {"data": "@@not base64"}}}));
-    bad_att(json!({"id": "k", "_rev": r, "_attachments": {"f": {"data": B64.encode(b"abc"), "length": 4}}}));
-    bad_att(json!({"id": "k", "_rev": r, "_attachments": {"f": {"data": B64.encode(b"abc"),
-        "digest": digest_string(&md5(b"abd"))}}}));
+    bad_att(
+        json!({"id": "k", "_rev": r, "_attachments": {"f": {"data": B64.encode(b"abc"), "length": 4}}}),
+    );
+    bad_att(
+        json!({"id": "k", "_rev": r, "_attachments": {"f": {"data": B64.encode(b"abc"),
+        "digest": digest_string(&md5(b"abd"))}}}),
+    );
     bad_att(json!({"id": "k", "_rev": r, "_attachments": {"_f": {"data": ""}}}));
     bad_att(json!({"id": "k", "_rev": r, "_attachments": {"f": {"content_type": "x"}}}));
     bad_att(json!({"id": "k", "_rev": r, "_attachments": {"f": {"url": "ftp://x"}}}));
@@ -335,7 +357,11 @@ fn large_contents_stream_in_chunks_with_ranges() {
         got.extend_from_slice(&c);
     }
     assert_eq!(got, piece);
-    for (start, end) in [(0, 1), (CHUNK_SIZE - 3, CHUNK_SIZE + 5), (total - 10, total + 99)] {
+    for (start, end) in [
+        (0, 1),
+        (CHUNK_SIZE - 3, CHUNK_SIZE + 5),
+        (total - 10, total + 99),
+    ] {
         let mut r = b.open_attachment(&meta).unwrap();
         r.set_range(start as u64, end as u64);
         assert_eq!(r.read_to_end().unwrap(), piece[start..end.min(total)]);
@@ -382,7 +408,10 @@ fn replicated_link_stubs_and_partial_stubs() {
     )
     .unwrap();
     let m = b.attachment_meta("l", "pic", None).unwrap();
-    assert_eq!((m.revpos, m.url.as_deref()), (2, Some("https://example.com/p.png")));
+    assert_eq!(
+        (m.revpos, m.url.as_deref()),
+        (2, Some("https://example.com/p.png"))
+    );
     // A replicated stub with a digest but no revpos takes the revision's generation.
     let (_, r) = b
         .save_doc(
@@ -408,4 +437,36 @@ fn replicated_link_stubs_and_partial_stubs() {
     .unwrap();
     let m = b.attachment_meta("p", "f", None).unwrap();
     assert_eq!((m.revpos, m.length), (1, 2));
+}
+
+#[test]
+fn a_content_being_read_outlives_its_last_reference_until_the_reader_goes() {
+    let (_d, _s, b) = setup();
+    let data: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 253) as u8).collect();
+    let mut w = b.attachment_writer().unwrap();
+    w.write(&data).unwrap();
+    let (_, rev) = b
+        .put_attachment("d", None, "f", "x/y", w.finish().unwrap())
+        .unwrap();
+    let meta = b.attachment_meta("d", "f", None).unwrap();
+    let mut r = b.open_attachment(&meta).unwrap();
+    let first = r.read().unwrap().unwrap();
+    b.delete_doc("d", rev).unwrap();
+    // The reader still reads everything.
+    let mut got = first;
+    got.extend(r.read_to_end().unwrap());
+    assert_eq!(got, data);
+    assert_eq!(b.attachment_contents().unwrap().0, 1);
+    drop(r);
+    // Its last reader gone, the content is collected (by the writer thread, soon).
+    let t0 = std::time::Instant::now();
+    while b.attachment_contents().unwrap().0 != 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "not collected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Opening a stub whose content is gone: not_found.
+    assert_eq!(b.open_attachment(&meta).unwrap_err(), Error::NotFound);
 }

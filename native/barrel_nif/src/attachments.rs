@@ -288,7 +288,9 @@ fn att_writer_cancel(env: Env, writer: ResourceArc<AttWriterRef>) -> Term {
 
 /// An attachment's content being read chunk by chunk.
 pub(crate) struct AttReaderRef {
-    reader: Mutex<AttachmentReader>,
+    /// `None` once the end was read: the reader (and its pin on the content) goes then, not
+    /// when the resource is garbage collected.
+    reader: Mutex<Option<AttachmentReader>>,
 }
 
 #[rustler::resource_impl]
@@ -336,7 +338,7 @@ fn att_reader_open<'a>(
             Ok((reader, meta)) => {
                 let info = info_term(env, &meta);
                 let res = ResourceArc::new(AttReaderRef {
-                    reader: Mutex::new(reader),
+                    reader: Mutex::new(Some(reader)),
                 });
                 (atoms::ok(), res, info).encode(env)
             }
@@ -348,13 +350,22 @@ fn att_reader_open<'a>(
 /// The next piece of content (at most 128 KiB): `{ok, Binary} | eof | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn att_reader_read(env: Env, reader: ResourceArc<AttReaderRef>) -> Term {
-    guarded(env, || match reader.reader.lock().read() {
-        Ok(Some(chunk)) => {
-            let bin = Binary::from(NewBinary::from_slice(env, &chunk));
-            (atoms::ok(), bin).encode(env)
+    guarded(env, || {
+        let mut slot = reader.reader.lock();
+        let Some(r) = slot.as_mut() else {
+            return atoms::eof().encode(env);
+        };
+        match r.read() {
+            Ok(Some(chunk)) => {
+                let bin = Binary::from(NewBinary::from_slice(env, &chunk));
+                (atoms::ok(), bin).encode(env)
+            }
+            Ok(None) => {
+                *slot = None;
+                atoms::eof().encode(env)
+            }
+            Err(e) => error::encode(env, &e),
         }
-        Ok(None) => atoms::eof().encode(env),
-        Err(e) => error::encode(env, &e),
     })
 }
 
