@@ -1,5 +1,6 @@
 // PouchDB (pouchdb-node, leveldb) replicating with barrels over HTTP: push, pull and live sync,
-// with conflicts and deleted documents; and Barrel's own replicator (barreld's POST /_replicate)
+// with conflicts and deleted documents, and attachments (text and binary, one of 1 MiB, kept
+// through an update and deleted) both ways; and Barrel's own replicator (barreld's POST /_replicate)
 // pulling from and pushing to a PouchDB server (express-pouchdb). Both sides must end with the
 // same revision trees.
 //
@@ -32,6 +33,56 @@ async function http(method, url, body) {
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+// The content of an attachment on a barrel, or null when it has none by that name.
+async function barrelAttachment(url, id, name) {
+  const res = await fetch(`${url}/${encodeURIComponent(id)}/${encodeURIComponent(name)}`);
+  if (res.status === 404) return null;
+  assert(res.status === 200, `GET attachment ${id}/${name}: ${res.status}`);
+  return Buffer.from(await res.arrayBuffer());
+}
+
+async function pouchAttachment(db, id, name) {
+  try {
+    return await db.getAttachment(id, name);
+  } catch (e) {
+    if (e.status === 404) return null;
+    throw e;
+  }
+}
+
+// Both sides hold the same attachments for `id`: same names, digests and contents.
+async function sameAttachments(pouch, url, id) {
+  const local = await pouch.get(id);
+  const remote = (await http('GET', `${url}/${encodeURIComponent(id)}`)).body;
+  assert(local._rev === remote._rev, `${id}: same winner ${local._rev} / ${remote._rev}`);
+  const names = Object.keys(local._attachments || {}).sort();
+  const remoteNames = Object.keys(remote._attachments || {}).sort();
+  assert(JSON.stringify(names) === JSON.stringify(remoteNames),
+    `${id}: attachments ${JSON.stringify(names)} / ${JSON.stringify(remoteNames)}`);
+  for (const name of names) {
+    assert(local._attachments[name].digest === remote._attachments[name].digest, `${id}/${name}: same digest`);
+    assert(local._attachments[name].content_type === remote._attachments[name].content_type,
+      `${id}/${name}: same content type`);
+    const a = await pouchAttachment(pouch, id, name);
+    const b = await barrelAttachment(url, id, name);
+    assert(a && b && a.equals(b), `${id}/${name}: same content (${a && a.length} / ${b && b.length} bytes)`);
+  }
+  return names;
+}
+
+// Deterministic bytes that do not compress.
+function noise(len, seed) {
+  const out = Buffer.alloc(len);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
 }
 
 function startServer() {
@@ -204,6 +255,82 @@ async function main() {
     } finally {
       srv.close();
     }
+  });
+
+  await test('attachments: PouchDB to a barrel, kept through an update, then deleted', async () => {
+    const src = local('att-push');
+    const big = noise(1024 * 1024, 7);
+    await src.put({
+      _id: 'a1',
+      kind: 'both',
+      _attachments: {
+        'notes.txt': { content_type: 'text/plain', data: Buffer.from('héllo, barrel\n') },
+        'big.bin': { content_type: 'application/octet-stream', data: big },
+      },
+    });
+    await src.put({ _id: 'a2', _attachments: { 'small.bin': { content_type: 'image/png', data: noise(3000, 9) } } });
+    const url = `${base}/barrels/att-push`;
+    let result = await PouchDB.replicate(src, url);
+    assert(result.ok && result.docs_written === 2, `first push: ${JSON.stringify(result)}`);
+    let names = await sameAttachments(src, url, 'a1');
+    assert(names.length === 2, `a1 has 2 attachments, got ${names}`);
+    await sameAttachments(src, url, 'a2');
+    // An update that keeps the attachments (stubs), then one that deletes an attachment.
+    const a1 = await src.get('a1');
+    a1.kind = 'edited';
+    const kept = await src.put(a1);
+    result = await PouchDB.replicate(src, url);
+    assert(result.docs_written === 1, `update push: ${JSON.stringify(result)}`);
+    const remote = (await http('GET', `${url}/a1`)).body;
+    assert(remote.kind === 'edited' && remote._attachments['big.bin'].revpos === 1, 'stub kept the big attachment');
+    await sameAttachments(src, url, 'a1');
+    await src.removeAttachment('a1', 'big.bin', kept.rev);
+    result = await PouchDB.replicate(src, url);
+    assert(result.docs_written === 1, `delete push: ${JSON.stringify(result)}`);
+    names = await sameAttachments(src, url, 'a1');
+    assert(names.join() === 'notes.txt', `big.bin deleted, left ${names}`);
+    assert((await barrelAttachment(url, 'a1', 'big.bin')) === null, 'big.bin gone from the barrel');
+    assert((await sameTrees(src, url)) === 2, 'same trees');
+  });
+
+  await test('attachments: a barrel to PouchDB, kept through an update, then deleted', async () => {
+    const url = `${base}/barrels/att-pull`;
+    assert((await http('PUT', url)).status === 201, 'barrel created');
+    const big = noise(1024 * 1024, 11);
+    const put = async (path, type, data) => {
+      const res = await fetch(`${url}/${path}`, { method: 'PUT', headers: { 'Content-Type': type }, body: data });
+      const body = await res.json();
+      assert(res.status === 201, `PUT ${path}: ${res.status} ${JSON.stringify(body)}`);
+      return body.rev;
+    };
+    let rev = await put('b1/big.bin', 'application/octet-stream', big);
+    rev = await put(`b1/readme.txt?rev=${rev}`, 'text/plain', Buffer.from('über text'));
+    await http('POST', `${url}/_bulk_docs`, {
+      docs: [{ _id: 'b2', _attachments: { 'x.json': { content_type: 'application/json', data: Buffer.from('{"a":1}').toString('base64') } } }],
+    });
+    const dst = local('att-pull');
+    let result = await PouchDB.replicate(url, dst);
+    assert(result.ok && result.docs_written === 2, `first pull: ${JSON.stringify(result)}`);
+    let names = await sameAttachments(dst, url, 'b1');
+    assert(names.length === 2, `b1 has 2 attachments, got ${names}`);
+    await sameAttachments(dst, url, 'b2');
+    // Updated on the barrel keeping its attachments (the fetched stubs), then one deleted.
+    const b1 = (await http('GET', `${url}/b1`)).body;
+    b1.edited = true;
+    const saved = await http('PUT', `${url}/b1`, b1);
+    assert(saved.status === 201, `update: ${JSON.stringify(saved.body)}`);
+    result = await PouchDB.replicate(url, dst);
+    assert(result.docs_written === 1, `update pull: ${JSON.stringify(result)}`);
+    assert((await dst.get('b1')).edited === true, 'update pulled');
+    await sameAttachments(dst, url, 'b1');
+    const del = await http('DELETE', `${url}/b1/big.bin?rev=${saved.body.rev}`);
+    assert(del.status === 200, `delete: ${JSON.stringify(del.body)}`);
+    result = await PouchDB.replicate(url, dst);
+    assert(result.docs_written === 1, `delete pull: ${JSON.stringify(result)}`);
+    names = await sameAttachments(dst, url, 'b1');
+    assert(names.join() === 'readme.txt', `big.bin deleted, left ${names}`);
+    assert((await pouchAttachment(dst, 'b1', 'big.bin')) === null, 'big.bin gone from PouchDB');
+    assert((await sameTrees(dst, url)) === 2, 'same trees');
   });
 
   await test('live sync both ways', async () => {

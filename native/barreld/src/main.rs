@@ -5,7 +5,9 @@
 //! cargo run --release -p barreld -- --data-dir /var/lib/barrel --port 7080
 //! ```
 
-use barrel_core::server::{self, Auth, Cors, ServerConfig, DEFAULT_MAX_BODY};
+use barrel_core::server::{
+    self, Auth, Cors, ServerConfig, DEFAULT_MAX_ATTACHMENT_SIZE, DEFAULT_MAX_BODY,
+};
 use barrel_core::{Store, StoreOptions};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +48,9 @@ struct Args {
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// Largest attachment upload in bytes (larger ones get 413); uploads are streamed.
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTACHMENT_SIZE)]
+    max_attachment_bytes: u64,
     /// RocksDB block cache in bytes.
     #[arg(long, default_value_t = 128 * 1024 * 1024)]
     block_cache_bytes: usize,
@@ -73,6 +78,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         cors,
         max_body: args.max_body_bytes,
+        max_attachment_size: args.max_attachment_bytes,
     })
 }
 

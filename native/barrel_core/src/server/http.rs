@@ -1,6 +1,7 @@
 //! Routes and handlers.
 
-use super::{feed, ws, App, Cors, ServerConfig};
+use super::attachments::{self, AttsAsk};
+use super::{feed, multipart, ws, App, Cors, ServerConfig};
 use crate::barrel::{Barrel, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions};
 use crate::doc::{Body, DocInput};
 use crate::error::{DocError, Error};
@@ -10,7 +11,7 @@ use crate::revtree::Rev;
 use crate::store::{BarrelConfig, BarrelInfo};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -240,7 +241,13 @@ pub(crate) enum Style {
 }
 
 /// A document from the wire, as the engine takes it.
-pub(crate) fn doc_in(mut m: Map<String, Value>, style: Style) -> ApiResult<DocInput> {
+pub(crate) fn doc_in(m: Map<String, Value>, style: Style) -> ApiResult<DocInput> {
+    Ok(DocInput::from_map(wire_map(m, style)?)?)
+}
+
+/// A document object from the wire with its id where the engine reads it (`_id` → `id` on
+/// CouchDB's surface).
+pub(crate) fn wire_map(mut m: Map<String, Value>, style: Style) -> ApiResult<Map<String, Value>> {
     if style == Style::Couch {
         if let Some(id) = m.remove("_id") {
             if let Some(other) = m.get("id") {
@@ -253,7 +260,7 @@ pub(crate) fn doc_in(mut m: Map<String, Value>, style: Style) -> ApiResult<DocIn
             m.insert("id".into(), id);
         }
     }
-    Ok(DocInput::from_map(m)?)
+    Ok(m)
 }
 
 /// A document from the engine, as the wire shows it.
@@ -316,6 +323,7 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
                 .put(put_doc_route::<false>)
                 .delete(delete_doc_route),
         )
+        .route(&format!("{db}/docs/{{id}}/{{*att}}"), attachment_routes())
         .route(
             &format!("{db}/_all_docs"),
             get(all_docs_route::<true>).post(all_docs_keys),
@@ -343,6 +351,7 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
                 .put(put_doc_route::<true>)
                 .delete(delete_doc_route),
         )
+        .route(&format!("{db}/{{id}}/{{*att}}"), attachment_routes())
         .fallback(any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app.clone())
@@ -354,6 +363,15 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
         r = r.layer(cors_layer(cors));
     }
     r
+}
+
+/// `…/:docid/:attname`, the same on both surfaces. Uploads are streamed and limited by
+/// `max_attachment_size`, not by the body limit of the other routes.
+fn attachment_routes() -> axum::routing::MethodRouter<Arc<App>> {
+    get(attachments::get)
+        .head(attachments::head)
+        .put(attachments::put)
+        .delete(attachments::delete)
 }
 
 fn cors_layer(cors: &Cors) -> tower_http::cors::CorsLayer {
@@ -377,8 +395,21 @@ fn cors_layer(cors: &Cors) -> tower_http::cors::CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
-        .expose_headers([header::ETAG])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::RANGE,
+            header::HeaderName::from_static("content-md5"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+            header::CONTENT_LENGTH,
+        ])
 }
 
 async fn authenticate(State(app): AppState, req: Request, next: Next) -> Response {
@@ -534,13 +565,25 @@ async fn delete_barrel(State(app): AppState, Path(name): Path<String>) -> ApiRes
 // Documents
 // ---------------------------------------------------------------------------------------------
 
-fn rev_param(q: &[(String, String)]) -> ApiResult<Option<Rev>> {
+pub(crate) fn rev_param(q: &[(String, String)]) -> ApiResult<Option<Rev>> {
     param(q, "rev")
         .map(|r| Rev::parse(r).map_err(ApiError::from))
         .transpose()
 }
 
-fn json_param(q: &[(String, String)], key: &str) -> ApiResult<Option<Value>> {
+/// The revision a write applies to: `?rev=`, or the `If-Match` header.
+pub(crate) fn rev_of(q: &[(String, String)], headers: &HeaderMap) -> ApiResult<Option<Rev>> {
+    if let Some(r) = rev_param(q)? {
+        return Ok(Some(r));
+    }
+    Ok(headers
+        .get(header::IF_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .map(|s| Rev::parse(s.trim().trim_matches('"')))
+        .transpose()?)
+}
+
+pub(crate) fn json_param(q: &[(String, String)], key: &str) -> ApiResult<Option<Value>> {
     param(q, key)
         .map(|v| {
             serde_json::from_str(v).map_err(|_| {
@@ -554,7 +597,7 @@ fn json_param(q: &[(String, String)], key: &str) -> ApiResult<Option<Value>> {
         .transpose()
 }
 
-fn revs_of(v: &Value) -> ApiResult<Vec<Rev>> {
+pub(crate) fn revs_of(v: &Value) -> ApiResult<Vec<Rev>> {
     v.as_array()
         .ok_or_else(|| ApiError::bad_request("expected a list of revisions"))?
         .iter()
@@ -566,11 +609,14 @@ fn revs_of(v: &Value) -> ApiResult<Vec<Rev>> {
         .collect()
 }
 
+/// `GET` of a document: the winner or `?rev=`, or `open_revs` (JSON, or multipart/mixed when
+/// the client accepts it); `attachments=true` and `atts_since` send attachment contents.
 async fn get_doc(
     app: Arc<App>,
     name: String,
     id: String,
     q: Option<String>,
+    headers: HeaderMap,
     style: Style,
 ) -> ApiResult {
     let q = pairs(&q);
@@ -578,6 +624,7 @@ async fn get_doc(
     let conflicts = bool_param(&q, "conflicts")?;
     let latest = bool_param(&q, "latest")?;
     let rev = rev_param(&q)?;
+    let ask = AttsAsk::from_query(&q)?;
     let open_revs = match param(&q, "open_revs") {
         None => None,
         Some("all") => Some(OpenRevs::All),
@@ -585,27 +632,39 @@ async fn get_doc(
             &json_param(&q, "open_revs")?.unwrap_or(Value::Null),
         )?)),
     };
+    let mixed = multipart::accepts_mixed(&headers);
+    let with_history = revs || ask.needs_history();
     blocking(move || {
         let barrel = open(&app, &name)?;
         match open_revs {
             Some(which) => {
-                let list = barrel.fetch_open_revs_latest(&id, &which, revs, latest)?;
-                let out: Vec<Value> = list
+                let list = barrel.fetch_open_revs_latest(&id, &which, with_history, latest)?;
+                if mixed {
+                    let to_wire = move |doc| doc_out(doc, style);
+                    return Ok(multipart::open_revs_response(
+                        barrel, list, ask, revs, to_wire,
+                    ));
+                }
+                let out = list
                     .into_iter()
                     .map(|r| match r {
-                        OpenRev::Ok(doc) => json!({"ok": doc_out(doc, style)}),
-                        OpenRev::Missing(rev) => json!({"missing": rev.to_string()}),
+                        OpenRev::Ok(mut doc) => {
+                            ask.apply_json(&barrel, &mut doc, revs)?;
+                            Ok(json!({"ok": doc_out(doc, style)}))
+                        }
+                        OpenRev::Missing(rev) => Ok(json!({"missing": rev.to_string()})),
                     })
-                    .collect();
+                    .collect::<ApiResult<Vec<Value>>>()?;
                 Ok(json_response(StatusCode::OK, Value::Array(out)))
             }
             None => {
                 let opts = FetchOptions {
                     rev,
-                    revs,
+                    revs: with_history,
                     conflicts,
                 };
-                let doc = barrel.fetch_doc(&id, &opts)?;
+                let mut doc = barrel.fetch_doc(&id, &opts)?;
+                ask.apply_json(&barrel, &mut doc, revs)?;
                 let etag = doc
                     .get("_rev")
                     .and_then(Value::as_str)
@@ -621,36 +680,63 @@ async fn get_doc(
     .await
 }
 
-fn saved(id: &str, rev: &Rev) -> Value {
+pub(crate) fn saved(id: &str, rev: &Rev) -> Value {
     json!({"ok": true, "id": id, "rev": rev.to_string()})
 }
 
-async fn put_doc(
-    app: Arc<App>,
-    name: String,
-    id: String,
-    q: Option<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+/// A document body for `PUT …/:docid`: the URL's id put in (a different one in the body is
+/// refused), and `?rev=` when the body has no `_rev`.
+pub(crate) fn doc_for_put(
+    mut m: Map<String, Value>,
+    id: &str,
+    q: &[(String, String)],
     style: Style,
-) -> ApiResult {
-    let q = pairs(&q);
-    let mut m = object(json_body(&headers, body)?, "a document")?;
+) -> ApiResult<Map<String, Value>> {
     let id_key = if style == Style::Couch { "_id" } else { "id" };
     match m.get(id_key) {
-        Some(Value::String(given)) if *given != id => {
+        Some(Value::String(given)) if given != id => {
             return Err(ApiError::bad_request(format!(
                 "the document's {id_key} {given:?} is not the URL's {id:?}"
             )))
         }
         _ => {
-            m.insert(id_key.into(), Value::String(id));
+            m.insert(id_key.into(), Value::String(id.to_string()));
         }
     }
-    if let Some(rev) = param(&q, "rev") {
+    if let Some(rev) = param(q, "rev") {
         m.entry("_rev")
             .or_insert_with(|| Value::String(rev.to_string()));
     }
+    Ok(m)
+}
+
+/// `PUT …/:docid`: a JSON document, or a multipart/related one (the JSON, then the contents of
+/// the attachments it marks `follows`).
+async fn put_doc(
+    app: Arc<App>,
+    name: String,
+    id: String,
+    q: Option<String>,
+    req: Request,
+    style: Style,
+) -> ApiResult {
+    let q = pairs(&q);
+    let headers = req.headers().clone();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .map(multipart::media_type);
+    if ct.as_deref() == Some("multipart/related") {
+        let body = req.into_body();
+        return multipart::put_doc(app, name, id, q, headers, body, style).await;
+    }
+    let body = Bytes::from_request(req, &()).await;
+    let m = doc_for_put(
+        object(json_body(&headers, body)?, "a document")?,
+        &id,
+        &q,
+        style,
+    )?;
     let new_edits = param(&q, "new_edits") != Some("false");
     let doc = doc_in(m, style)?;
     let (id, rev) = blocking(move || {
@@ -668,22 +754,13 @@ async fn delete_doc(
     q: Option<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let q = pairs(&q);
-    let rev = match rev_param(&q)? {
-        Some(r) => r,
-        None => headers
-            .get(header::IF_MATCH)
-            .and_then(|h| h.to_str().ok())
-            .map(|s| Rev::parse(s.trim_matches('"')))
-            .transpose()?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "a rev is needed to delete",
-                )
-            })?,
-    };
+    let rev = rev_of(&pairs(&q), &headers)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "a rev is needed to delete",
+        )
+    })?;
     let (id, rev) = blocking(move || Ok(open(&app, &name)?.delete_doc(&id, rev)?)).await?;
     Ok(json_response(StatusCode::OK, saved(&id, &rev)))
 }
@@ -702,18 +779,18 @@ async fn get_doc_route<const COUCH: bool>(
     State(app): AppState,
     Path((name, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> ApiResult {
-    get_doc(app, name, id, q, style_of(COUCH)).await
+    get_doc(app, name, id, q, headers, style_of(COUCH)).await
 }
 
 async fn put_doc_route<const COUCH: bool>(
     State(app): AppState,
     Path((name, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> ApiResult {
-    put_doc(app, name, id, q, headers, body, style_of(COUCH)).await
+    put_doc(app, name, id, q, req, style_of(COUCH)).await
 }
 
 async fn delete_doc_route(
@@ -950,14 +1027,21 @@ pub(crate) fn bulk_docs_json(barrel: &Barrel, v: Map<String, Value>) -> ApiResul
     Ok(Value::Array(out))
 }
 
-/// `_bulk_get`: `{"docs": [{"id", "rev"?}]}` → `{"results": [{"id", "docs": [{"ok": doc} |
-/// {"error": ...}]}]}`.
-pub(crate) fn bulk_get_json(
-    barrel: &Barrel,
-    v: &Value,
-    revs: bool,
-    latest: bool,
-) -> ApiResult<Value> {
+/// The query options of `_bulk_get`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BulkGetOptions {
+    /// `revs=true`: each revision with `_revisions`.
+    pub revs: bool,
+    /// `latest=true`: a revision that is no longer a leaf stands for its leaves.
+    pub latest: bool,
+    /// `attachments=true`: contents inline (base64), all of them or those after the entry's
+    /// `atts_since`.
+    pub attachments: bool,
+}
+
+/// `_bulk_get`: `{"docs": [{"id", "rev"?, "atts_since"?}]}` → `{"results": [{"id", "docs":
+/// [{"ok": doc} | {"error": ...}]}]}`.
+pub(crate) fn bulk_get_json(barrel: &Barrel, v: &Value, opts: BulkGetOptions) -> ApiResult<Value> {
     let asked = v
         .get("docs")
         .and_then(Value::as_array)
@@ -973,20 +1057,26 @@ pub(crate) fn bulk_get_json(
             Some(r) => OpenRevs::Revs(vec![Rev::parse(r)?]),
             None => OpenRevs::All,
         };
+        let ask = AttsAsk::from_entry(opts.attachments, a)?;
+        let with_history = opts.revs || ask.needs_history();
         let missing = |rev: Value| json!({"error": {"id": id, "rev": rev, "error": "not_found", "reason": "missing"}});
-        let docs: Vec<Value> = match barrel.fetch_open_revs_latest(&id, &which, revs, latest) {
-            Ok(list) => list
-                .into_iter()
-                .map(|r| match r {
-                    OpenRev::Ok(doc) => json!({"ok": doc_out(doc, Style::Couch)}),
-                    OpenRev::Missing(rev) => missing(Value::String(rev.to_string())),
-                })
-                .collect(),
-            Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
-                vec![missing(a.get("rev").cloned().unwrap_or(Value::Null))]
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let docs: Vec<Value> =
+            match barrel.fetch_open_revs_latest(&id, &which, with_history, opts.latest) {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|r| match r {
+                        OpenRev::Ok(mut doc) => {
+                            ask.apply_json(barrel, &mut doc, opts.revs)?;
+                            Ok(json!({"ok": doc_out(doc, Style::Couch)}))
+                        }
+                        OpenRev::Missing(rev) => Ok(missing(Value::String(rev.to_string()))),
+                    })
+                    .collect::<ApiResult<_>>()?,
+                Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
+                    vec![missing(a.get("rev").cloned().unwrap_or(Value::Null))]
+                }
+                Err(e) => return Err(e.into()),
+            };
         results.push(json!({"id": id, "docs": docs}));
     }
     Ok(json!({"results": results}))
@@ -1043,10 +1133,13 @@ async fn bulk_get(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let q = pairs(&q);
-    let revs = bool_param(&q, "revs")?;
-    let latest = bool_param(&q, "latest")?;
+    let opts = BulkGetOptions {
+        revs: bool_param(&q, "revs")?,
+        latest: bool_param(&q, "latest")?,
+        attachments: bool_param(&q, "attachments")?,
+    };
     let req = json_body(&headers, body)?;
-    let v = blocking(move || bulk_get_json(&open(&app, &name)?, &req, revs, latest)).await?;
+    let v = blocking(move || bulk_get_json(&open(&app, &name)?, &req, opts)).await?;
     Ok(json_response(StatusCode::OK, v))
 }
 

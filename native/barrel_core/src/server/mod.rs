@@ -11,8 +11,11 @@
 //! holds the store between requests (a provider hands it out per request), so stopping the
 //! application is not held up by idle connections.
 
+mod attachments;
 mod feed;
 mod http;
+mod multipart;
+mod stream;
 mod ws;
 
 use crate::error::{Error, Result};
@@ -25,6 +28,8 @@ use std::time::Duration;
 
 /// Largest request body accepted by default (64 MiB); bigger ones get 413.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
+
+pub use crate::attachment::DEFAULT_MAX_ATTACHMENT_SIZE;
 
 /// Who may call the server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,8 +67,11 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// CORS policy (none: no CORS headers).
     pub cors: Option<Cors>,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (attachment uploads excepted).
     pub max_body: usize,
+    /// Largest attachment accepted by `PUT …/:docid/:attname` and in multipart document
+    /// writes, in bytes; those bodies are streamed to storage, never held whole.
+    pub max_attachment_size: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +82,7 @@ impl Default for ServerConfig {
             tls: None,
             cors: None,
             max_body: DEFAULT_MAX_BODY,
+            max_attachment_size: DEFAULT_MAX_ATTACHMENT_SIZE,
         }
     }
 }
@@ -85,6 +94,10 @@ pub type StoreSource = Arc<dyn Fn() -> Result<Arc<Store>> + Send + Sync>;
 pub(crate) struct App {
     pub stores: StoreSource,
     pub auth: Auth,
+    /// [`ServerConfig::max_body`].
+    pub max_body: usize,
+    /// [`ServerConfig::max_attachment_size`].
+    pub max_attachment_size: u64,
 }
 
 impl App {
@@ -159,6 +172,8 @@ pub fn start(stores: StoreSource, cfg: ServerConfig) -> Result<ServerHandle> {
     let app = Arc::new(App {
         stores,
         auth: cfg.auth.clone(),
+        max_body: cfg.max_body,
+        max_attachment_size: cfg.max_attachment_size,
     });
     let router: Router = http::router(app, &cfg);
     let handle = axum_server::Handle::new();

@@ -9,7 +9,7 @@
 //! | `{"type": "changes", "since": N, "style": "all_docs", "include_docs": bool, "live": bool, "limit": N, "path": [pattern]}` | `{"type": "changes", "results": [...], "last_seq": N}` batches, then with `live` more batches as changes are committed (without `live`, a `limit` asks for one batch) |
 //! | `{"type": "wait", "since": N, "timeout": ms}` | `{"type": "wait", "update_seq": N}` once the barrel has a change after `since` (or the timeout passed) |
 //! | `{"type": "revs_diff", "revs": {"docid": [rev, ...]}}` | `{"type": "revs_diff", "result": {...}}` (as `_revs_diff`) |
-//! | `{"type": "bulk_get", "docs": [{"id", "rev"}], "revs": true, "latest": bool}` | `{"type": "bulk_get", "result": {...}}` (as `_bulk_get`) |
+//! | `{"type": "bulk_get", "docs": [{"id", "rev", "atts_since"?}], "revs": true, "latest": bool, "attachments": bool}` | `{"type": "bulk_get", "result": {...}}` (as `_bulk_get`) |
 //! | `{"type": "bulk_docs", "docs": [...], "new_edits": false}` | `{"type": "bulk_docs", "result": [...]}` (as `_bulk_docs`) |
 //! | `{"type": "get_local", "doc_id": ...}` / `{"type": "put_local", "doc_id": ..., "doc": {...}}` | `{"type": ..., "doc": ...}` / `{"type": ..., "rev": ...}` |
 //!
@@ -18,7 +18,7 @@
 
 use super::http::{
     blocking, bulk_docs_json, bulk_get_json, object, open, revs_diff_json, ApiError, ApiResult,
-    AppState,
+    AppState, BulkGetOptions,
 };
 use super::App;
 use crate::barrel::Barrel;
@@ -115,8 +115,14 @@ fn handle(barrel: &Barrel, req: Value) -> ApiResult<Value> {
             let revs = object(req.get("revs").cloned().unwrap_or(Value::Null), "revs")?;
             Ok(json!({"type": "revs_diff", "result": revs_diff_json(barrel, revs)?}))
         }
-        Some("bulk_get") => Ok(json!({"type": "bulk_get",
-                                       "result": bulk_get_json(barrel, &req, flag("revs"), flag("latest"))?})),
+        Some("bulk_get") => {
+            let opts = BulkGetOptions {
+                revs: flag("revs"),
+                latest: flag("latest"),
+                attachments: flag("attachments"),
+            };
+            Ok(json!({"type": "bulk_get", "result": bulk_get_json(barrel, &req, opts)?}))
+        }
         Some("bulk_docs") => {
             let m = object(req.clone(), "the request")?;
             Ok(json!({"type": "bulk_docs", "result": bulk_docs_json(barrel, m)?}))
