@@ -514,6 +514,7 @@ defmodule Barrel do
           | {:tls, {Path.t(), Path.t()}}
           | {:cors, :none | :any | [String.t()]}
           | {:max_body, pos_integer()}
+          | {:max_attachment_size, non_neg_integer()}
 
   @typedoc """
   Where a server started by `start_http/1` listens: `url` is
@@ -552,6 +553,8 @@ defmodule Barrel do
     * `:docs_read`: changed documents read from the source.
     * `:docs_written`: revisions written to the target.
     * `:missing_checked`: revisions the target said it did not have.
+    * `:attachments_copied`, `:attachment_bytes`: attachment contents sent
+      to the target (only those it did not have) and their bytes.
     * `:last_seq`: the source sequence of the last checkpoint.
     * `:errors`, `:last_error`: errors so far, and the message of the latest
       (`:undefined` when there was none).
@@ -562,6 +565,8 @@ defmodule Barrel do
           docs_read: non_neg_integer(),
           docs_written: non_neg_integer(),
           missing_checked: non_neg_integer(),
+          attachments_copied: non_neg_integer(),
+          attachment_bytes: non_neg_integer(),
           last_seq: seq(),
           errors: non_neg_integer(),
           last_error: String.t() | :undefined
@@ -1519,6 +1524,8 @@ defmodule Barrel do
     * `cors: :none | :any | [origin]` (default `:none`): the browser origins
       allowed to call the server.
     * `max_body: bytes` (default 64 MiB): larger request bodies get 413.
+    * `max_attachment_size: bytes` (default 16 GiB): larger attachment
+      uploads get 413 (they are streamed, and not bound by `max_body`).
 
   A port in use gives `{:error, {:storage_error, why}}`, and a stopped
   application `{:error, :closed}`. For a server reachable from other

@@ -991,7 +991,8 @@ replicate(Spec, Opts) ->
 
 %% @doc The state (`running', `idle' (continuous, caught up), `retrying',
 %% `completed', `failed', `cancelled') and counters of a replication:
-%% `{ok, #{state, docs_read, docs_written, last_seq, errors, last_error, legs, ...}}'
+%% `{ok, #{state, docs_read, docs_written, attachments_copied, attachment_bytes, last_seq, errors,
+%% last_error, legs, ...}}'
 %% (`last_seq': the source sequence of the last checkpoint).
 -spec replication_info(binary()) -> {ok, map()} | {error, not_found}.
 replication_info(RepId) ->
@@ -1064,7 +1065,9 @@ p2p_read(Barrel, DocId, [{_, Url} | Hops], Cache, Null) ->
 %% `port' (default 7080; 0 picks a free one, see {@link http_info/1}),
 %% `basic_auth' (`[{User, Password}]' binaries), `tokens' (bearer tokens),
 %% `tls' (`{CertFile, KeyFile}' PEM files: https and wss), `cors' (`none',
-%% `any' or a list of origins), `max_body' (bytes, default 64 MiB).
+%% `any' or a list of origins), `max_body' (bytes, default 64 MiB; JSON
+%% bodies), `max_attachment_size' (bytes, default 16 GiB: attachment uploads,
+%% which are streamed and not bound by `max_body'; larger ones get 413).
 %% ```
 %% {ok, Http} = barrel:start_http(#{ip => {127,0,0,1}, port => 7080}),
 %% {ok, #{url := <<"http://127.0.0.1:7080">>}} = barrel:http_info(Http),

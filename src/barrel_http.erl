@@ -11,6 +11,8 @@
 
 -define(SUP, barrel_http_sup).
 -define(MAX_BODY, 67108864).
+%% 16 GiB, the engine's default attachment limit.
+-define(MAX_ATTACHMENT, 17179869184).
 
 %% @private The supervisor spec of the servers' supervisor (in `barrel_sup').
 child_spec() ->
@@ -65,7 +67,8 @@ is_server(_) ->
 
 args(Opts) when is_map(Opts) ->
     Defaults = #{ip => {127, 0, 0, 1}, port => 7080, basic_auth => [], tokens => [],
-                 tls => undefined, cors => none, max_body => ?MAX_BODY},
+                 tls => undefined, cors => none, max_body => ?MAX_BODY,
+                 max_attachment_size => ?MAX_ATTACHMENT},
     case barrel:check_options(Opts, Defaults, fun option_ok/2) of
         {ok, O} -> {ok, O};
         Error -> Error
@@ -85,7 +88,8 @@ option_ok(tls, {C, K}) -> is_path(C) andalso is_path(K);
 option_ok(tls, _) -> false;
 option_ok(cors, V) -> V =:= none orelse V =:= any
                           orelse (is_list(V) andalso lists:all(fun is_binary/1, V));
-option_ok(max_body, V) -> is_integer(V) andalso V > 0.
+option_ok(max_body, V) -> is_integer(V) andalso V > 0;
+option_ok(max_attachment_size, V) -> is_integer(V) andalso V >= 0.
 
 is_path(P) ->
     try is_binary(unicode:characters_to_binary(P))
@@ -104,13 +108,14 @@ init(sup) ->
           [#{id => http, start => {gen_server, start_link, [?MODULE]},
              restart => temporary, shutdown => 10000}]}};
 init(#{ip := Ip, port := Port, basic_auth := Basic, tokens := Tokens, tls := Tls, cors := Cors,
-       max_body := MaxBody}) ->
+       max_body := MaxBody, max_attachment_size := MaxAttachment}) ->
     process_flag(trap_exit, true),
     TlsArg = case Tls of
                  undefined -> undefined;
                  {C, K} -> {unicode:characters_to_binary(C), unicode:characters_to_binary(K)}
              end,
-    case barrel_nif:http_start(ip_text(Ip), Port, Basic, Tokens, TlsArg, Cors, MaxBody) of
+    case barrel_nif:http_start(ip_text(Ip), Port, Basic, Tokens, TlsArg, Cors, MaxBody,
+                               MaxAttachment) of
         {ok, Server, Actual} ->
             Scheme = case Tls of undefined -> "http"; _ -> "https" end,
             Host = case Ip of

@@ -13,7 +13,7 @@
          query_open/5, query_next/3, query_close/1, reindex/1,
          changes_open/4, changes_next/3, changes_close/1,
          subscribe/6, subscription_ack/2, subscription_resume/1, subscription_cancel/1,
-         http_start/7, http_stop/1,
+         http_start/8, http_stop/1,
          replication_start/5, replication_progress/1, replication_cancel/1,
          p2p_push/4, p2p_fetch/4,
          att_writer_open/8, att_writer_write/2, att_writer_finish/1, att_writer_cancel/1,
@@ -66,7 +66,7 @@ subscribe(_Barrel, _Patterns, _Flags, _Window, _Target, _Null) -> ?NOT_LOADED.
 subscription_ack(_Sub, _N) -> ?NOT_LOADED.
 subscription_resume(_Sub) -> ?NOT_LOADED.
 subscription_cancel(_Sub) -> ?NOT_LOADED.
-http_start(_Ip, _Port, _Basic, _Tokens, _Tls, _Cors, _MaxBody) -> ?NOT_LOADED.
+http_start(_Ip, _Port, _Basic, _Tokens, _Tls, _Cors, _MaxBody, _MaxAttachment) -> ?NOT_LOADED.
 http_stop(_Server) -> ?NOT_LOADED.
 replication_start(_Source, _Target, _Opts, _Pid, _Tag) -> ?NOT_LOADED.
 replication_progress(_Rep) -> ?NOT_LOADED.

@@ -271,6 +271,8 @@ publish(#{id := Id, opts := O, progress := P}, Pid) ->
              source => maps:get(source_text, O), target => maps:get(target_text, O),
              continuous => maps:get(continuous, O), sync => maps:get(sync, O),
              docs_read => Sum(docs_read), docs_written => Sum(docs_written),
+             attachments_copied => Sum(attachments_copied),
+             attachment_bytes => Sum(attachment_bytes),
              %% The source sequence checkpointed by the push leg (sync: see legs).
              last_seq => maps:get(last_seq, maps:get(push, P, #{}), 0),
              errors => Sum(errors), last_error => case Errors of [] -> undefined; [E | _] -> E end,

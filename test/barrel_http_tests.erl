@@ -28,6 +28,8 @@ http_test_() ->
               {"a non-loopback address with a token: Bearer or 401", fun bearer_token/0},
               {"basic auth", fun basic_auth/0},
               {"max_body: bigger requests get 413", fun max_body/0},
+              {"attachments: put and get over HTTP, max_attachment_size 413",
+               fun attachments/0},
               {"cors: allowed origins only", fun cors/0},
               {timeout, 60, {"tls: https with a self-signed certificate", fun tls/0}},
               {"tls: unreadable files are a bad_param", fun tls_missing_files/0},
@@ -366,7 +368,8 @@ bad_options() ->
            {basic_auth, [{"user", "pass"}]}, {basic_auth, {<<"user">>, <<"pass">>}},
            {basic_auth, [<<"user:pass">>]}, {tokens, <<"t">>}, {tokens, ["t"]},
            {tls, "cert.pem"}, {tls, {cert, key}}, {tls, true}, {cors, all},
-           {cors, ["http://app.example"]}, {max_body, 0}, {max_body, infinity}],
+           {cors, ["http://app.example"]}, {max_body, 0}, {max_body, infinity},
+           {max_attachment_size, -1}],
     [?assertEqual({error, {bad_option, {Key, Value}}}, barrel:start_http(#{Key => Value}))
      || {Key, Value} <- Bad],
     ?assertEqual({error, {bad_option, [{port, 0}]}}, barrel:start_http([{port, 0}])),
@@ -427,6 +430,30 @@ max_body() ->
         ?assertMatch({201, _}, http_put(Docs ++ "/small", "{\"v\": 1}")),
         Big = iolist_to_binary(["{\"v\": \"", lists:duplicate(100, $x), "\"}"]),
         ?assertMatch({413, #{<<"error">> := <<"too_large">>}}, http_put(Docs ++ "/big", Big))
+    end).
+
+attachments() ->
+    {Name, B} = fresh(),
+    with_server(#{max_attachment_size => 1000}, fun(Url) ->
+        Att = Url ++ "/barrels/" ++ Name ++ "/docs/d/file.bin",
+        Data = crypto:strong_rand_bytes(1000),
+        Put = fun(Body) ->
+                      {ok, {{_, S, _}, _, R}} =
+                          httpc:request(put, {Att, [], "application/x-test", Body},
+                                        [{timeout, 15000}], [{body_format, binary}]),
+                      {S, json(R)}
+              end,
+        {201, #{<<"rev">> := Rev}} = Put(Data),
+        %% Written over HTTP, read from Erlang, and back.
+        ?assertEqual({ok, Data}, barrel:fetch_attachment(B, <<"d">>, <<"file.bin">>)),
+        {200, Headers, Data} = raw(get, Att, [], none),
+        ?assertEqual("application/x-test", proplists:get_value("content-type", Headers)),
+        {206, _, Part} = raw(get, Att, [{"range", "bytes=10-19"}], none),
+        ?assertEqual(binary:part(Data, 10, 10), Part),
+        %% One byte over the limit: 413, and the document keeps its revision.
+        ?assertMatch({413, #{<<"error">> := <<"attachment_too_large">>}},
+                     Put(<<Data/binary, 0>>)),
+        ?assertMatch({ok, #{<<"_rev">> := Rev}}, barrel:fetch_doc(B, <<"d">>))
     end).
 
 cors() ->

@@ -53,7 +53,11 @@ tests(Nodes) ->
      {"p2p_read: local first, then each hop, skipping dead ones; cache",
       fun() -> p2p_read(Nodes) end},
      {"p2p options: bad hops are refused", fun p2p_bad_options/0},
-     {"persist: replications start again with the application", fun() -> persist(Nodes) end}].
+     {"persist: replications start again with the application", fun() -> persist(Nodes) end},
+     {"attachments pushed over http and pulled back over ws; contents sent once",
+      fun() -> attachments(Nodes) end},
+     {"attachments between local barrels: only missing contents copied",
+      fun local_attachments/0}].
 
 setup() ->
     Dir = barrel_test_setup:start(),
@@ -318,6 +322,50 @@ push(Scheme, #{a := A}) ->
                  [T || {<<"l-conflict">>, _, _, _, _} = T <- Tree]),
     ?assertMatch([{<<"l-deleted">>, _, [_], true, [#{<<"_deleted">> := true}]}],
                  [T || {<<"l-deleted">>, _, _, _, _} = T <- Tree]).
+
+attachments(#{a := A}) ->
+    {Name, {local, B} = Local} = local(<<"atts">>),
+    Photo = crypto:strong_rand_bytes(300000),
+    {ok, Id, R1} = barrel:save_doc(B, #{<<"id">> => <<"p">>, <<"_attachments">> =>
+                                           #{<<"photo.jpg">> => #{<<"content_type">> => <<"image/jpeg">>,
+                                                                  <<"data">> => Photo}}}),
+    Remote = {remote, A, unique(<<"atts">>)},
+    Push = fun() ->
+                   {ok, Rep} = barrel:replicate(#{<<"source">> => Name,
+                                                  <<"target">> => endpoint(http, Remote)}),
+                   await_end(Rep)
+           end,
+    ?assertMatch(#{state := completed, attachments_copied := 1, attachment_bytes := 300000},
+                 Push()),
+    {200, #{<<"_attachments">> := #{<<"photo.jpg">> := #{<<"data">> := B64}}}} =
+        barrel_test_nodes:get(A, [doc_path(element(3, Remote), Id), "?attachments=true"]),
+    ?assertEqual(Photo, base64:decode(B64)),
+    %% An edit that keeps the attachment: the revision goes, the content does not.
+    {ok, Doc} = barrel:fetch_doc(B, Id),
+    {ok, Id, _} = barrel:save_doc(B, Doc#{<<"v">> => 2}),
+    ?assertMatch(#{state := completed, docs_written := 1, attachments_copied := 0}, Push()),
+    %% Pulled back over ws into a new barrel: same trees, same content.
+    Copy = unique(<<"atts-copy">>),
+    {ok, Pull} = barrel:replicate(#{<<"source">> => endpoint(ws, Remote), <<"target">> => Copy}),
+    ?assertMatch(#{state := completed, attachments_copied := 1}, await_end(Pull)),
+    {ok, C} = barrel:open(Copy),
+    ?assertEqual({ok, Photo}, barrel:fetch_attachment(C, Id, <<"photo.jpg">>)),
+    ?assertEqual(tree(Local), tree({local, C})),
+    _ = R1.
+
+local_attachments() ->
+    {Name, {local, B}} = local(<<"latts">>),
+    Data = crypto:strong_rand_bytes(5000),
+    Att = #{<<"f">> => #{<<"data">> => Data}},
+    {ok, _, _} = barrel:save_doc(B, #{<<"id">> => <<"a">>, <<"_attachments">> => Att}),
+    {ok, _, _} = barrel:save_doc(B, #{<<"id">> => <<"b">>, <<"_attachments">> => Att}),
+    Target = unique(<<"latts-copy">>),
+    {ok, Rep} = barrel:replicate(#{<<"source">> => Name, <<"target">> => Target}),
+    %% Two documents, one content.
+    ?assertMatch(#{state := completed, docs_written := 2, attachments_copied := 1,
+                   attachment_bytes := 5000}, await_end(Rep)),
+    {ok, T} = barrel:open(Target),
+    ?assertEqual({ok, Data}, barrel:fetch_attachment(T, <<"b">>, <<"f">>)).
 
 pull(Scheme, #{a := A}) ->
     Remote = remote(A, <<"pull">>),
@@ -589,6 +637,7 @@ progress_and_info(#{a := A}) ->
     {ok, Info} = barrel:replication_info(Id),
     ?assertEqual(#{id => Id, state => completed, source => Name, target => Target,
                    continuous => false, sync => false, docs_read => 25, docs_written => 25,
+                   attachments_copied => 0, attachment_bytes => 0,
                    last_seq => 25, errors => 0, last_error => undefined},
                  maps:remove(legs, Info)),
     ?assertMatch(#{legs := #{push := #{state := completed, last_seq := 25}}}, Info),

@@ -154,6 +154,22 @@ pub(crate) fn body_digests(json: &[u8]) -> Vec<Md5Digest> {
     d
 }
 
+/// CouchDB's `atts_since`: the generation of the newest of `known` revisions in a fetched
+/// document's history (`_revisions`), i.e. what the asker already has; attachments with a
+/// greater `revpos` are sent with their content (see
+/// [`Barrel::inline_attachments`](crate::Barrel::inline_attachments)). `None` when none of them
+/// is an ancestor (or the document carries no history): everything is sent.
+pub fn since_generation(doc: &Body, known: &[Rev]) -> Option<u64> {
+    if known.is_empty() {
+        return None;
+    }
+    crate::doc::parse_revisions(doc.get(crate::doc::REVISIONS)?)
+        .ok()?
+        .into_iter()
+        .find(|r| known.contains(r))
+        .map(|r| r.gen)
+}
+
 /// Where an attachment given with a document write comes from.
 #[derive(Debug)]
 pub enum AttSource {

@@ -533,8 +533,11 @@ impl GroupWriter<'_> {
         let (mut tree, rev) = match result {
             Ok(Outcome::Write(tree, rev)) => (tree, rev),
             Ok(Outcome::Unchanged(rev)) => {
-                // An already-known revision: nothing to write, same answer.
+                // An already-known revision: nothing to write, same answer. Contents that came
+                // with it are kept for later documents of the batch that name them (and
+                // collected after the commit if none does).
                 self.overlay.records.insert(key, current);
+                self.register_unreferenced(barrel, doc.take_blobs());
                 return Ok((id, rev));
             }
             Err(e) => {
@@ -565,8 +568,19 @@ impl GroupWriter<'_> {
             for blob in blobs {
                 self.register(barrel.id, blob);
             }
+        } else {
+            self.register_unreferenced(barrel, blobs);
         }
         Ok((id, rev))
+    }
+
+    /// Registers contents no stored revision refers to yet: collected after the commit unless
+    /// a later write of the batch refers to them.
+    fn register_unreferenced(&mut self, barrel: &Arc<BarrelInner>, blobs: Vec<att::NewBlob>) {
+        for blob in blobs {
+            self.unreferenced.push((barrel.clone(), blob.digest()));
+            self.register(barrel.id, blob);
+        }
     }
 
     /// `true` when content with digest `d` is stored in the barrel (or registered by this

@@ -1,13 +1,16 @@
 //! Replication between barrels: local to local, over HTTP and over the WebSocket stream;
-//! conflicts, deletions, checkpoints and resuming, continuous mode, filters, and a model test
-//! (random edits on several replicas, replicated in random order, end up equal).
+//! conflicts, deletions, checkpoints and resuming, continuous mode, filters, attachments (each
+//! content copied once, only when the target lacks it), and a model test (random edits on
+//! several replicas, replicated in random order, end up equal).
 
-use barrel_core::replicate::endpoint::{Endpoint, HttpEndpoint, LocalEndpoint, WsEndpoint};
+use barrel_core::replicate::endpoint::{
+    AttachmentData, ChangedDoc, Endpoint, HttpEndpoint, LocalEndpoint, MissingStub, WsEndpoint,
+};
 use barrel_core::replicate::run::{run, RepControl, RepOptions, RepState};
 use barrel_core::server::{self, ServerConfig, ServerHandle};
 use barrel_core::{
-    Barrel, BarrelConfig, ChangesOptions, DocInput, OpenRev, OpenRevs, Pattern, SaveOptions, Store,
-    StoreOptions,
+    Barrel, BarrelConfig, ChangesOptions, DocInput, Error, OpenRev, OpenRevs, Pattern, Rev,
+    RevsDiff, SaveOptions, Store, StoreOptions,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -80,6 +83,7 @@ fn state(b: &Barrel) -> BTreeMap<String, DocState> {
     }
 }
 
+#[track_caller]
 fn replicate(
     src: &mut dyn Endpoint,
     tgt: &mut dyn Endpoint,
@@ -351,15 +355,25 @@ enum Edit {
     Put { r: usize, d: usize, v: u8 },
     /// Delete doc `d` on replica `r` (if live).
     Delete { r: usize, d: usize },
-    /// Replicate replica `from` to `to`.
-    Sync { from: usize, to: usize },
+    /// Put attachment `a<v % 3>` with content `[v]` on doc `d` on replica `r` (a new edit; the
+    /// document's other attachments stay, a `Put` drops them all).
+    Attach { r: usize, d: usize, v: u8 },
+    /// Replicate replica `from` to `to`, attachment contents copied apart or, with `inline`,
+    /// inline in the documents (as with a remote replica).
+    Sync {
+        from: usize,
+        to: usize,
+        inline: bool,
+    },
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         4 => (0..3usize, 0..6usize, any::<u8>()).prop_map(|(r, d, v)| Edit::Put { r, d, v }),
         1 => (0..3usize, 0..6usize).prop_map(|(r, d)| Edit::Delete { r, d }),
-        2 => (0..3usize, 0..3usize).prop_map(|(from, to)| Edit::Sync { from, to }),
+        2 => (0..3usize, 0..6usize, any::<u8>()).prop_map(|(r, d, v)| Edit::Attach { r, d, v }),
+        2 => (0..3usize, 0..3usize, any::<bool>())
+            .prop_map(|(from, to, inline)| Edit::Sync { from, to, inline }),
     ]
 }
 
@@ -367,7 +381,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
 
     /// Random concurrent edits on three replicas, replicated in random order, then every pair
-    /// both ways until quiescent: all replicas equal (same trees, same winners and bodies).
+    /// both ways until quiescent: all replicas equal (same trees, same winners and bodies, same
+    /// attachment contents).
     #[test]
     fn replicas_converge(edits in proptest::collection::vec(edit(), 1..40)) {
         let (_d, s) = store();
@@ -393,8 +408,16 @@ proptest! {
                         rs[r].delete_doc(&id, rev).unwrap();
                     }
                 }
-                Edit::Sync { from, to } if from != to => {
-                    replicate(&mut LocalEndpoint::new(rs[from].clone()), &mut LocalEndpoint::new(rs[to].clone()), &opts);
+                Edit::Attach { r, d, v } => {
+                    attach(&rs[r], &format!("doc{d}"), &format!("a{}", v % 3), &[v]);
+                }
+                Edit::Sync { from, to, inline } if from != to => {
+                    let mut source = LocalEndpoint::new(rs[from].clone());
+                    if inline {
+                        replicate(&mut source, &mut InlineOnly::new(&rs[to]), &opts);
+                    } else {
+                        replicate(&mut source, &mut LocalEndpoint::new(rs[to].clone()), &opts);
+                    }
                 }
                 Edit::Sync { .. } => {}
             }
@@ -411,6 +434,8 @@ proptest! {
         let s0 = state(&rs[0]);
         prop_assert_eq!(&s0, &state(&rs[1]));
         prop_assert_eq!(&s0, &state(&rs[2]));
+        assert_same_attachments(&rs[0], &rs[1]);
+        assert_same_attachments(&rs[0], &rs[2]);
     }
 }
 
@@ -477,5 +502,409 @@ fn over_https_and_wss_with_a_private_ca() {
     );
     assert!(r.is_err());
     assert!(s2.open_barrel("x").is_err());
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attachments
+// ---------------------------------------------------------------------------------------------
+
+/// `n` bytes of a pattern that differs with `seed`.
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    (0..n as u64)
+        .map(|i| ((i * 31 + seed * 7 + i / 251) % 251) as u8)
+        .collect()
+}
+
+fn winner(b: &Barrel, id: &str) -> Option<Rev> {
+    b.fetch_doc(id, &Default::default())
+        .ok()
+        .map(|d| Rev::parse(d["_rev"].as_str().unwrap()).unwrap())
+}
+
+/// Puts attachment `name` on the winner of `id` (creating the document if needed).
+fn attach(b: &Barrel, id: &str, name: &str, content: &[u8]) -> Rev {
+    let mut w = b.attachment_writer().unwrap();
+    w.write(content).unwrap();
+    let blob = w.finish().unwrap();
+    b.put_attachment(
+        id,
+        winner(b, id).as_ref(),
+        name,
+        "application/octet-stream",
+        blob,
+    )
+    .unwrap()
+    .1
+}
+
+fn content(b: &Barrel, id: &str, name: &str, rev: Option<&Rev>) -> Vec<u8> {
+    b.fetch_attachment(id, name, rev).unwrap().1
+}
+
+/// A new edit of the winner of `id` that changes `field` and keeps its attachments.
+fn edit_keeping_attachments(b: &Barrel, id: &str, field: &str, v: Value) {
+    let mut d = b.fetch_doc(id, &Default::default()).unwrap();
+    d.insert(field.into(), v);
+    b.save_doc(DocInput::from_map(d).unwrap(), &SaveOptions::default())
+        .unwrap();
+}
+
+const PHOTO_LEN: usize = 300_000;
+
+/// Documents with attachments: `p` (a photo of three chunks and a note), `q` (the same photo
+/// under another name), `r` (created by its attachment), `l` (a link), and `c` (two leaves
+/// with different contents under the same name).
+fn fill_attachments(b: &Barrel) {
+    save(b, json!({"id": "p", "kind": "photo"}));
+    attach(b, "p", "photo.jpg", &bytes(1, PHOTO_LEN));
+    attach(b, "p", "note.txt", b"a short note");
+    save(b, json!({"id": "q"}));
+    attach(b, "q", "copy.jpg", &bytes(1, PHOTO_LEN));
+    attach(b, "r", "only.txt", b"r");
+    save(
+        b,
+        json!({"id": "l", "_attachments": {
+            "pic": {"url": "https://example.com/p.png", "content_type": "image/png"}}}),
+    );
+    let base = save(b, json!({"id": "c"}));
+    attach(b, "c", "f", b"leaf one");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let leaf_two = base64::Engine::encode(&b64, b"leaf two");
+    save_rev(
+        b,
+        json!({"id": "c", "_rev": "2-ffffffffffffffff",
+               "_revisions": {"start": 2, "ids": ["ffffffffffffffff", base.split_once('-').unwrap().1]},
+               "_attachments": {"f": {"data": leaf_two, "revpos": 2}}}),
+    );
+}
+
+/// Every leaf's attachments have the same contents on both barrels, and the barrels hold the
+/// same contents.
+fn assert_same_attachments(a: &Barrel, b: &Barrel) {
+    assert_eq!(
+        a.attachment_contents().unwrap(),
+        b.attachment_contents().unwrap()
+    );
+    for (id, (leaves, _, _)) in state(a) {
+        for (rev, deleted) in leaves {
+            if deleted {
+                continue;
+            }
+            let rev = Rev::parse(&rev).unwrap();
+            let opts = barrel_core::FetchOptions {
+                rev: Some(rev.clone()),
+                ..Default::default()
+            };
+            let doc = a.fetch_doc(&id, &opts).unwrap();
+            for name in doc
+                .get("_attachments")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|m| m.keys())
+            {
+                let meta = a.attachment_meta(&id, name, Some(&rev)).unwrap();
+                assert_eq!(b.attachment_meta(&id, name, Some(&rev)).unwrap(), meta);
+                if meta.digest.is_some() {
+                    assert_eq!(
+                        content(a, &id, name, Some(&rev)),
+                        content(b, &id, name, Some(&rev)),
+                        "{id} {rev} {name}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn local_replication_copies_each_missing_content_once() {
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    fill_attachments(&a);
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions::default(),
+    );
+    assert_eq!(state(&a), state(&b));
+    assert_same_attachments(&a, &b);
+    // The photo once for p and q; the note, r's content and c's two leaves.
+    let sizes = [PHOTO_LEN, 12, 1, 8, 8];
+    assert_eq!(p.attachments_copied, sizes.len() as u64);
+    assert_eq!(p.attachment_bytes, sizes.iter().sum::<usize>() as u64);
+    assert_eq!(b.attachment_contents().unwrap(), (5, p.attachment_bytes));
+    assert_eq!(content(&b, "q", "copy.jpg", None), bytes(1, PHOTO_LEN));
+    let link = b.attachment_meta("l", "pic", None).unwrap();
+    assert_eq!(link.url.as_deref(), Some("https://example.com/p.png"));
+    // An edit that keeps the attachments: the revision goes, no content.
+    edit_keeping_attachments(&a, "p", "kind", json!("portrait"));
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions::default(),
+    );
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 0, 0)
+    );
+    assert_eq!(state(&a), state(&b));
+    // A new attachment: only its content.
+    attach(&a, "p", "thumb.png", &bytes(2, 1000));
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions::default(),
+    );
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 1, 1000)
+    );
+    assert_same_attachments(&a, &b);
+}
+
+#[test]
+fn a_deleted_attachment_replicates() {
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    attach(&a, "d", "x", b"going");
+    attach(&a, "d", "y", b"staying");
+    let rep = || {
+        replicate(
+            &mut LocalEndpoint::new(a.clone()),
+            &mut LocalEndpoint::new(b.clone()),
+            &RepOptions::default(),
+        )
+    };
+    rep();
+    assert_eq!(b.attachment_contents().unwrap().0, 2);
+    a.delete_attachment("d", &winner(&a, "d").unwrap(), "x")
+        .unwrap();
+    let p = rep();
+    assert_eq!((p.docs_written, p.attachments_copied), (1, 0));
+    assert_eq!(state(&a), state(&b));
+    assert_eq!(b.attachment_meta("d", "x", None), Err(Error::NotFound));
+    assert_eq!(content(&b, "d", "y", None), b"staying");
+    // No revision refers to the deleted content any more: gone from both.
+    assert_eq!(a.attachment_contents().unwrap(), (1, 7));
+    assert_eq!(b.attachment_contents().unwrap(), (1, 7));
+}
+
+#[test]
+fn conflicting_revisions_keep_their_own_attachments() {
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    save(&a, json!({"id": "c"}));
+    let both_ways = || {
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            replicate(
+                &mut LocalEndpoint::new(from.clone()),
+                &mut LocalEndpoint::new(to.clone()),
+                &RepOptions::default(),
+            );
+        }
+    };
+    both_ways();
+    let ra = attach(&a, "c", "f", b"written on a");
+    let rb = attach(&b, "c", "f", b"written on b");
+    both_ways();
+    assert_eq!(state(&a), state(&b));
+    assert_eq!(state(&a)["c"].0.len(), 2, "a conflict on both sides");
+    for x in [&a, &b] {
+        assert_eq!(content(x, "c", "f", Some(&ra)), b"written on a");
+        assert_eq!(content(x, "c", "f", Some(&rb)), b"written on b");
+        assert_eq!(x.attachment_contents().unwrap().0, 2);
+    }
+    // Resolving the conflict on one side removes the loser's content on both.
+    let loser = if state(&a)["c"].1 == ra.to_string() {
+        &rb
+    } else {
+        &ra
+    };
+    a.delete_doc("c", loser.clone()).unwrap();
+    both_ways();
+    assert_eq!(state(&a), state(&b));
+    for x in [&a, &b] {
+        assert_eq!(x.attachment_contents().unwrap().0, 1);
+    }
+}
+
+/// A large content goes between local barrels chunk by chunk: written here in 1 MiB pieces,
+/// compared piece by piece, never held whole.
+#[test]
+fn a_large_attachment_is_copied_in_chunks() {
+    const MIB: usize = 1 << 20;
+    const PIECES: usize = 20;
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    let mut w = a.attachment_writer().unwrap();
+    for i in 0..PIECES {
+        w.write(&bytes(i as u64, MIB)).unwrap();
+    }
+    let blob = w.finish().unwrap();
+    a.put_attachment("big", None, "video.bin", "video/mp4", blob)
+        .unwrap();
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions::default(),
+    );
+    assert_eq!(
+        (p.attachments_copied, p.attachment_bytes),
+        (1, (PIECES * MIB) as u64)
+    );
+    let meta = a.attachment_meta("big", "video.bin", None).unwrap();
+    assert_eq!(b.attachment_meta("big", "video.bin", None).unwrap(), meta);
+    let (mut from, mut to) = (
+        a.open_attachment(&meta).unwrap(),
+        b.open_attachment(&meta).unwrap(),
+    );
+    let mut total = 0;
+    while let Some(piece) = from.read().unwrap() {
+        total += piece.len();
+        assert_eq!(to.read().unwrap().as_deref(), Some(&piece[..]));
+    }
+    assert_eq!(to.read().unwrap(), None);
+    assert_eq!(total, PIECES * MIB);
+}
+
+/// A local barrel seen as a remote one: attachment contents travel inline in the documents
+/// (`atts_since`). With `claimed`, it also names that revision as a possible ancestor of every
+/// missing one, as a target whose leaf was replaced right after `revs_diff` would.
+struct InlineOnly {
+    inner: LocalEndpoint,
+    claimed: Option<Rev>,
+}
+
+impl InlineOnly {
+    fn new(b: &Barrel) -> InlineOnly {
+        InlineOnly {
+            inner: LocalEndpoint::new(b.clone()),
+            claimed: None,
+        }
+    }
+}
+
+impl Endpoint for InlineOnly {
+    fn describe(&self) -> String {
+        format!("inline {}", self.inner.describe())
+    }
+    fn changes(
+        &mut self,
+        since: u64,
+        limit: usize,
+        filter: &[Pattern],
+    ) -> barrel_core::Result<(Vec<ChangedDoc>, u64)> {
+        self.inner.changes(since, limit, filter)
+    }
+    fn wait_changes(&mut self, since: u64, timeout: Duration) -> barrel_core::Result<()> {
+        self.inner.wait_changes(since, timeout)
+    }
+    fn revs_diff(
+        &mut self,
+        asked: &[(String, Vec<Rev>)],
+    ) -> barrel_core::Result<Vec<(String, RevsDiff)>> {
+        let mut out = self.inner.revs_diff(asked)?;
+        for (_, d) in &mut out {
+            d.possible_ancestors.extend(self.claimed.clone());
+        }
+        Ok(out)
+    }
+    fn fetch(
+        &mut self,
+        wanted: &[(String, RevsDiff)],
+        atts: AttachmentData,
+    ) -> barrel_core::Result<Vec<Value>> {
+        self.inner.fetch(wanted, atts)
+    }
+    fn save(&mut self, docs: Vec<Value>) -> barrel_core::Result<Vec<MissingStub>> {
+        self.inner.save(docs)
+    }
+    fn get_local(&mut self, id: &str) -> barrel_core::Result<Option<Value>> {
+        self.inner.get_local(id)
+    }
+    fn put_local(&mut self, id: &str, doc: Value) -> barrel_core::Result<()> {
+        self.inner.put_local(id, doc)
+    }
+}
+
+#[test]
+fn a_document_refused_for_a_missing_stub_is_sent_again_with_its_contents() {
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    let first = attach(&a, "s", "f", b"content");
+    edit_keeping_attachments(&a, "s", "v", json!(2));
+    // Told the target has the first revision, the source sends the attachment as a stub.
+    let mut target = InlineOnly {
+        claimed: Some(first),
+        ..InlineOnly::new(&b)
+    };
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut target,
+        &RepOptions::default(),
+    );
+    assert_eq!(p.state, RepState::Completed);
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 1, 7)
+    );
+    assert_eq!(state(&a), state(&b));
+    assert_eq!(content(&b, "s", "f", None), b"content");
+}
+
+/// Attachments over HTTP and over the WebSocket stream: contents inline (base64) for what
+/// changed after the target's revisions, stubs for the rest.
+#[test]
+fn attachments_over_http_and_websocket() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let server = serve(&s2);
+    let http = format!("http://{}/barrels/r", server.addr());
+    let ws = format!("ws://{}/w", server.addr());
+    let opts = RepOptions {
+        create_target: true,
+        ..Default::default()
+    };
+    type Remote = Box<dyn Fn() -> Box<dyn Endpoint>>;
+    let remotes: [(&str, Remote); 2] = [
+        (
+            "r",
+            Box::new(move || Box::new(HttpEndpoint::new(&http, None))),
+        ),
+        ("w", Box::new(move || Box::new(WsEndpoint::new(&ws, None)))),
+    ];
+    for (name, remote) in remotes {
+        let a = barrel(&s1, &format!("a-{name}"));
+        fill_attachments(&a);
+        let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut *remote(), &opts);
+        let there = s2.open_barrel(name).unwrap();
+        assert_eq!(state(&a), state(&there), "{name}");
+        assert_same_attachments(&a, &there);
+        // Inline, each document carries its own copy: the photo twice.
+        assert_eq!(p.attachments_copied, 6, "{name}");
+        // Pulled back into a fresh barrel.
+        let back = barrel(&s1, &format!("back-{name}"));
+        replicate(&mut *remote(), &mut LocalEndpoint::new(back.clone()), &opts);
+        assert_eq!(state(&a), state(&back), "{name}");
+        assert_same_attachments(&a, &back);
+        // An edit that keeps the attachments sends none (`atts_since`); a new one only itself.
+        edit_keeping_attachments(&a, "p", "kind", json!(format!("seen by {name}")));
+        let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut *remote(), &opts);
+        assert_eq!((p.docs_written, p.attachments_copied), (1, 0), "{name}");
+        attach(&a, "p", &format!("{name}.txt"), name.as_bytes());
+        let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut *remote(), &opts);
+        assert_eq!((p.docs_written, p.attachments_copied), (1, 1), "{name}");
+        assert_same_attachments(&a, &there);
+        let p = replicate(&mut *remote(), &mut LocalEndpoint::new(back.clone()), &opts);
+        assert_eq!((p.docs_written, p.attachments_copied), (1, 1), "{name}");
+        assert_eq!(state(&a), state(&back), "{name}");
+        assert_same_attachments(&a, &back);
+    }
     server.stop();
 }

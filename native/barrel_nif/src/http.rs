@@ -25,7 +25,7 @@ pub(crate) struct HttpRef {
 impl Resource for HttpRef {}
 
 /// `{ok, Server, Port} | {error, Reason}`. `Tls` is `undefined` or `{CertFile, KeyFile}`;
-/// `Cors` is `none`, `any` or a list of origins.
+/// `Cors` is `none`, `any` or a list of origins; `MaxAttachment` limits attachment uploads.
 #[rustler::nif(schedule = "DirtyIo")]
 #[allow(clippy::too_many_arguments)]
 fn http_start<'a>(
@@ -37,6 +37,7 @@ fn http_start<'a>(
     tls: Term<'a>,
     cors: Term<'a>,
     max_body: usize,
+    max_attachment: u64,
 ) -> Term<'a> {
     guarded(env, || {
         let run = || -> Result<ServerHandle, Error> {
@@ -67,8 +68,7 @@ fn http_start<'a>(
                 tls,
                 cors,
                 max_body,
-                // The attachment upload limit keeps the engine's default until barrel_http
-                // passes an option for it.
+                max_attachment_size: max_attachment,
                 ..ServerConfig::default()
             };
             server::start(Arc::new(current_store), cfg)

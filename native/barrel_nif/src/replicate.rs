@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 mod atoms {
     rustler::atoms! {
         ok, error, local, http, ws, barrel_rep, state, docs_read, docs_written, missing_checked,
+        attachments_copied, attachment_bytes,
         last_seq, last_error, errors, running, idle, retrying, completed, cancelled, failed,
         undefined, not_found, bad_pattern,
     }
@@ -109,6 +110,8 @@ fn progress_term<'a>(env: Env<'a>, p: &Progress) -> Term<'a> {
         (atoms::docs_read(), p.docs_read.encode(env)),
         (atoms::docs_written(), p.docs_written.encode(env)),
         (atoms::missing_checked(), p.missing_checked.encode(env)),
+        (atoms::attachments_copied(), p.attachments_copied.encode(env)),
+        (atoms::attachment_bytes(), p.attachment_bytes.encode(env)),
         (atoms::last_seq(), p.last_seq.encode(env)),
         (atoms::last_error(), last_error),
         (atoms::errors(), p.errors.encode(env)),

@@ -1,13 +1,24 @@
 //! The two sides of a replication: a local barrel (through the engine, no HTTP), a remote barrel
 //! or CouchDB/PouchDB-server database over HTTP, or a remote barrel over Barrel's WebSocket
-//! stream. Documents travel CouchDB-shaped (`_id`, `_rev`, `_revisions`, `_deleted`).
+//! stream. Documents travel CouchDB-shaped (`_id`, `_rev`, `_revisions`, `_deleted`,
+//! `_attachments`).
+//!
+//! Attachments travel one of two ways. Between two barrels of this node the documents carry
+//! stubs and the contents the target lacks move apart, chunk by chunk
+//! ([`Endpoint::moves_contents`]). Otherwise each document carries as inline base64 `data` the
+//! attachments changed after the revisions the target already has (CouchDB's `atts_since`), and
+//! stubs for the older ones, which the target accepts because it holds their contents.
 
+use crate::attachment::{AttMeta, AttSource, AttSpec, Md5Digest, NewBlob, ATTACHMENTS};
 use crate::barrel::{Barrel, OpenRev, OpenRevs, SaveOptions};
 use crate::changes::{ChangeSink, ChangesOptions, Pattern, SubscribeOptions, Subscription};
 use crate::doc::{Body, DocInput};
 use crate::error::{Error, Result};
+use crate::replicate::RevsDiff;
 use crate::revtree::Rev;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -22,6 +33,31 @@ pub struct ChangedDoc {
     pub revs: Vec<Rev>,
 }
 
+/// How [`Endpoint::fetch`] returns attachments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachmentData {
+    /// Stubs only: the contents move apart ([`Endpoint::read_content`]).
+    Stubs,
+    /// Inline base64 `data` for the attachments changed after the highest of the possible
+    /// ancestors in each revision's history, stubs for the others (CouchDB's `atts_since`).
+    SinceAncestors,
+    /// Inline base64 `data` for every attachment.
+    All,
+}
+
+/// A document the target refused because one of its attachment stubs names content the target
+/// does not have (the `missing_stub` error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingStub {
+    /// Document id.
+    pub id: String,
+    /// What the target said (the stub or digest it lacks).
+    pub reason: String,
+}
+
+/// An attachment's content read piece by piece (each at most one stored chunk).
+pub type Chunks<'a> = Box<dyn Iterator<Item = Result<Vec<u8>>> + 'a>;
+
 /// What a replication reads from and writes to.
 pub trait Endpoint: Send {
     /// A stable description (used in the replication id and in messages).
@@ -35,12 +71,17 @@ pub trait Endpoint: Send {
     ) -> Result<(Vec<ChangedDoc>, u64)>;
     /// Blocks until there may be changes after `since`, at most `timeout`.
     fn wait_changes(&mut self, since: u64, timeout: Duration) -> Result<()>;
-    /// Of these revisions, which are missing here.
-    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>>;
-    /// These revisions with their history (`_revisions`), CouchDB-shaped.
-    fn fetch(&mut self, wanted: &[(String, Vec<Rev>)]) -> Result<Vec<Value>>;
-    /// Stores replicated revisions as given (`new_edits: false`).
-    fn save(&mut self, docs: Vec<Value>) -> Result<()>;
+    /// Of these revisions, which are missing here, with the leaves here that may be their
+    /// ancestors (documents missing nothing are left out).
+    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, RevsDiff)>>;
+    /// The missing revisions of each document (or the leaves descending from them), with
+    /// their history (`_revisions`), CouchDB-shaped; attachments as `atts` asks, relative to
+    /// the possible ancestors.
+    fn fetch(&mut self, wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Result<Vec<Value>>;
+    /// Stores replicated revisions as given (`new_edits: false`). Returns the documents
+    /// refused because an attachment stub names content this side lacks (the replication
+    /// sends them again with their contents); any other refusal is an error.
+    fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>>;
     /// A local (checkpoint) document.
     fn get_local(&mut self, id: &str) -> Result<Option<Value>>;
     /// Writes a local (checkpoint) document.
@@ -49,6 +90,32 @@ pub trait Endpoint: Send {
     fn prepare(&mut self, _create: bool) -> Result<()> {
         Ok(())
     }
+    /// `true` when attachment contents can move apart from the documents, chunk by chunk:
+    /// [`Endpoint::missing_contents`], [`Endpoint::read_content`] and
+    /// [`Endpoint::write_content`] work. Between two such endpoints a replication fetches
+    /// stubs and copies only the contents the target lacks.
+    fn moves_contents(&self) -> bool {
+        false
+    }
+    /// Of these contents, the ones this side does not have.
+    fn missing_contents(&mut self, _digests: &[Md5Digest]) -> Result<Vec<Md5Digest>> {
+        Err(contents_unsupported(&self.describe()))
+    }
+    /// The content a stub refers to, piece by piece.
+    fn read_content(&mut self, _meta: &AttMeta) -> Result<Chunks<'_>> {
+        Err(contents_unsupported(&self.describe()))
+    }
+    /// Stores the content of stub `meta` (checked against its digest and length), kept until
+    /// the next [`Endpoint::save`] stores the documents that refer to it. Returns its length.
+    fn write_content(&mut self, _meta: &AttMeta, _chunks: Chunks<'_>) -> Result<u64> {
+        Err(contents_unsupported(&self.describe()))
+    }
+}
+
+fn contents_unsupported(endpoint: &str) -> Error {
+    Error::Internal(format!(
+        "{endpoint} does not move attachment contents apart from documents"
+    ))
 }
 
 /// An engine document as CouchDB shows it (`id` becomes `_id`).
@@ -59,8 +126,13 @@ pub fn to_couch(mut doc: Body) -> Value {
     Value::Object(doc)
 }
 
-/// A CouchDB-shaped document as the engine takes it (`_id` becomes `id`).
-pub fn from_couch(mut doc: Map<String, Value>) -> Result<DocInput> {
+/// A CouchDB-shaped document as the engine takes it (`_id` becomes `id`); attachments in JSON
+/// form (inline base64 `data`, stubs, links).
+pub fn from_couch(doc: Map<String, Value>) -> Result<DocInput> {
+    Ok(DocInput::from_map(engine_shaped(doc)?)?)
+}
+
+fn engine_shaped(mut doc: Map<String, Value>) -> Result<Map<String, Value>> {
     if let Some(id) = doc.remove("_id") {
         if doc.get("id").is_some_and(|other| *other != id) {
             return Err(Error::BadParam(
@@ -69,9 +141,49 @@ pub fn from_couch(mut doc: Map<String, Value>) -> Result<DocInput> {
         }
         doc.insert("id".into(), id);
     }
-    // Attachments are not replicated yet: their stubs would be refused.
-    doc.remove("_attachments");
-    Ok(DocInput::from_map(doc)?)
+    Ok(doc)
+}
+
+/// [`from_couch`], with the stubs of contents written ahead (`contents`, by digest) taking
+/// those contents: each content goes with the first document that refers to it, and the
+/// documents after it in the same save find it registered.
+fn from_couch_with(
+    doc: Map<String, Value>,
+    contents: &mut HashMap<Md5Digest, NewBlob>,
+) -> Result<DocInput> {
+    let mut body = engine_shaped(doc)?;
+    let Some(atts) = body.remove(ATTACHMENTS) else {
+        return Ok(DocInput::from_map(body)?);
+    };
+    let mut specs = AttSpec::all_from_json(atts)?;
+    for spec in &mut specs {
+        if let (AttSource::Stub, Some(d)) = (&spec.source, spec.digest) {
+            if let Some(blob) = contents.remove(&d) {
+                spec.source = AttSource::Blob(blob);
+            }
+        }
+    }
+    Ok(DocInput::from_map_and_attachments(body, specs)?)
+}
+
+/// `data` as JSON carries it.
+fn base64_value(bytes: Vec<u8>) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The generation of the highest of `ancestors` in the history (`_revisions`) of `doc`:
+/// attachments with a higher `revpos` changed after it. `None` when none of them is an
+/// ancestor.
+fn ancestor_gen(doc: &Body, ancestors: &[Rev]) -> Option<u64> {
+    crate::attachment::since_generation(doc, ancestors)
+}
+
+/// A CouchDB-shaped document's `_id` (empty when it has none).
+fn couch_id(doc: &Value) -> String {
+    doc.get("_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Wakes a waiting replication when the local source commits.
@@ -107,12 +219,18 @@ impl WakeSink {
 pub struct LocalEndpoint {
     barrel: Barrel,
     live: Option<(Arc<Subscription>, Arc<Wake>)>,
+    /// Contents written by [`Endpoint::write_content`], waiting for the next save.
+    contents: HashMap<Md5Digest, NewBlob>,
 }
 
 impl LocalEndpoint {
     /// The endpoint of `barrel`.
     pub fn new(barrel: Barrel) -> LocalEndpoint {
-        LocalEndpoint { barrel, live: None }
+        LocalEndpoint {
+            barrel,
+            live: None,
+            contents: HashMap::new(),
+        }
     }
 }
 
@@ -189,23 +307,23 @@ impl Endpoint for LocalEndpoint {
         Ok(())
     }
 
-    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>> {
+    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, RevsDiff)>> {
         let mut out = Vec::new();
         for (id, revs) in asked {
             let d = self.barrel.revs_diff(id, revs)?;
             if !d.missing.is_empty() {
-                out.push((id.clone(), d.missing));
+                out.push((id.clone(), d));
             }
         }
         Ok(out)
     }
 
-    fn fetch(&mut self, wanted: &[(String, Vec<Rev>)]) -> Result<Vec<Value>> {
+    fn fetch(&mut self, wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        for (id, revs) in wanted {
+        for (id, diff) in wanted {
             let list = match self.barrel.fetch_open_revs_latest(
                 id,
-                &OpenRevs::Revs(revs.clone()),
+                &OpenRevs::Revs(diff.missing.clone()),
                 true,
                 true,
             ) {
@@ -214,31 +332,87 @@ impl Endpoint for LocalEndpoint {
                 Err(e) => return Err(e),
             };
             for r in list {
-                if let OpenRev::Ok(doc) = r {
-                    out.push(to_couch(doc));
-                }
+                let OpenRev::Ok(mut doc) = r else { continue };
+                let since = match atts {
+                    AttachmentData::Stubs => {
+                        out.push(to_couch(doc));
+                        continue;
+                    }
+                    AttachmentData::SinceAncestors => ancestor_gen(&doc, &diff.possible_ancestors),
+                    AttachmentData::All => None,
+                };
+                self.barrel
+                    .inline_attachments(&mut doc, since, &base64_value)?;
+                out.push(to_couch(doc));
             }
         }
         Ok(out)
     }
 
-    fn save(&mut self, docs: Vec<Value>) -> Result<()> {
+    fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
+        let mut ids = Vec::with_capacity(docs.len());
         let inputs = docs
             .into_iter()
-            .map(|d| match d {
-                Value::Object(m) => from_couch(m),
-                _ => Err(Error::BadParam(
-                    "a replicated document is not an object".into(),
-                )),
+            .map(|d| {
+                ids.push(couch_id(&d));
+                match d {
+                    Value::Object(m) => from_couch_with(m, &mut self.contents),
+                    _ => Err(Error::BadParam(
+                        "a replicated document is not an object".into(),
+                    )),
+                }
             })
             .collect();
+        // Contents no document took are discarded.
+        self.contents.clear();
         let results = self
             .barrel
             .save_docs(inputs, &SaveOptions { new_edits: false })?;
-        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-            return Err(e);
+        let mut refused = Vec::new();
+        for (r, id) in results.into_iter().zip(ids) {
+            match r {
+                Ok(_) => {}
+                Err(Error::MissingStub(reason)) => refused.push(MissingStub { id, reason }),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    fn moves_contents(&self) -> bool {
+        true
+    }
+
+    fn missing_contents(&mut self, digests: &[Md5Digest]) -> Result<Vec<Md5Digest>> {
+        let mut out = Vec::new();
+        for d in digests {
+            if !self.contents.contains_key(d) && !self.barrel.has_attachment_content(d)? {
+                out.push(*d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_content(&mut self, meta: &AttMeta) -> Result<Chunks<'_>> {
+        let mut reader = self.barrel.open_attachment(meta)?;
+        Ok(Box::new(std::iter::from_fn(move || {
+            reader.read().transpose()
+        })))
+    }
+
+    fn write_content(&mut self, meta: &AttMeta, chunks: Chunks<'_>) -> Result<u64> {
+        let digest = meta
+            .digest
+            .ok_or_else(|| Error::BadParam("a linked attachment has no content".into()))?;
+        let mut w = self.barrel.attachment_writer()?;
+        for c in chunks {
+            w.write(&c?)?;
+        }
+        let label = crate::attachment::digest_string(&digest);
+        let blob = w.finish_checked(&label, Some(&digest), Some(meta.length))?;
+        let length = blob.length();
+        self.contents.insert(digest, blob);
+        Ok(length)
     }
 
     fn get_local(&mut self, id: &str) -> Result<Option<Value>> {
@@ -329,7 +503,8 @@ impl HttpEndpoint {
         let auth = self.auth.as_deref();
         macro_rules! send {
             ($builder:expr) => {{
-                let b = $builder;
+                // JSON answers, never multipart (CouchDB sends multipart when asked for it).
+                let b = $builder.header("Accept", "application/json");
                 let b = match auth {
                     Some(a) => b.header("Authorization", a),
                     None => b,
@@ -368,7 +543,7 @@ impl HttpEndpoint {
     /// `None` when the remote does not have it (or it is deleted).
     pub fn fetch_doc(&mut self, id: &str) -> Result<Option<Value>> {
         let path = format!(
-            "/{}?revs=true",
+            "/{}?revs=true&attachments=true",
             form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
         );
         let (status, v) = self.json("GET", &path, None)?;
@@ -485,17 +660,19 @@ fn filter_query(filter: &[Pattern]) -> String {
         .collect()
 }
 
-fn missing_of(v: &Value) -> Vec<(String, Vec<Rev>)> {
+fn missing_of(v: &Value) -> Vec<(String, RevsDiff)> {
+    let revs = |e: &Value, k: &str| parse_revs(e.get(k).unwrap_or(&Value::Null));
     v.as_object()
         .map(|m| {
             m.iter()
                 .map(|(id, e)| {
-                    (
-                        id.clone(),
-                        parse_revs(e.get("missing").unwrap_or(&Value::Null)),
-                    )
+                    let diff = RevsDiff {
+                        missing: revs(e, "missing"),
+                        possible_ancestors: revs(e, "possible_ancestors"),
+                    };
+                    (id.clone(), diff)
                 })
-                .filter(|(_, r)| !r.is_empty())
+                .filter(|(_, d)| !d.missing.is_empty())
                 .collect()
         })
         .unwrap_or_default()
@@ -523,25 +700,46 @@ fn bulk_get_docs(v: &Value) -> Vec<Value> {
     out
 }
 
-fn bulk_get_request(wanted: &[(String, Vec<Rev>)]) -> Value {
+/// A `_bulk_get` request: `{"docs": [{"id", "rev", "atts_since"?}]}`, `atts_since` (the
+/// possible ancestors) when only the attachments changed after them are wanted inline.
+fn bulk_get_request(wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Value {
     let docs: Vec<Value> = wanted
         .iter()
-        .flat_map(|(id, revs)| {
-            revs.iter()
-                .map(move |r| json!({"id": id, "rev": r.to_string()}))
+        .flat_map(|(id, diff)| {
+            diff.missing.iter().map(move |r| {
+                let mut d = json!({"id": id, "rev": r.to_string()});
+                if atts == AttachmentData::SinceAncestors && !diff.possible_ancestors.is_empty() {
+                    d["atts_since"] = revs_json(&diff.possible_ancestors);
+                }
+                d
+            })
         })
         .collect();
     json!({ "docs": docs })
 }
 
-fn save_errors(v: &Value) -> Result<()> {
-    if let Some(e) = v
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r.get("error").is_some()))
-    {
-        return Err(remote(format!("a revision was refused: {e}")));
+/// The refusals in a `_bulk_docs` answer: `missing_stub` ones returned, any other an error.
+fn save_refusals(v: &Value) -> Result<Vec<MissingStub>> {
+    let mut refused = Vec::new();
+    for r in v.as_array().into_iter().flatten() {
+        match r.get("error").and_then(Value::as_str) {
+            None => {}
+            Some("missing_stub") => refused.push(MissingStub {
+                id: r
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                reason: r
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
+            Some(_) => return Err(remote(format!("a revision was refused: {r}"))),
+        }
     }
-    Ok(())
+    Ok(refused)
 }
 
 impl Endpoint for HttpEndpoint {
@@ -586,7 +784,7 @@ impl Endpoint for HttpEndpoint {
         .map(|_| ())
     }
 
-    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>> {
+    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, RevsDiff)>> {
         let req = revs_request(asked);
         Ok(missing_of(&self.ok(
             "POST",
@@ -595,22 +793,41 @@ impl Endpoint for HttpEndpoint {
         )?))
     }
 
-    fn fetch(&mut self, wanted: &[(String, Vec<Rev>)]) -> Result<Vec<Value>> {
-        let v = self.ok(
-            "POST",
-            "/_bulk_get?revs=true&latest=true",
-            Some(&bulk_get_request(wanted)),
-        )?;
+    fn fetch(&mut self, wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Result<Vec<Value>> {
+        let path = match atts {
+            AttachmentData::Stubs => "/_bulk_get?revs=true&latest=true",
+            _ => "/_bulk_get?revs=true&latest=true&attachments=true",
+        };
+        let v = self.ok("POST", path, Some(&bulk_get_request(wanted, atts)))?;
         Ok(bulk_get_docs(&v))
     }
 
-    fn save(&mut self, docs: Vec<Value>) -> Result<()> {
-        let v = self.ok(
+    fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
+        let ids: Vec<String> = docs.iter().map(couch_id).collect();
+        let (status, v) = self.json(
             "POST",
             "/_bulk_docs",
             Some(&json!({"docs": docs, "new_edits": false})),
         )?;
-        save_errors(&v)
+        match status {
+            200..=299 => save_refusals(&v),
+            // CouchDB may refuse the whole request for one missing stub.
+            412 if v.get("error").and_then(Value::as_str) == Some("missing_stub") => {
+                let reason = v
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(ids
+                    .into_iter()
+                    .map(|id| MissingStub {
+                        id,
+                        reason: reason.clone(),
+                    })
+                    .collect())
+            }
+            s => Err(remote(format!("POST {}/_bulk_docs: {s} {v}", self.base))),
+        }
     }
 
     fn get_local(&mut self, id: &str) -> Result<Option<Value>> {
@@ -633,11 +850,11 @@ impl Endpoint for HttpEndpoint {
     }
 }
 
-/// A remote barrel over Barrel's WebSocket stream (`ws://host:port/name`, as in the talk, or
-/// the full `ws://host:port/barrels/name/_ws`).
 /// A socket to a remote barrel's stream.
 type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
 
+/// A remote barrel over Barrel's WebSocket stream (`ws://host:port/name`, as in the talk, or
+/// the full `ws://host:port/barrels/name/_ws`).
 pub struct WsEndpoint {
     url: String,
     auth: Option<String>,
@@ -806,24 +1023,25 @@ impl Endpoint for WsEndpoint {
             .map(|_| ())
     }
 
-    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, Vec<Rev>)>> {
+    fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, RevsDiff)>> {
         let req = revs_request(asked);
         let v = self.call(json!({"type": "revs_diff", "revs": req}))?;
         Ok(missing_of(v.get("result").unwrap_or(&Value::Null)))
     }
 
-    fn fetch(&mut self, wanted: &[(String, Vec<Rev>)]) -> Result<Vec<Value>> {
-        let mut req = bulk_get_request(wanted);
+    fn fetch(&mut self, wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Result<Vec<Value>> {
+        let mut req = bulk_get_request(wanted, atts);
         req["type"] = json!("bulk_get");
         req["revs"] = json!(true);
         req["latest"] = json!(true);
+        req["attachments"] = json!(atts != AttachmentData::Stubs);
         let v = self.call(req)?;
         Ok(bulk_get_docs(v.get("result").unwrap_or(&Value::Null)))
     }
 
-    fn save(&mut self, docs: Vec<Value>) -> Result<()> {
+    fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
         let v = self.call(json!({"type": "bulk_docs", "docs": docs, "new_edits": false}))?;
-        save_errors(v.get("result").unwrap_or(&Value::Null))
+        save_refusals(v.get("result").unwrap_or(&Value::Null))
     }
 
     fn get_local(&mut self, id: &str) -> Result<Option<Value>> {

@@ -7,16 +7,25 @@
 //! 4. Read the missing revisions from the source with their history (`_revisions`, and
 //!    `latest`) and write them to the target as they are (`new_edits: false`): conflicts
 //!    arrive as conflicts, deletions as tombstones, and both sides end with the same trees.
+//!    Attachments come along, each content at most once: between two local barrels the
+//!    documents carry stubs and only the contents the target lacks are copied, chunk by chunk;
+//!    otherwise the documents carry the attachments changed after the target's possible
+//!    ancestors inline (`atts_since`) and stubs for the rest. A document the target refuses
+//!    for a missing stub (its ancestor changed meanwhile) is sent again with every content.
+//!    Linked attachments travel as links (stubs with a `url`).
 //! 5. Write the checkpoint on both sides, then go on from 2 until the source has no more.
 //!
 //! A stopped replication resumes from its checkpoint: what the target confirmed before it is
 //! not sent again (and `revs_diff` skips what it has anyway). A continuous replication, once
 //! caught up, waits for the source to change; on errors it retries with backoff.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{AttachmentData, Endpoint, MissingStub};
+use super::RevsDiff;
+use crate::attachment::{body_attachments, AttMeta, ATTACHMENTS};
 use crate::changes::Pattern;
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -77,6 +86,11 @@ pub struct Progress {
     pub docs_written: u64,
     /// Revisions the target reported missing (`revs_diff`).
     pub missing_checked: u64,
+    /// Attachment contents sent to the target (copied between local barrels, or inline in
+    /// documents).
+    pub attachments_copied: u64,
+    /// Their total length in bytes.
+    pub attachment_bytes: u64,
     /// Source sequence of the last checkpoint.
     pub last_seq: u64,
     /// The latest error, if any.
@@ -92,6 +106,8 @@ impl Default for Progress {
             docs_read: 0,
             docs_written: 0,
             missing_checked: 0,
+            attachments_copied: 0,
+            attachment_bytes: 0,
             last_seq: 0,
             last_error: None,
             errors: 0,
@@ -268,22 +284,16 @@ fn pass(
         let read = changed.len() as u64;
         let asked: Vec<(String, Vec<_>)> = changed.into_iter().map(|c| (c.id, c.revs)).collect();
         let missing = target.revs_diff(&asked)?;
-        let wanted: usize = missing.iter().map(|(_, r)| r.len()).sum();
-        let docs = if missing.is_empty() {
-            Vec::new()
-        } else {
-            source.fetch(&missing)?
-        };
-        let written = docs.len() as u64;
-        if !docs.is_empty() {
-            target.save(docs)?;
-        }
+        let wanted: usize = missing.iter().map(|(_, d)| d.missing.len()).sum();
+        let sent = transfer(source, target, &missing)?;
         checkpoint(source, target, rep_id, last)?;
         since = last;
         report(&control.update(|p| {
             p.docs_read += read;
-            p.docs_written += written;
+            p.docs_written += sent.revisions;
             p.missing_checked += wanted as u64;
+            p.attachments_copied += sent.contents;
+            p.attachment_bytes += sent.bytes;
             p.last_seq = last;
         }));
     }
@@ -313,13 +323,125 @@ pub fn push_doc(
 ) -> Result<usize> {
     let asked = vec![(id.to_string(), revs.to_vec())];
     let missing = target.revs_diff(&asked)?;
+    Ok(transfer(source, target, &missing)?.revisions as usize)
+}
+
+/// What a [`transfer`] sent to the target.
+#[derive(Debug, Default)]
+struct Sent {
+    revisions: u64,
+    contents: u64,
+    bytes: u64,
+}
+
+/// Copies the revisions the target misses from `source` to `target`, with their attachments.
+fn transfer(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    missing: &[(String, RevsDiff)],
+) -> Result<Sent> {
+    let mut sent = Sent::default();
     if missing.is_empty() {
-        return Ok(0);
+        return Ok(sent);
     }
-    let docs = source.fetch(&missing)?;
-    let n = docs.len();
-    if n > 0 {
-        target.save(docs)?;
+    let apart = source.moves_contents() && target.moves_contents();
+    let first = if apart {
+        AttachmentData::Stubs
+    } else {
+        AttachmentData::SinceAncestors
+    };
+    let docs = source.fetch(missing, first)?;
+    sent.revisions = docs.len() as u64;
+    let refused = send(source, target, docs, apart, &mut sent)?;
+    if refused.is_empty() {
+        return Ok(sent);
     }
-    Ok(n)
+    // The target lacked a content it was expected to have (the possible ancestor changed
+    // meanwhile, or the revision that was to bring a shared content was already there): send
+    // those documents again, asking for every content.
+    let ids: HashSet<&str> = refused.iter().map(|r| r.id.as_str()).collect();
+    let again: Vec<(String, RevsDiff)> = missing
+        .iter()
+        .filter(|(id, _)| ids.contains(id.as_str()))
+        .map(|(id, d)| {
+            let diff = RevsDiff {
+                missing: d.missing.clone(),
+                possible_ancestors: Vec::new(),
+            };
+            (id.clone(), diff)
+        })
+        .collect();
+    let retry = if apart {
+        AttachmentData::Stubs
+    } else {
+        AttachmentData::All
+    };
+    let docs = source.fetch(&again, retry)?;
+    match send(source, target, docs, apart, &mut sent)?
+        .into_iter()
+        .next()
+    {
+        None => Ok(sent),
+        Some(MissingStub { id, reason }) => Err(Error::MissingStub(format!(
+            "{reason} (document {id}, sent again with every content)"
+        ))),
+    }
+}
+
+/// Sends fetched documents to the target: first the contents it lacks when they move apart
+/// (each once, however many documents refer to it), then the documents.
+fn send(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    docs: Vec<Value>,
+    apart: bool,
+    sent: &mut Sent,
+) -> Result<Vec<MissingStub>> {
+    if docs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if apart {
+        let stubs = content_stubs(&docs);
+        let digests: Vec<_> = stubs.iter().filter_map(|m| m.digest).collect();
+        let lacking = target.missing_contents(&digests)?;
+        for meta in stubs
+            .iter()
+            .filter(|m| m.digest.is_some_and(|d| lacking.contains(&d)))
+        {
+            let chunks = source.read_content(meta)?;
+            sent.bytes += target.write_content(meta, chunks)?;
+            sent.contents += 1;
+        }
+    } else {
+        for data in inline_data(&docs) {
+            sent.contents += 1;
+            sent.bytes += base64_len(data);
+        }
+    }
+    target.save(docs)
+}
+
+/// The stubs with content in these documents, one per digest.
+fn content_stubs(docs: &[Value]) -> Vec<AttMeta> {
+    let mut seen = HashSet::new();
+    docs.iter()
+        .filter_map(Value::as_object)
+        .flat_map(body_attachments)
+        .map(|(_, m)| m)
+        .filter(|m| m.digest.is_some_and(|d| seen.insert(d)))
+        .collect()
+}
+
+/// The inline (base64) `data` of every attachment in these documents.
+fn inline_data(docs: &[Value]) -> impl Iterator<Item = &str> {
+    docs.iter()
+        .filter_map(|d| d.get(ATTACHMENTS)?.as_object())
+        .flat_map(|atts| atts.values())
+        .filter_map(|a| a.get("data")?.as_str())
+}
+
+/// The length of what base64 text `s` decodes to.
+fn base64_len(s: &str) -> u64 {
+    let padding = s.bytes().rev().take_while(|&b| b == b'=').count();
+    (s.len() / 4 * 3).saturating_sub(padding) as u64
 }

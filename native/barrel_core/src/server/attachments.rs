@@ -13,7 +13,7 @@ use super::http::{
 use super::stream::{blocking_body, refuse, BodySource};
 use crate::attachment::{check_name, AttMeta, AttachmentReader, OCTET_STREAM};
 use crate::barrel::Barrel;
-use crate::doc::{check_doc_id, parse_revisions, Body, REVISIONS};
+use crate::doc::{check_doc_id, Body, REVISIONS};
 use crate::error::Error;
 use crate::revtree::Rev;
 use axum::body::Body as HttpBody;
@@ -353,14 +353,7 @@ impl AttsAsk {
     /// [`AttsAsk::needs_history`]): that of the newest revision of its history that
     /// `atts_since` names, as CouchDB does. `None`: every content.
     pub fn since_gen(&self, doc: &Body) -> Option<u64> {
-        if self.since.is_empty() {
-            return None;
-        }
-        let history = parse_revisions(doc.get(REVISIONS)?).ok()?;
-        history
-            .iter()
-            .find(|r| self.since.contains(r))
-            .map(|r| r.gen)
+        crate::attachment::since_generation(doc, &self.since)
     }
 
     /// Applies the ask to a fetched revision in JSON form (contents inline as base64 `data`),
