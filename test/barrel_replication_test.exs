@@ -210,6 +210,8 @@ defmodule Barrel.ReplicationTest do
                docs_read: 5,
                docs_written: 5,
                missing_checked: 5,
+               attachments_copied: 0,
+               attachment_bytes: 0,
                last_seq: 5,
                errors: 0,
                last_error: :undefined

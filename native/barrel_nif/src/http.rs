@@ -69,7 +69,6 @@ fn http_start<'a>(
                 cors,
                 max_body,
                 max_attachment_size: max_attachment,
-                ..ServerConfig::default()
             };
             server::start(Arc::new(current_store), cfg)
         };

@@ -110,7 +110,10 @@ fn progress_term<'a>(env: Env<'a>, p: &Progress) -> Term<'a> {
         (atoms::docs_read(), p.docs_read.encode(env)),
         (atoms::docs_written(), p.docs_written.encode(env)),
         (atoms::missing_checked(), p.missing_checked.encode(env)),
-        (atoms::attachments_copied(), p.attachments_copied.encode(env)),
+        (
+            atoms::attachments_copied(),
+            p.attachments_copied.encode(env),
+        ),
         (atoms::attachment_bytes(), p.attachment_bytes.encode(env)),
         (atoms::last_seq(), p.last_seq.encode(env)),
         (atoms::last_error(), last_error),
