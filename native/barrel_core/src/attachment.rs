@@ -312,23 +312,36 @@ fn check_content(
     digest: Option<&Md5Digest>,
     length: Option<u64>,
 ) -> std::result::Result<(), DocError> {
-    if let Some(l) = length {
-        if l != bytes.len() as u64 {
-            return Err(bad(
-                name,
-                format!("length {l} announced, {} bytes given", bytes.len()),
-            ));
-        }
+    // The length first: it needs no hashing.
+    check_announced(name, bytes.len() as u64, None, None, length)?;
+    match digest {
+        Some(d) => check_announced(name, 0, Some(&Md5::digest(bytes).into()), Some(d), None),
+        None => Ok(()),
     }
-    if let Some(d) = digest {
-        let got: Md5Digest = Md5::digest(bytes).into();
-        if &got != d {
+}
+
+/// Checks a content's length and digest (`got`) against those announced with it.
+fn check_announced(
+    name: &str,
+    got_length: u64,
+    got_digest: Option<&Md5Digest>,
+    digest: Option<&Md5Digest>,
+    length: Option<u64>,
+) -> std::result::Result<(), DocError> {
+    if let Some(l) = length.filter(|l| *l != got_length) {
+        return Err(bad(
+            name,
+            format!("length {l} announced, {got_length} bytes given"),
+        ));
+    }
+    if let (Some(d), Some(got)) = (digest, got_digest) {
+        if d != got {
             return Err(bad(
                 name,
                 format!(
                     "digest {} announced, content has {}",
                     digest_string(d),
-                    digest_string(&got)
+                    digest_string(got)
                 ),
             ));
         }
@@ -412,6 +425,15 @@ pub(crate) fn discard_into(batch: &mut rocksdb::WriteBatch, store: &Store, barre
     batch.delete_cf(cf, keys::pending(barrel, blob));
 }
 
+/// Deletes an abandoned content at once (outside any commit).
+fn discard_now(store: &Weak<Store>, barrel: u64, blob: u64) {
+    if let Some(store) = store.upgrade() {
+        let mut batch = rocksdb::WriteBatch::default();
+        discard_into(&mut batch, &store, barrel, blob);
+        let _ = store.db.write(batch);
+    }
+}
+
 /// Content written by an [`AttachmentWriter`], waiting to be saved with a document revision.
 /// Dropped unsaved, its chunks are deleted.
 #[derive(Debug)]
@@ -454,11 +476,7 @@ impl Drop for NewBlob {
         if self.saved {
             return;
         }
-        if let Some(store) = self.store.upgrade() {
-            let mut batch = rocksdb::WriteBatch::default();
-            discard_into(&mut batch, &store, self.barrel, self.blob);
-            let _ = store.db.write(batch);
-        }
+        discard_now(&self.store, self.barrel, self.blob);
     }
 }
 
@@ -597,28 +615,7 @@ impl AttachmentWriter {
         length: Option<u64>,
     ) -> Result<NewBlob> {
         let blob = self.finish()?;
-        if let Some(l) = length {
-            if l != blob.length {
-                return Err(bad(
-                    name,
-                    format!("length {l} announced, {} bytes given", blob.length),
-                )
-                .into());
-            }
-        }
-        if let Some(d) = digest {
-            if *d != blob.digest {
-                return Err(bad(
-                    name,
-                    format!(
-                        "digest {} announced, content has {}",
-                        digest_string(d),
-                        digest_string(&blob.digest)
-                    ),
-                )
-                .into());
-            }
-        }
+        check_announced(name, blob.length, Some(&blob.digest), digest, length)?;
         Ok(blob)
     }
 }
@@ -628,11 +625,7 @@ impl Drop for AttachmentWriter {
         if self.done {
             return;
         }
-        if let Some(store) = self.store.upgrade() {
-            let mut batch = rocksdb::WriteBatch::default();
-            discard_into(&mut batch, &store, self.barrel, self.blob);
-            let _ = store.db.write(batch);
-        }
+        discard_now(&self.store, self.barrel, self.blob);
     }
 }
 

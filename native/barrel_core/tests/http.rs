@@ -1,51 +1,16 @@
 //! The HTTP and WebSocket API through real sockets, with a real client (ureq, tungstenite):
 //! every route, the CouchDB replication surface, the live feeds, errors and authentication.
 
-use barrel_core::server::{self, Auth, Cors, ServerConfig, ServerHandle};
+mod common;
+
+use barrel_core::server::{self, Auth, Cors, ServerConfig};
 use barrel_core::{Store, StoreOptions};
+use common::{start, start_with, Server};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Server {
-    _dir: tempfile::TempDir,
-    _store: Arc<Store>,
-    handle: Option<ServerHandle>,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
-        }
-    }
-}
-
-fn start_with(cfg: impl FnOnce(&mut ServerConfig)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-    let shared = store.clone();
-    let mut c = ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    };
-    cfg(&mut c);
-    let handle = server::start(Arc::new(move || Ok(shared.clone())), c).unwrap();
-    let base = format!("http://{}", handle.addr());
-    Server {
-        _dir: dir,
-        _store: store,
-        handle: Some(handle),
-        base,
-    }
-}
-
-fn start() -> Server {
-    start_with(|_| {})
-}
 
 /// Status and JSON body of a request (any status).
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {

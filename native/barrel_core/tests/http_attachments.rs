@@ -3,55 +3,16 @@
 //! document reads (`attachments=true`, `atts_since`, `_bulk_get`, `open_revs`), and CouchDB's
 //! multipart forms (`open_revs` as multipart/mixed, `PUT` as multipart/related).
 
-use barrel_core::server::{self, ServerConfig, ServerHandle};
-use barrel_core::{Store, StoreOptions};
+mod common;
+
 use base64::Engine;
+use common::{start, start_with, Server};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-struct Server {
-    _dir: tempfile::TempDir,
-    _store: Arc<Store>,
-    handle: Option<ServerHandle>,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
-        }
-    }
-}
-
-fn start_with(cfg: impl FnOnce(&mut ServerConfig)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-    let shared = store.clone();
-    let mut c = ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    };
-    cfg(&mut c);
-    let handle = server::start(Arc::new(move || Ok(shared.clone())), c).unwrap();
-    let base = format!("http://{}", handle.addr());
-    Server {
-        _dir: dir,
-        _store: store,
-        handle: Some(handle),
-        base,
-    }
-}
-
-fn start() -> Server {
-    start_with(|_| {})
-}
 
 /// A barrel named `name`; its URL.
 fn create(s: &Server, name: &str) -> String {
