@@ -58,8 +58,18 @@ demo(DataDir) ->
     {ok, #{<<"_rev">> := Rev2, <<"name">> := <<"Ada L.">>}} =
         step("barrel:fetch_doc(Barrel, Id)", barrel:fetch_doc(Barrel, Id)),
 
-    {ok, Id, _DelRev} = step("barrel:delete_doc(Barrel, Id, Rev2)",
-                             barrel:delete_doc(Barrel, Id, Rev2)),
+    {ok, Id, Rev3} = step("barrel:put_attachment(Barrel, Id, Rev2, <<\"note.txt\">>, "
+                          "<<\"hello\">>, #{content_type => <<\"text/plain\">>})",
+                          barrel:put_attachment(Barrel, Id, Rev2, <<"note.txt">>, <<"hello">>,
+                                                #{content_type => <<"text/plain">>})),
+    {ok, #{<<"_attachments">> := #{<<"note.txt">> := #{<<"length">> := 5}}}} =
+        step("barrel:fetch_doc(Barrel, Id)  % the attachment as a stub",
+             barrel:fetch_doc(Barrel, Id)),
+    {ok, <<"hello">>} = step("barrel:fetch_attachment(Barrel, Id, <<\"note.txt\">>)",
+                             barrel:fetch_attachment(Barrel, Id, <<"note.txt">>)),
+
+    {ok, Id, _DelRev} = step("barrel:delete_doc(Barrel, Id, Rev3)",
+                             barrel:delete_doc(Barrel, Id, Rev3)),
 
     {error, not_found} = step("barrel:fetch_doc(Barrel, Id) after the delete",
                               barrel:fetch_doc(Barrel, Id)),
