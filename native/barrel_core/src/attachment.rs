@@ -883,9 +883,19 @@ pub(crate) fn resolve(
                 url: Some(u),
             },
             AttSource::Stub => {
-                // A complete stub (digest and revpos) stands for itself; otherwise a local edit
-                // takes the attachment from the revision it extends.
-                let inherited = if new_edits && (spec.digest.is_none() || spec.revpos.is_none()) {
+                // A complete stub (digest and revpos) naming content stored here stands for
+                // itself; otherwise the attachment of that name is taken from the revision
+                // edited or, replicated, the nearest stored ancestor (CouchDB's rule: a
+                // gzip-encoded attachment's digest is that of the encoded bytes, unknown here).
+                let known = match spec.digest {
+                    Some(d) if !new_edits => store
+                        .db
+                        .get_pinned_cf(store.cf(CF_ATTS), keys::meta(barrel.id, &d))?
+                        .is_some(),
+                    Some(_) => spec.revpos.is_some(),
+                    None => false,
+                };
+                let inherited = if !known {
                     if parent_stubs.is_none() {
                         parent_stubs = Some(parent()?);
                     }

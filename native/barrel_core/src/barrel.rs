@@ -299,22 +299,30 @@ impl Barrel {
                 Some(Err(e)) => return Err(e),
             },
         };
-        let (id, rev) = (doc.id.clone(), doc.rev.clone());
+        // The revision whose stubs complete this one's: the one edited, or for a replicated
+        // revision the nearest ancestor in its history stored here (only leaves keep a body).
+        let candidates: Vec<Rev> = match (new_edits, &doc.rev, &doc.revisions) {
+            (true, Some(rev), _) => vec![rev.clone()],
+            (false, _, Some(history)) => history.iter().skip(1).cloned().collect(),
+            _ => Vec::new(),
+        };
+        let id = doc.id.clone();
         let mut parent = || -> Result<Vec<(String, AttMeta)>> {
-            match (&id, &rev) {
-                (Some(id), Some(rev)) => {
-                    let opts = FetchOptions {
-                        rev: Some(rev.clone()),
-                        ..FetchOptions::default()
-                    };
-                    match self.fetch_in(id, &opts, false) {
-                        Ok(parts) => Ok(body_attachments(&body_of(&parts.body)?)),
-                        Err(Error::NotFound) => Ok(Vec::new()),
-                        Err(e) => Err(e),
-                    }
+            let Some(id) = &id else {
+                return Ok(Vec::new());
+            };
+            for rev in &candidates {
+                let opts = FetchOptions {
+                    rev: Some(rev.clone()),
+                    ..FetchOptions::default()
+                };
+                match self.fetch_in(id, &opts, false) {
+                    Ok(parts) => return Ok(body_attachments(&body_of(&parts.body)?)),
+                    Err(Error::NotFound) => continue,
+                    Err(e) => return Err(e),
                 }
-                _ => Ok(Vec::new()),
             }
+            Ok(Vec::new())
         };
         doc.resolve_attachments(store, &self.inner, gen, new_edits, &mut parent)
     }

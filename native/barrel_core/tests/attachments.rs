@@ -470,3 +470,39 @@ fn a_content_being_read_outlives_its_last_reference_until_the_reader_goes() {
     // Opening a stub whose content is gone: not_found.
     assert_eq!(b.open_attachment(&meta).unwrap_err(), Error::NotFound);
 }
+
+#[test]
+fn a_replicated_stub_with_a_foreign_digest_takes_the_ancestors_attachment() {
+    let (_d, _s, b) = setup();
+    // Revision 1 arrives with its content.
+    b.save_doc(
+        doc(json!({"id": "g", "_rev": "1-aaaa", "_attachments": {
+            "t.txt": {"data": B64.encode(b"text"), "content_type": "text/plain", "revpos": 1}}})),
+        &REPL,
+    )
+    .unwrap();
+    // Revision 2 from CouchDB: the unchanged attachment is a stub whose digest is that of its
+    // gzip encoding there, unknown here. It is the ancestor's attachment.
+    b.save_doc(
+        doc(
+            json!({"id": "g", "_rev": "2-bbbb", "_revisions": {"start": 2, "ids": ["bbbb", "aaaa"]},
+            "_attachments": {"t.txt": {"stub": true, "digest": digest_string(&md5(b"gzipped")),
+                "encoding": "gzip", "length": 4, "revpos": 1}}}),
+        ),
+        &REPL,
+    )
+    .unwrap();
+    let m = b.attachment_meta("g", "t.txt", None).unwrap();
+    assert_eq!((m.revpos, m.digest), (1, Some(md5(b"text"))));
+    assert_eq!(b.fetch_attachment("g", "t.txt", None).unwrap().1, b"text");
+    // Without such an ancestor the stub is refused.
+    let err = b
+        .save_doc(
+            doc(json!({"id": "h", "_rev": "2-cccc", "_revisions": {"start": 2, "ids": ["cccc", "dddd"]},
+                "_attachments": {"t.txt": {"stub": true, "digest": digest_string(&md5(b"zz")),
+                    "revpos": 1}}})),
+            &REPL,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingStub(_)), "{err:?}");
+}

@@ -1,7 +1,8 @@
 //! Attachments over HTTP through real sockets, with a real client (ureq): the attachment routes
 //! of both surfaces (streamed uploads and downloads, ranges, checks, limits), attachment data in
 //! document reads (`attachments=true`, `atts_since`, `_bulk_get`, `open_revs`), and CouchDB's
-//! multipart forms (`open_revs` as multipart/mixed, `PUT` as multipart/related).
+//! multipart forms (`open_revs` and `_bulk_get` as multipart/mixed, a document as
+//! multipart/related, `PUT` as multipart/related with plain or gzip-encoded parts).
 
 mod common;
 
@@ -861,6 +862,276 @@ fn multipart_put_streams_the_attachment_parts() {
     // A body that is not multipart as announced.
     let r = put_related(&format!("{db}/bad"), b"{\"no\": \"parts\"}");
     assert_eq!(r.status, 400);
+}
+
+/// `data` gzip-encoded.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn multipart_put_decodes_gzip_parts() {
+    let s = start_with(|c| c.max_attachment_size = 1 << 20);
+    let db = create(&s, "gz");
+    let text: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i} of a compressible text\n").into_bytes())
+        .take(600_000)
+        .collect();
+    let encoded = gzip(&text);
+    assert!(encoded.len() < text.len() / 4);
+    // CouchDB's replicator: `encoding` and `encoded_length` in the stub, `length` decoded,
+    // `digest` of the encoded bytes, the part with Content-Encoding: gzip.
+    let doc = json!({"_id": "d", "_rev": "1-abcd", "_revisions": {"start": 1, "ids": ["abcd"]},
+        "_attachments": {"t.txt": {"follows": true, "content_type": "text/plain", "revpos": 1,
+            "length": text.len(), "encoding": "gzip", "encoded_length": encoded.len(),
+            "digest": digest(&encoded)}}});
+    let part: PartIn = (&[("Content-Encoding", "gzip")], &encoded);
+    let r = put_related(&format!("{db}/d?new_edits=false"), &related(&doc, &[part]));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(&format!("{db}/d/t.txt")).body, text);
+    let stub = &get(&format!("{db}/d")).json()["_attachments"]["t.txt"];
+    assert_eq!(stub["length"], json!(text.len()));
+    assert_eq!(stub["digest"], json!(digest(&text)));
+    assert!(stub.get("encoding").is_none());
+    // The stub alone says gzip; the digest may be the decoded content's.
+    let doc = json!({"_attachments": {"u.txt": {"follows": true, "encoding": "gzip",
+                                                "digest": digest(b"hello")}}});
+    let r = put_related(
+        &format!("{db}/e"),
+        &related(&doc, &[(&[], &gzip(b"hello"))]),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(&format!("{db}/e/u.txt")).body, b"hello");
+    // Refusals write nothing: encoded_length, length or digest not those of the part, a part
+    // that is not gzip, an encoding other than gzip.
+    let bad = |stub: Value, data: &[u8], status: u16, error: &str| {
+        let doc = json!({"_attachments": {"x": stub}});
+        let part: PartIn = (&[("Content-Encoding", "gzip")], data);
+        let r = put_related(&format!("{db}/bad"), &related(&doc, &[part]));
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.json()["error"], json!(error));
+    };
+    let z = gzip(b"zzz");
+    let follows = json!({"follows": true});
+    let with = |k: &str, v: Value| {
+        let mut s = follows.clone();
+        s[k] = v;
+        s
+    };
+    bad(with("encoded_length", json!(3)), &z, 400, "bad_attachment");
+    bad(with("length", json!(4)), &z, 400, "bad_attachment");
+    bad(
+        with("digest", json!(digest(b"other"))),
+        &z,
+        400,
+        "bad_attachment",
+    );
+    bad(follows.clone(), b"zzz", 400, "bad_attachment");
+    bad(follows.clone(), &z[..z.len() - 4], 400, "bad_attachment");
+    let doc = json!({"_attachments": {"x": with("encoding", json!("deflate"))}});
+    let r = put_related(&format!("{db}/bad"), &related(&doc, &[(&[], b"zzz")]));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // What decodes beyond the attachment limit is refused as it decodes.
+    bad(
+        follows,
+        &gzip(&vec![0u8; 4 << 20]),
+        413,
+        "attachment_too_large",
+    );
+    assert_eq!(get(&format!("{db}/bad")).status, 404);
+}
+
+#[test]
+fn bulk_get_as_multipart_when_json_is_not_accepted() {
+    let s = start();
+    let db = create(&s, "bg");
+    let [r1, _, r3] = three_revisions(&db);
+    assert_eq!(
+        send_json("PUT", &format!("{db}/plain"), json!({"v": 1})).status,
+        201
+    );
+    let body = json!({"docs": [
+        {"id": "plain"},
+        {"id": "d", "rev": r3},
+        {"id": "d", "rev": r3, "atts_since": [r1]},
+        {"id": "d", "rev": "9-ffff"},
+        {"id": "nope"}
+    ]})
+    .to_string();
+    let post = |query: &str, accept: &str| {
+        request(
+            "POST",
+            &format!("{db}/_bulk_get?{query}"),
+            &[("Content-Type", "application/json"), ("Accept", accept)],
+            Some(body.as_bytes()),
+        )
+    };
+    let r = post("revs=true&attachments=true", "multipart/mixed");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ct = r.header("content-type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/mixed"), "{ct}");
+    let outer = parts(&r.body, &boundary(&ct));
+    assert_eq!(outer.len(), 5);
+    // A document without attachments: a JSON part.
+    assert_eq!(
+        part_header(&outer[0].0, "content-type"),
+        Some("application/json")
+    );
+    assert_eq!(part_header(&outer[0].0, "x-doc-id"), Some("plain"));
+    let doc: Value = serde_json::from_slice(&outer[0].1).unwrap();
+    assert_eq!(
+        (doc["_id"].clone(), doc["v"].clone()),
+        (json!("plain"), json!(1))
+    );
+    // With its attachments: the JSON with follows stubs, then each content.
+    let related_parts = |p: &Part| {
+        let ct = part_header(&p.0, "content-type").unwrap();
+        assert!(ct.starts_with("multipart/related"), "{ct}");
+        assert_eq!(part_header(&p.0, "x-rev-id"), Some(r3.as_str()));
+        let inner = parts(&p.1, &boundary(ct));
+        let doc: Value = serde_json::from_slice(&inner[0].1).unwrap();
+        assert_eq!(doc["_revisions"]["start"], json!(3));
+        let contents: Vec<(String, Vec<u8>)> = inner[1..]
+            .iter()
+            .map(|(h, d)| {
+                let disposition = part_header(h, "content-disposition").unwrap();
+                (disposition.to_string(), d.clone())
+            })
+            .collect();
+        (doc["_attachments"].clone(), contents)
+    };
+    let (atts, contents) = related_parts(&outer[1]);
+    assert_eq!(atts["a.txt"]["follows"], json!(true));
+    assert_eq!(atts["b.txt"]["follows"], json!(true));
+    assert_eq!(
+        contents,
+        [
+            ("attachment; filename=\"a.txt\"".into(), b"alpha".to_vec()),
+            ("attachment; filename=\"b.txt\"".into(), b"beta".to_vec())
+        ]
+    );
+    // atts_since: only what the client lacks.
+    let (atts, contents) = related_parts(&outer[2]);
+    assert_eq!(atts["a.txt"]["stub"], json!(true));
+    assert_eq!(
+        contents,
+        [("attachment; filename=\"b.txt\"".into(), b"beta".to_vec())]
+    );
+    // A missing revision, a missing document.
+    for (part, rev) in [(&outer[3], json!("9-ffff")), (&outer[4], Value::Null)] {
+        assert_eq!(
+            part_header(&part.0, "content-type"),
+            Some("application/json; error=\"true\"")
+        );
+        let id = if rev.is_null() { "nope" } else { "d" };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&part.1).unwrap(),
+            json!({"id": id, "rev": rev, "error": "not_found", "reason": "missing"})
+        );
+    }
+    // Without attachments=true, every revision is a JSON part with stubs.
+    let r = post("", "multipart/mixed");
+    let outer = parts(&r.body, &boundary(r.header("content-type").unwrap()));
+    let doc: Value = serde_json::from_slice(&outer[1].1).unwrap();
+    assert_eq!(doc["_attachments"]["a.txt"]["stub"], json!(true));
+    assert!(doc.get("_revisions").is_none());
+    // multipart/related at the top for a client that takes only that.
+    let r = post("attachments=true", "multipart/related");
+    let ct = r.header("content-type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/related"), "{ct}");
+    assert_eq!(parts(&r.body, &boundary(&ct)).len(), 5);
+    // JSON whenever JSON is taken.
+    for accept in [
+        "multipart/mixed, application/json",
+        "*/*",
+        "multipart/mixed, application/*;q=0.5",
+        "application/json",
+    ] {
+        let r = post("attachments=true", accept);
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+        assert_eq!(r.json()["results"].as_array().unwrap().len(), 5, "{accept}");
+    }
+    // A bad request is refused before anything is sent.
+    let r = request(
+        "POST",
+        &format!("{db}/_bulk_get"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "multipart/mixed"),
+        ],
+        Some(br#"{"docs": [{"id": "d", "rev": "x"}]}"#),
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn document_with_attachments_as_multipart_related() {
+    let s = start();
+    let db = create(&s, "rel");
+    let [r1, _, r3] = three_revisions(&db);
+    let accept = [("Accept", "multipart/related")];
+    let r = request("GET", &format!("{db}/d?attachments=true"), &accept, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some(format!("\"{r3}\"").as_str()));
+    let ct = r.header("content-type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/related"), "{ct}");
+    let p = parts(&r.body, &boundary(&ct));
+    assert_eq!(p.len(), 3);
+    assert_eq!(
+        part_header(&p[0].0, "content-type"),
+        Some("application/json")
+    );
+    let doc: Value = serde_json::from_slice(&p[0].1).unwrap();
+    assert_eq!(
+        (doc["_id"].clone(), doc["_rev"].clone()),
+        (json!("d"), json!(r3))
+    );
+    assert_eq!(doc["_attachments"]["a.txt"]["follows"], json!(true));
+    assert_eq!(doc["_attachments"]["a.txt"]["length"], json!(5));
+    assert!(doc["_attachments"]["a.txt"].get("data").is_none());
+    assert_eq!(
+        part_header(&p[1].0, "content-disposition"),
+        Some("attachment; filename=\"a.txt\"")
+    );
+    assert_eq!(part_header(&p[1].0, "content-type"), Some("text/plain"));
+    assert_eq!(
+        (p[1].1.as_slice(), p[2].1.as_slice()),
+        (&b"alpha"[..], &b"beta"[..])
+    );
+    // atts_since: stubs for what the client has.
+    let url = format!("{db}/d?atts_since={}", json!([r1]));
+    let r = request("GET", &url, &accept, None);
+    let p = parts(&r.body, &boundary(r.header("content-type").unwrap()));
+    assert_eq!(p.len(), 2);
+    let doc: Value = serde_json::from_slice(&p[0].1).unwrap();
+    assert_eq!(doc["_attachments"]["a.txt"]["stub"], json!(true));
+    assert_eq!(p[1].1, b"beta");
+    // JSON otherwise: no attachments=true, a document without attachments, JSON accepted.
+    assert_eq!(
+        send_json("PUT", &format!("{db}/plain"), json!({})).status,
+        201
+    );
+    for (url, accept) in [
+        (format!("{db}/d"), "multipart/related"),
+        (format!("{db}/plain?attachments=true"), "multipart/related"),
+        (
+            format!("{db}/d?attachments=true"),
+            "multipart/related, application/json",
+        ),
+        (format!("{db}/d?attachments=true"), "*/*"),
+    ] {
+        let r = request("GET", &url, &[("Accept", accept)], None);
+        assert_eq!(r.status, 200);
+        let ct = r.header("content-type").unwrap();
+        assert!(ct.starts_with("application/json"), "{url} {accept}: {ct}");
+    }
 }
 
 #[test]

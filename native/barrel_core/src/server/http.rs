@@ -2,6 +2,7 @@
 
 use super::attachments::{self, AttsAsk};
 use super::{feed, multipart, ws, App, Cors, ServerConfig};
+use crate::attachment::ATTACHMENTS;
 use crate::barrel::{Barrel, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions};
 use crate::doc::{Body, DocInput};
 use crate::error::{DocError, Error};
@@ -610,7 +611,8 @@ pub(crate) fn revs_of(v: &Value) -> ApiResult<Vec<Rev>> {
 }
 
 /// `GET` of a document: the winner or `?rev=`, or `open_revs` (JSON, or multipart/mixed when
-/// the client accepts it); `attachments=true` and `atts_since` send attachment contents.
+/// the client accepts it); `attachments=true` and `atts_since` send attachment contents, inline
+/// in the JSON, or as multipart/related parts for a client that takes that and not JSON.
 async fn get_doc(
     app: Arc<App>,
     name: String,
@@ -633,6 +635,7 @@ async fn get_doc(
         )?)),
     };
     let mixed = multipart::accepts_mixed(&headers);
+    let related = ask.inline && multipart::wants_related(&headers);
     let with_history = revs || ask.needs_history();
     blocking(move || {
         let barrel = open(&app, &name)?;
@@ -640,9 +643,24 @@ async fn get_doc(
             Some(which) => {
                 let list = barrel.fetch_open_revs_latest(&id, &which, with_history, latest)?;
                 if mixed {
+                    let parts: Vec<_> = list
+                        .into_iter()
+                        .map(|r| {
+                            Ok(match r {
+                                OpenRev::Ok(doc) => multipart::RevPart::Rev(doc, ask.clone()),
+                                OpenRev::Missing(rev) => {
+                                    multipart::RevPart::Error(json!({"missing": rev.to_string()}))
+                                }
+                            })
+                        })
+                        .collect();
                     let to_wire = move |doc| doc_out(doc, style);
-                    return Ok(multipart::open_revs_response(
-                        barrel, list, ask, revs, to_wire,
+                    return Ok(multipart::revisions_response(
+                        barrel,
+                        multipart::MIXED,
+                        parts,
+                        revs,
+                        to_wire,
                     ));
                 }
                 let out = list
@@ -664,12 +682,22 @@ async fn get_doc(
                     conflicts,
                 };
                 let mut doc = barrel.fetch_doc(&id, &opts)?;
-                ask.apply_json(&barrel, &mut doc, revs)?;
                 let etag = doc
                     .get("_rev")
                     .and_then(Value::as_str)
                     .map(|r| format!("\"{r}\""));
-                let mut resp = json_response(StatusCode::OK, doc_out(doc, style));
+                // As CouchDB: multipart only for a document with attachments.
+                let with_atts = doc
+                    .get(ATTACHMENTS)
+                    .and_then(Value::as_object)
+                    .is_some_and(|a| !a.is_empty());
+                let mut resp = if related && with_atts {
+                    let to_wire = move |doc| doc_out(doc, style);
+                    multipart::doc_response(barrel, doc, &ask, revs, to_wire)
+                } else {
+                    ask.apply_json(&barrel, &mut doc, revs)?;
+                    json_response(StatusCode::OK, doc_out(doc, style))
+                };
                 if let Some(e) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
                     resp.headers_mut().insert(header::ETAG, e);
                 }
@@ -1039,47 +1067,113 @@ pub(crate) struct BulkGetOptions {
     pub attachments: bool,
 }
 
-/// `_bulk_get`: `{"docs": [{"id", "rev"?, "atts_since"?}]}` → `{"results": [{"id", "docs":
-/// [{"ok": doc} | {"error": ...}]}]}`.
-pub(crate) fn bulk_get_json(barrel: &Barrel, v: &Value, opts: BulkGetOptions) -> ApiResult<Value> {
+/// One document asked of `_bulk_get`.
+struct BulkGetEntry {
+    id: String,
+    /// `rev` as given (for the errors).
+    rev: Value,
+    which: OpenRevs,
+    ask: AttsAsk,
+}
+
+/// The entries of a `_bulk_get` body, `{"docs": [{"id", "rev"?, "atts_since"?}]}`.
+fn bulk_get_entries(v: &Value, opts: BulkGetOptions) -> ApiResult<Vec<BulkGetEntry>> {
     let asked = v
         .get("docs")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::bad_request("docs must be a list"))?;
-    let mut results = Vec::with_capacity(asked.len());
-    for a in asked {
-        let id = a
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let which = match a.get("rev").and_then(Value::as_str) {
-            Some(r) => OpenRevs::Revs(vec![Rev::parse(r)?]),
-            None => OpenRevs::All,
-        };
-        let ask = AttsAsk::from_entry(opts.attachments, a)?;
-        let with_history = opts.revs || ask.needs_history();
-        let missing = |rev: Value| json!({"error": {"id": id, "rev": rev, "error": "not_found", "reason": "missing"}});
-        let docs: Vec<Value> =
-            match barrel.fetch_open_revs_latest(&id, &which, with_history, opts.latest) {
-                Ok(list) => list
-                    .into_iter()
-                    .map(|r| match r {
-                        OpenRev::Ok(mut doc) => {
-                            ask.apply_json(barrel, &mut doc, opts.revs)?;
-                            Ok(json!({"ok": doc_out(doc, Style::Couch)}))
-                        }
-                        OpenRev::Missing(rev) => Ok(missing(Value::String(rev.to_string()))),
-                    })
-                    .collect::<ApiResult<_>>()?,
-                Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
-                    vec![missing(a.get("rev").cloned().unwrap_or(Value::Null))]
-                }
-                Err(e) => return Err(e.into()),
+    asked
+        .iter()
+        .map(|a| {
+            let rev = a.get("rev").cloned().unwrap_or(Value::Null);
+            let which = match rev.as_str() {
+                Some(r) => OpenRevs::Revs(vec![Rev::parse(r)?]),
+                None => OpenRevs::All,
             };
-        results.push(json!({"id": id, "docs": docs}));
+            Ok(BulkGetEntry {
+                id: a
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                rev,
+                which,
+                ask: AttsAsk::from_entry(opts.attachments, a)?,
+            })
+        })
+        .collect()
+}
+
+impl BulkGetEntry {
+    /// The revisions of the entry: each document, or the error object of a missing one.
+    fn fetch(&self, barrel: &Barrel, opts: BulkGetOptions) -> ApiResult<Vec<Result<Body, Value>>> {
+        let missing = |rev: Value| json!({"id": self.id, "rev": rev, "error": "not_found", "reason": "missing"});
+        let with_history = opts.revs || self.ask.needs_history();
+        match barrel.fetch_open_revs_latest(&self.id, &self.which, with_history, opts.latest) {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|r| match r {
+                    OpenRev::Ok(doc) => Ok(doc),
+                    OpenRev::Missing(rev) => Err(missing(Value::String(rev.to_string()))),
+                })
+                .collect()),
+            Err(Error::NotFound) | Err(Error::BadDoc(_)) => {
+                Ok(vec![Err(missing(self.rev.clone()))])
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `_bulk_get`: `{"docs": [{"id", "rev"?, "atts_since"?}]}` → `{"results": [{"id", "docs":
+/// [{"ok": doc} | {"error": ...}]}]}`.
+pub(crate) fn bulk_get_json(barrel: &Barrel, v: &Value, opts: BulkGetOptions) -> ApiResult<Value> {
+    let entries = bulk_get_entries(v, opts)?;
+    let mut results = Vec::with_capacity(entries.len());
+    for e in entries {
+        let docs = e
+            .fetch(barrel, opts)?
+            .into_iter()
+            .map(|r| match r {
+                Ok(mut doc) => {
+                    e.ask.apply_json(barrel, &mut doc, opts.revs)?;
+                    Ok(json!({"ok": doc_out(doc, Style::Couch)}))
+                }
+                Err(error) => Ok(json!({ "error": error })),
+            })
+            .collect::<ApiResult<Vec<Value>>>()?;
+        results.push(json!({"id": e.id, "docs": docs}));
     }
     Ok(json!({"results": results}))
+}
+
+/// `_bulk_get` as multipart (`media`), streamed: one part per revision of each entry, the
+/// documents fetched one entry at a time as the body is written.
+fn bulk_get_multipart(
+    barrel: Barrel,
+    media: &'static str,
+    entries: Vec<BulkGetEntry>,
+    opts: BulkGetOptions,
+) -> Response {
+    let fetcher = barrel.clone();
+    let parts = entries.into_iter().flat_map(move |e| {
+        let parts: Vec<ApiResult<multipart::RevPart>> = match e.fetch(&fetcher, opts) {
+            Ok(list) => list
+                .into_iter()
+                .map(|r| {
+                    Ok(match r {
+                        Ok(doc) => multipart::RevPart::Rev(doc, e.ask.clone()),
+                        Err(error) => multipart::RevPart::Error(error),
+                    })
+                })
+                .collect(),
+            Err(err) => vec![Err(err)],
+        };
+        parts
+    });
+    multipart::revisions_response(barrel, media, parts, opts.revs, |doc| {
+        doc_out(doc, Style::Couch)
+    })
 }
 
 /// A POST whose JSON object body `f` answers with a JSON value, on the blocking pool.
@@ -1125,6 +1219,8 @@ async fn bulk_docs(
     .await
 }
 
+/// `POST _bulk_get` (`?revs`, `?latest`, `?attachments`): JSON, or multipart for a client that
+/// takes that and not JSON.
 async fn bulk_get(
     State(app): AppState,
     Path(name): Path<String>,
@@ -1139,6 +1235,11 @@ async fn bulk_get(
         attachments: bool_param(&q, "attachments")?,
     };
     let req = json_body(&headers, body)?;
+    if let Some(media) = multipart::bulk_get_multipart(&headers) {
+        let entries = bulk_get_entries(&req, opts)?;
+        return blocking(move || Ok(bulk_get_multipart(open(&app, &name)?, media, entries, opts)))
+            .await;
+    }
     let v = blocking(move || bulk_get_json(&open(&app, &name)?, &req, opts)).await?;
     Ok(json_response(StatusCode::OK, v))
 }

@@ -1,13 +1,18 @@
 //! Multipart bodies as CouchDB uses them (RFC 2046):
 //! - `PUT /:db/:docid` with `Content-Type: multipart/related`: the document's JSON first, its
 //!   attachments marked `"follows": true`, then one part per such attachment, in the order of
-//!   the JSON (or named by the part's `Content-Disposition: attachment; filename="…"`);
+//!   the JSON (or named by the part's `Content-Disposition: attachment; filename="…"`); a part
+//!   may be gzip-encoded (`Content-Encoding: gzip`, or `"encoding": "gzip"` in its stub, as
+//!   CouchDB's replicator sends compressible contents) and is decoded as it arrives;
 //! - `GET /:db/:docid?open_revs=…` with `Accept: multipart/mixed` (CouchDB's replicator asks
-//!   this way): one part per revision, `application/json`, or `multipart/related` (the JSON with
+//!   this way) and `POST /:db/_bulk_get` with an `Accept` that takes multipart but not JSON: one
+//!   part per revision, `application/json`, or `multipart/related` (the JSON with
 //!   `"follows": true` stubs, then the contents) when contents go with it; a missing revision is
-//!   an `application/json; error="true"` part `{"missing": rev}`.
+//!   an `application/json; error="true"` part;
+//! - `GET /:db/:docid?attachments=true` with `Accept: multipart/related`: the document as one
+//!   multipart/related body.
 //!
-//! Both stream: attachment parts go to and from storage chunk by chunk.
+//! All stream: attachment parts go to and from storage chunk by chunk.
 
 use super::attachments::{content_sent, AttsAsk};
 use super::http::{
@@ -16,15 +21,20 @@ use super::http::{
 };
 use super::stream::{blocking_body, refuse, BodySink, BodySource};
 use super::App;
-use crate::attachment::{body_attachments, AttSource, AttSpec, ATTACHMENTS};
-use crate::barrel::{Barrel, OpenRev, SaveOptions};
+use crate::attachment::{
+    body_attachments, AttMeta, AttSource, AttSpec, AttachmentWriter, Md5Digest, NewBlob,
+    ATTACHMENTS,
+};
+use crate::barrel::{Barrel, SaveOptions};
 use crate::doc::{DocInput, REVISIONS};
-use crate::error::DocError;
+use crate::error::{DocError, Error};
 use crate::revtree::Rev;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+use std::io::Write;
 use std::sync::Arc;
 
 /// Longest header block of one part.
@@ -379,9 +389,164 @@ fn bad_attachment(why: String) -> ApiError {
     DocError::BadAttachment(why).into()
 }
 
+/// What a `follows` stub says of how its part is sent: CouchDB's `encoding` and
+/// `encoded_length`.
+#[derive(Debug, Default, PartialEq)]
+struct StubEncoding {
+    gzip: bool,
+    encoded_length: Option<u64>,
+}
+
+/// The encodings of the `follows` stubs of an `_attachments` object, by name; gzip is the only
+/// one taken (it is all CouchDB sends).
+fn stub_encodings(atts: &Value) -> ApiResult<Vec<(String, StubEncoding)>> {
+    let Some(atts) = atts.as_object() else {
+        return Ok(Vec::new());
+    };
+    let follows = |a: &Map<String, Value>| a.get("follows").and_then(Value::as_bool) == Some(true);
+    let mut out = Vec::new();
+    for (name, a) in atts {
+        let Some(a) = a.as_object().filter(|a| follows(a)) else {
+            continue;
+        };
+        let gzip = match a.get("encoding").and_then(Value::as_str) {
+            None | Some("identity") => false,
+            Some("gzip") => true,
+            Some(enc) => {
+                return Err(bad_attachment(format!(
+                    "{name}: {enc}-encoded attachment contents are not supported"
+                )))
+            }
+        };
+        let encoded_length = a.get("encoded_length").and_then(Value::as_u64);
+        out.push((
+            name.clone(),
+            StubEncoding {
+                gzip,
+                encoded_length,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// `true` when a part is gzip-encoded: its `Content-Encoding` says so or, without one, its stub.
+fn part_is_gzip(h: &PartHeaders, stub: &StubEncoding, att: &str) -> ApiResult<bool> {
+    match h.get("content-encoding").map(str::to_ascii_lowercase) {
+        None => Ok(stub.gzip),
+        Some(e) if e == "identity" => Ok(false),
+        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
+        Some(e) => Err(bad_attachment(format!(
+            "{att}: Content-Encoding {e} is not supported"
+        ))),
+    }
+}
+
+/// Where a gzip decoder puts what it decodes: an attachment writer, whose failure (too large,
+/// storage) is kept as it is, the decoder passing on only `io::Error`s.
+struct Decoded {
+    w: AttachmentWriter,
+    failed: Option<Error>,
+}
+
+impl Write for Decoded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.w.write(buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                let why = e.to_string();
+                self.failed = Some(e);
+                Err(std::io::Error::other(why))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size and MD5 of an encoded part as it was sent.
+struct Encoded {
+    length: u64,
+    digest: Md5Digest,
+}
+
+impl Encoded {
+    /// Checks what the stub announced of a gzip-encoded part: `encoded_length` is the size
+    /// sent; `digest`, in CouchDB's stubs, is the MD5 of the encoded bytes (that of the decoded
+    /// content is taken too). The digest is then dropped from the spec: the content is stored
+    /// decoded, under its own digest. `length`, the decoded size, is checked with the revision.
+    fn check(
+        &self,
+        spec: &mut AttSpec,
+        blob: &NewBlob,
+        encoded_length: Option<u64>,
+    ) -> ApiResult<()> {
+        if let Some(l) = encoded_length.filter(|l| *l != self.length) {
+            return Err(bad_attachment(format!(
+                "{}: encoded_length {l} announced, {} bytes sent",
+                spec.name, self.length
+            )));
+        }
+        if let Some(d) = spec.digest.take() {
+            if d != self.digest && d != blob.digest() {
+                return Err(bad_attachment(format!(
+                    "{}: digest {} announced, matching neither the gzip-encoded part nor its \
+                     decoded content",
+                    spec.name,
+                    crate::attachment::digest_string(&d)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the rest of the current part, gzip-encoded, into `w` as it decodes (the decoded size
+/// is bounded by `w`'s limit); the content, and what was sent.
+fn receive_gzip<F>(
+    parts: &mut Reader<F>,
+    w: AttachmentWriter,
+    att: &str,
+) -> ApiResult<(NewBlob, Encoded)>
+where
+    F: FnMut() -> ApiResult<Option<Bytes>>,
+{
+    use flate2::write::MultiGzDecoder;
+    let fail = |decoder: &mut MultiGzDecoder<Decoded>, e: std::io::Error| -> ApiError {
+        match decoder.get_mut().failed.take() {
+            Some(e) => e.into(),
+            None => bad_attachment(format!("{att}: invalid gzip content: {e}")),
+        }
+    };
+    let mut md5 = Md5::new();
+    let mut length = 0u64;
+    let mut decoder = MultiGzDecoder::new(Decoded { w, failed: None });
+    while let Some(piece) = parts.read()? {
+        md5.update(&piece);
+        length += piece.len() as u64;
+        if let Err(e) = decoder.write_all(&piece) {
+            return Err(fail(&mut decoder, e));
+        }
+    }
+    if let Err(e) = decoder.try_finish() {
+        return Err(fail(&mut decoder, e));
+    }
+    let decoded = decoder
+        .finish()
+        .map_err(|e| bad_attachment(format!("{att}: invalid gzip content: {e}")))?;
+    let sent = Encoded {
+        length,
+        digest: md5.finalize().into(),
+    };
+    Ok((decoded.w.finish()?, sent))
+}
+
 /// `PUT …/:docid` with `Content-Type: multipart/related`: the JSON part (`?rev=` and
 /// `?new_edits=false` as for a JSON body) and the contents of the attachments it marks
-/// `follows`, each streamed into storage (up to the server's `max_attachment_size`).
+/// `follows`, each streamed into storage (up to the server's `max_attachment_size`), decoded
+/// on the way when gzip-encoded.
 pub(crate) async fn put_doc(
     app: Arc<App>,
     name: String,
@@ -426,15 +591,7 @@ pub(crate) async fn put_doc(
                 style,
             )?;
             let atts = m.remove(ATTACHMENTS).unwrap_or(Value::Null);
-            if let Some(enc) = atts.as_object().and_then(|a| {
-                a.values()
-                    .filter_map(|v| v.get("encoding").and_then(Value::as_str))
-                    .find(|e| *e != "identity")
-            }) {
-                return Err(bad_attachment(format!(
-                    "{enc}-encoded attachment contents are not supported"
-                )));
-            }
+            let encodings = stub_encodings(&atts)?;
             let mut specs = AttSpec::all_from_json(atts)?;
             let follows = |s: &AttSpec| matches!(s.source, AttSource::Follows);
             let mut waiting: Vec<String> = order
@@ -454,18 +611,26 @@ pub(crate) async fn put_doc(
                     })?,
                 };
                 waiting.retain(|n| *n != att);
-                if let Some(enc) = h.get("content-encoding").filter(|e| *e != "identity") {
-                    return Err(bad_attachment(format!(
-                        "{att}: Content-Encoding {enc} is not supported"
-                    )));
-                }
+                let no_encoding = StubEncoding::default();
+                let stub = encodings
+                    .iter()
+                    .find(|(n, _)| *n == att)
+                    .map_or(&no_encoding, |(_, e)| e);
                 let mut w = barrel.attachment_writer()?.with_limit(max_att);
-                while let Some(piece) = parts.read()? {
-                    w.write(&piece)?;
-                }
-                let blob = w.finish()?;
+                let (blob, sent) = if part_is_gzip(&h, stub, &att)? {
+                    let (blob, sent) = receive_gzip(&mut parts, w, &att)?;
+                    (blob, Some(sent))
+                } else {
+                    while let Some(piece) = parts.read()? {
+                        w.write(&piece)?;
+                    }
+                    (w.finish()?, None)
+                };
                 if let Some(spec) = specs.iter_mut().find(|s| s.name == att) {
-                    // Digest and length given in the JSON are checked when the revision is
+                    if let Some(sent) = sent {
+                        sent.check(spec, &blob, stub.encoded_length)?;
+                    }
+                    // The digest and length left in the spec are checked when the revision is
                     // written.
                     spec.source = AttSource::Blob(blob);
                     if spec.content_type.is_none() {
@@ -495,56 +660,185 @@ pub(crate) async fn put_doc(
     }
 }
 
-/// `true` when an `Accept` header asks for `multipart/mixed`.
-pub(crate) fn accepts_mixed(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(','))
-        .any(|t| media_type(t) == "multipart/mixed")
+// ---------------------------------------------------------------------------------------------
+// Content negotiation
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) const MIXED: &str = "multipart/mixed";
+pub(crate) const RELATED: &str = "multipart/related";
+const JSON: &str = "application/json";
+
+/// The media ranges of a request's `Accept` headers, with their weights (`q`).
+pub(crate) struct Accept(Vec<(String, f32)>);
+
+impl Accept {
+    pub fn of(headers: &HeaderMap) -> Accept {
+        Accept(
+            headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .flat_map(|h| h.split(','))
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| {
+                    let (range, params) = header_params(r);
+                    let q = params
+                        .iter()
+                        .find(|(k, _)| k == "q")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(1.0);
+                    (range, q)
+                })
+                .collect(),
+        )
+    }
+
+    /// `true` when `media` is acceptable, by the rule CouchDB applies (mochiweb's): without an
+    /// `Accept` everything is; otherwise `media`, `type/*` or `*/*` must be there with a weight
+    /// above 0, and neither `media` nor `type/*` with weight 0.
+    pub fn accepts(&self, media: &str) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let family = format!("{}/*", media.split('/').next().unwrap_or_default());
+        let names = |r: &str| r == media || r == family;
+        self.0
+            .iter()
+            .any(|(r, q)| *q > 0.0 && (r == "*/*" || names(r)))
+            && !self.0.iter().any(|(r, q)| *q <= 0.0 && names(r))
+    }
+
+    /// `true` when `media` itself (not a wildcard) is asked for.
+    pub fn names(&self, media: &str) -> bool {
+        self.0.iter().any(|(r, q)| r == media && *q > 0.0)
+    }
 }
 
-/// The `open_revs` answer as multipart/mixed, streamed: each revision's JSON (shaped by
-/// `to_wire`), with the contents `ask` wants as parts of a multipart/related part.
-pub(crate) fn open_revs_response<W>(
+/// `true` when an `Accept` header asks for `multipart/mixed` by name (`open_revs`).
+pub(crate) fn accepts_mixed(headers: &HeaderMap) -> bool {
+    Accept::of(headers).names(MIXED)
+}
+
+/// The multipart type a `_bulk_get` answers with, `None` for JSON. CouchDB's rule
+/// (apache/couchdb#1195): multipart when the client takes `multipart/mixed` or
+/// `multipart/related` and does not take JSON; `multipart/related` at the top only for clients
+/// that do not take `multipart/mixed` (some Couchbase Lite versions).
+pub(crate) fn bulk_get_multipart(headers: &HeaderMap) -> Option<&'static str> {
+    let a = Accept::of(headers);
+    if a.accepts(JSON) {
+        None
+    } else if a.accepts(MIXED) {
+        Some(MIXED)
+    } else if a.accepts(RELATED) {
+        Some(RELATED)
+    } else {
+        None
+    }
+}
+
+/// `true` when a document fetch with attachment contents is answered as multipart/related:
+/// the client takes it and does not take JSON (so that `*/*`, curl's default, keeps JSON,
+/// where CouchDB would answer multipart).
+pub(crate) fn wants_related(headers: &HeaderMap) -> bool {
+    let a = Accept::of(headers);
+    !a.accepts(JSON) && a.accepts(RELATED)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------------
+
+/// One part of a multipart answer of revisions (`open_revs`, `_bulk_get`).
+pub(crate) enum RevPart {
+    /// A revision (fetched with `_revisions` when its ask needs the history), with the
+    /// attachment contents the ask wants.
+    Rev(crate::doc::Body, AttsAsk),
+    /// An error, sent as an `application/json; error="true"` part.
+    Error(Value),
+}
+
+/// Revisions as a multipart answer (`media`: `multipart/mixed`, or `multipart/related` for the
+/// clients that take only that), streamed: one part per revision, its JSON shaped by `to_wire`,
+/// with the contents its ask wants as the parts of a multipart/related part. `parts` is drawn
+/// from while the body is written, so revisions may be fetched one document at a time; an error
+/// it yields cuts the body short (the status is long sent).
+pub(crate) fn revisions_response<I, W>(
     barrel: Barrel,
-    list: Vec<OpenRev>,
-    ask: AttsAsk,
+    media: &str,
+    parts: I,
     keep_revisions: bool,
     to_wire: W,
 ) -> Response
 where
+    I: IntoIterator<Item = ApiResult<RevPart>> + Send + 'static,
     W: Fn(crate::doc::Body) -> Value + Send + 'static,
 {
     let outer = new_boundary();
-    let content_type = format!("multipart/mixed; boundary=\"{outer}\"");
+    let content_type = format!("{media}; boundary=\"{outer}\"");
     let body = blocking_body(move |sink| {
-        for r in list {
-            match r {
-                OpenRev::Missing(rev) => {
+        for part in parts {
+            match part? {
+                RevPart::Error(e) => {
                     sink.send(part_head(
                         &outer,
                         &[("Content-Type", "application/json; error=\"true\"")],
                     ))?;
-                    sink.send(json!({"missing": rev.to_string()}).to_string())?;
+                    sink.send(e.to_string())?;
                     sink.send(PART_END)?;
                 }
-                OpenRev::Ok(doc) => {
+                RevPart::Rev(doc, ask) => {
                     send_revision(&barrel, sink, &outer, doc, &ask, keep_revisions, &to_wire)?;
                 }
             }
         }
         sink.send(closing(&outer))
     });
-    let mut resp = (StatusCode::OK, body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
+    with_content_type((StatusCode::OK, body).into_response(), &content_type)
+}
+
+fn with_content_type(mut resp: Response, content_type: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     resp
 }
 
-/// One revision of a multipart/mixed answer.
+/// A header value as sent, or `None` when it cannot be one (control characters).
+fn header_safe(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.chars().any(char::is_control))
+}
+
+/// Readies a revision for a multipart answer: `_revisions` dropped unless asked for, the stubs
+/// of the attachments whose contents go with it marked `"follows": true`. Those attachments.
+fn mark_follows(
+    doc: &mut crate::doc::Body,
+    ask: &AttsAsk,
+    keep_revisions: bool,
+) -> Vec<(String, AttMeta)> {
+    let since = ask.since_gen(doc);
+    if !keep_revisions {
+        doc.remove(REVISIONS);
+    }
+    if !ask.inline {
+        return Vec::new();
+    }
+    let follow: Vec<_> = body_attachments(doc)
+        .into_iter()
+        .filter(|(_, m)| content_sent(m, since))
+        .collect();
+    if let Some(Value::Object(atts)) = doc.get_mut(ATTACHMENTS) {
+        for (name, _) in &follow {
+            if let Some(Value::Object(a)) = atts.get_mut(name) {
+                a.remove("stub");
+                a.insert("follows".into(), Value::Bool(true));
+            }
+        }
+    }
+    follow
+}
+
+/// One revision of a multipart answer of revisions.
 fn send_revision(
     barrel: &Barrel,
     sink: &BodySink,
@@ -554,42 +848,50 @@ fn send_revision(
     keep_revisions: bool,
     to_wire: &dyn Fn(crate::doc::Body) -> Value,
 ) -> ApiResult<()> {
-    let since = ask.since_gen(&doc);
-    if !keep_revisions {
-        doc.remove(REVISIONS);
+    let follow = mark_follows(&mut doc, ask, keep_revisions);
+    // CouchDB's _bulk_get names the document and revision of each part.
+    let mut headers = Vec::new();
+    if let Some(id) = header_safe(doc.get("id")) {
+        headers.push(("X-Doc-Id", id.to_string()));
     }
-    let follow: Vec<_> = if ask.inline {
-        body_attachments(&doc)
-            .into_iter()
-            .filter(|(_, m)| content_sent(m, since))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if follow.is_empty() {
-        sink.send(part_head(outer, &[("Content-Type", "application/json")]))?;
-        sink.send(to_wire(doc).to_string())?;
-        return sink.send(PART_END);
-    }
-    if let Some(Value::Object(atts)) = doc.get_mut(ATTACHMENTS) {
-        for (name, _) in &follow {
-            if let Some(Value::Object(a)) = atts.get_mut(name) {
-                a.remove("stub");
-                a.insert("follows".into(), Value::Bool(true));
-            }
-        }
+    if let Some(rev) = header_safe(doc.get("_rev")) {
+        headers.push(("X-Rev-Id", rev.to_string()));
     }
     let inner = new_boundary();
-    let related = format!("multipart/related; boundary=\"{inner}\"");
-    sink.send(part_head(outer, &[("Content-Type", &related)]))?;
-    sink.send(part_head(&inner, &[("Content-Type", "application/json")]))?;
-    sink.send(to_wire(doc).to_string())?;
+    let content_type = if follow.is_empty() {
+        JSON.to_string()
+    } else {
+        format!("{RELATED}; boundary=\"{inner}\"")
+    };
+    headers.push(("Content-Type", content_type));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    sink.send(part_head(outer, &headers))?;
+    let json = to_wire(doc).to_string();
+    if follow.is_empty() {
+        sink.send(json)?;
+    } else {
+        send_related(barrel, sink, &inner, json, follow)?;
+    }
+    sink.send(PART_END)
+}
+
+/// A multipart/related body: the document's JSON, then the contents of `follow`, streamed,
+/// then the closing delimiter.
+fn send_related(
+    barrel: &Barrel,
+    sink: &BodySink,
+    boundary: &str,
+    json: String,
+    follow: Vec<(String, AttMeta)>,
+) -> ApiResult<()> {
+    sink.send(part_head(boundary, &[("Content-Type", JSON)]))?;
+    sink.send(json)?;
     sink.send(PART_END)?;
     for (name, meta) in follow {
         let disposition = format!("attachment; filename={}", quoted(&name));
         let length = meta.length.to_string();
         sink.send(part_head(
-            &inner,
+            boundary,
             &[
                 ("Content-Disposition", &disposition),
                 ("Content-Type", &meta.content_type),
@@ -602,13 +904,34 @@ fn send_revision(
         }
         sink.send(PART_END)?;
     }
-    sink.send(closing(&inner))?;
-    sink.send(PART_END)
+    sink.send(closing(boundary))
+}
+
+/// A document with attachment contents as multipart/related (CouchDB's "efficient multiple
+/// attachments retrieving"): the JSON (shaped by `to_wire`) with the stubs of the contents
+/// that go with it marked `"follows": true`, then those contents, streamed.
+pub(crate) fn doc_response<W>(
+    barrel: Barrel,
+    mut doc: crate::doc::Body,
+    ask: &AttsAsk,
+    keep_revisions: bool,
+    to_wire: W,
+) -> Response
+where
+    W: FnOnce(crate::doc::Body) -> Value,
+{
+    let follow = mark_follows(&mut doc, ask, keep_revisions);
+    let json = to_wire(doc).to_string();
+    let boundary = new_boundary();
+    let content_type = format!("{RELATED}; boundary=\"{boundary}\"");
+    let body = blocking_body(move |sink| send_related(&barrel, sink, &boundary, json, follow));
+    with_content_type((StatusCode::OK, body).into_response(), &content_type)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// Feeds `body` in pieces of `n` bytes.
     fn reader(body: &[u8], n: usize) -> Reader<impl FnMut() -> ApiResult<Option<Bytes>>> {
@@ -688,6 +1011,57 @@ mod tests {
             Some("xyz")
         );
         assert_eq!(boundary_of("multipart/mixed"), None);
+    }
+
+    fn accept(v: &str) -> Accept {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        Accept::of(&h)
+    }
+
+    #[test]
+    fn accept_follows_couchdb() {
+        // mochiweb's examples.
+        assert!(Accept::of(&HeaderMap::new()).accepts(JSON));
+        assert!(accept("text/plain, application/*").accepts(JSON));
+        assert!(!accept("text/plain, */*; q=0.0").accepts(JSON));
+        assert!(accept("text/plain; q=0.5, */*; q=0.1").accepts(JSON));
+        assert!(!accept("text/*; q=0.0, */*").accepts("text/plain"));
+        assert!(accept("Multipart/Mixed").accepts(MIXED));
+        assert!(!accept("multipart/*").names(MIXED));
+        assert!(accept("multipart/mixed;q=0.9").names(MIXED));
+        assert!(!accept("multipart/mixed;q=0").names(MIXED));
+        let bulk_get = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            bulk_get_multipart(&h)
+        };
+        assert_eq!(bulk_get("multipart/mixed"), Some(MIXED));
+        assert_eq!(bulk_get("multipart/related"), Some(RELATED));
+        assert_eq!(bulk_get("multipart/*"), Some(MIXED));
+        assert_eq!(bulk_get("multipart/mixed, application/json"), None);
+        assert_eq!(bulk_get("*/*"), None);
+        assert_eq!(bulk_get("text/html"), None);
+        assert_eq!(bulk_get_multipart(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn stub_encodings_of_follows_stubs() {
+        let atts = json!({"a": {"follows": true, "encoding": "gzip", "encoded_length": 7},
+                          "b": {"follows": true}, "c": {"stub": true, "encoding": "gzip"}});
+        let gz = StubEncoding {
+            gzip: true,
+            encoded_length: Some(7),
+        };
+        assert_eq!(
+            stub_encodings(&atts).unwrap(),
+            [
+                ("a".to_string(), gz),
+                ("b".to_string(), StubEncoding::default())
+            ]
+        );
+        let atts = json!({"a": {"follows": true, "encoding": "deflate"}});
+        assert!(stub_encodings(&atts).is_err());
     }
 
     #[test]
