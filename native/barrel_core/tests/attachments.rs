@@ -506,3 +506,26 @@ fn a_replicated_stub_with_a_foreign_digest_takes_the_ancestors_attachment() {
         .unwrap_err();
     assert!(matches!(err, Error::MissingStub(_)), "{err:?}");
 }
+
+#[test]
+fn inline_data_of_an_encoded_attachment_is_stored_under_its_own_digest() {
+    let (_d, _s, b) = setup();
+    // CouchDB sends decoded data with the digest of its gzip encoding.
+    b.save_doc(
+        doc(
+            json!({"id": "e", "_rev": "1-aaaa", "_attachments": {"t.txt": {
+            "data": B64.encode(b"plain"), "digest": digest_string(&md5(b"gz")),
+            "encoding": "gzip", "length": 5, "revpos": 1}}}),
+        ),
+        &REPL,
+    )
+    .unwrap();
+    let m = b.attachment_meta("e", "t.txt", None).unwrap();
+    assert_eq!(m.digest, Some(md5(b"plain")));
+    // The length is still checked.
+    assert!(
+        DocInput::from_value(json!({"id": "f", "_attachments": {"t": {
+        "data": B64.encode(b"plain"), "encoding": "gzip", "length": 9}}}))
+        .is_err()
+    );
+}

@@ -1,12 +1,14 @@
 //! Replication between barrels: local to local, over HTTP and over the WebSocket stream;
 //! conflicts, deletions, checkpoints and resuming, continuous mode, filters, attachments (each
-//! content copied once, only when the target lacks it), and a model test (random edits on
-//! several replicas, replicated in random order, end up equal).
+//! content copied once, only when the target lacks it; large ones streamed over the network in
+//! bounded memory), and a model test (random edits on several replicas, replicated in random
+//! order, end up equal).
 
 use barrel_core::replicate::endpoint::{
-    AttachmentData, ChangedDoc, Endpoint, HttpEndpoint, LocalEndpoint, MissingStub, WsEndpoint,
+    AttachmentData, ChangedDoc, Chunks, ContentRef, Endpoint, HttpEndpoint, LocalEndpoint,
+    MissingStub, WsEndpoint,
 };
-use barrel_core::replicate::run::{run, RepControl, RepOptions, RepState};
+use barrel_core::replicate::run::{run, RepControl, RepOptions, RepState, STREAM_THRESHOLD};
 use barrel_core::server::{self, ServerConfig, ServerHandle};
 use barrel_core::{
     Barrel, BarrelConfig, ChangesOptions, DocInput, Error, OpenRev, OpenRevs, Pattern, Rev,
@@ -906,5 +908,283 @@ fn attachments_over_http_and_websocket() {
         assert_eq!(state(&a), state(&back), "{name}");
         assert_same_attachments(&a, &back);
     }
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large attachments over the network
+// ---------------------------------------------------------------------------------------------
+
+const MIB: usize = 1 << 20;
+
+/// Puts a content of `mib` MiB, written 1 MiB at a time, as attachment `name` of `id`.
+fn attach_large(b: &Barrel, id: &str, name: &str, mib: usize) -> Rev {
+    let mut w = b.attachment_writer().unwrap();
+    for i in 0..mib {
+        w.write(&bytes(i as u64, MIB)).unwrap();
+    }
+    let blob = w.finish().unwrap();
+    b.put_attachment(id, winner(b, id).as_ref(), name, "video/mp4", blob)
+        .unwrap()
+        .1
+}
+
+/// The MD5 of the content of attachment `name` of the winner of `id`, read chunk by chunk.
+fn md5_of(b: &Barrel, id: &str, name: &str) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let meta = b.attachment_meta(id, name, None).unwrap();
+    let mut reader = b.open_attachment(&meta).unwrap();
+    let mut h = Md5::new();
+    while let Some(chunk) = reader.read().unwrap() {
+        h.update(&chunk);
+    }
+    h.finalize().into()
+}
+
+/// `true` when attachment `name` of `id` has the same content on `a` and `b`, the one its
+/// digest names.
+fn same_content(a: &Barrel, b: &Barrel, id: &str, name: &str) -> bool {
+    let digest = a.attachment_meta(id, name, None).unwrap().digest.unwrap();
+    md5_of(a, id, name) == digest && md5_of(b, id, name) == digest
+}
+
+/// The peak resident memory of this process so far (`VmHWM`), in bytes; `None` off Linux.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs test `name` alone in a child process of this test binary, unless this is that child:
+/// a process's peak memory is shared by the tests its threads run at once. `true` in the child
+/// (go on with the test), `false` in the parent once the child passed.
+fn in_a_process_of_its_own(name: &str) -> bool {
+    const CHILD: &str = "BARREL_TEST_ALONE";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed in its own process:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// A 64 MiB attachment goes to a remote barrel as a multipart `PUT` and comes back with a
+/// streamed `GET`: equal contents, right counters, and the process's peak memory grows by less
+/// than the content (inline, it would hold it whole, twice as base64).
+#[test]
+fn a_large_attachment_streams_over_http_in_bounded_memory() {
+    if !in_a_process_of_its_own("a_large_attachment_streams_over_http_in_bounded_memory") {
+        return;
+    }
+    const LEN: usize = 64;
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let server = serve(&s2);
+    let remote = || HttpEndpoint::new(&format!("http://{}/barrels/r", server.addr()), None);
+    let a = barrel(&s1, "a");
+    let back = barrel(&s1, "back");
+    save(&a, json!({"id": "film", "title": "a long one"}));
+    attach_large(&a, "film", "film.mp4", LEN);
+    attach(&a, "film", "poster.txt", b"coming soon");
+    let opts = RepOptions {
+        create_target: true,
+        ..Default::default()
+    };
+    let before = peak_memory();
+    let pushed = replicate(&mut LocalEndpoint::new(a.clone()), &mut remote(), &opts);
+    let pulled = replicate(&mut remote(), &mut LocalEndpoint::new(back.clone()), &opts);
+    let after = peak_memory();
+    let there = s2.open_barrel("r").unwrap();
+    let total = (LEN * MIB + 11) as u64;
+    for p in [&pushed, &pulled] {
+        assert_eq!(
+            (p.docs_written, p.attachments_copied, p.attachment_bytes),
+            (1, 2, total)
+        );
+    }
+    assert_eq!(state(&a), state(&there));
+    assert_eq!(state(&a), state(&back));
+    for name in ["film.mp4", "poster.txt"] {
+        assert!(same_content(&a, &there, "film", name), "{name} pushed");
+        assert!(same_content(&a, &back, "film", name), "{name} pulled");
+    }
+    if let (Some(before), Some(after)) = (before, after) {
+        let grown = after.saturating_sub(before);
+        assert!(
+            grown < (LEN * MIB) as u64,
+            "peak memory grew by {} MiB",
+            grown / MIB as u64
+        );
+    }
+    server.stop();
+}
+
+/// Large contents stream over the WebSocket endpoint too (over HTTP to the same server),
+/// whatever the document id and attachment names hold; small new ones of other documents
+/// still go inline, and an edit that keeps the attachments sends none.
+#[test]
+fn large_contents_stream_over_websocket_with_any_names() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let server = serve(&s2);
+    let ws = format!("ws://{}/w", server.addr());
+    let remote = || WsEndpoint::new(&ws, None);
+    let a = barrel(&s1, "a");
+    let back = barrel(&s1, "back");
+    let id = "clips/2024 summer+fall?";
+    let large = STREAM_THRESHOLD as usize + 1;
+    save(&a, json!({"id": id}));
+    attach(&a, id, "part 1/intro \"cut\".bin", &bytes(7, large));
+    attach(&a, id, "part 2.bin", &bytes(8, large));
+    attach(&a, "small", "note.txt", b"small");
+    let opts = RepOptions {
+        create_target: true,
+        ..Default::default()
+    };
+    let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut remote(), &opts);
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (2, 3, 2 * large as u64 + 5)
+    );
+    let p = replicate(&mut remote(), &mut LocalEndpoint::new(back.clone()), &opts);
+    assert_eq!(
+        (p.attachments_copied, p.attachment_bytes),
+        (3, 2 * large as u64 + 5)
+    );
+    let there = s2.open_barrel("w").unwrap();
+    for b in [&there, &back] {
+        assert_eq!(state(&a), state(b));
+        assert_same_attachments(&a, b);
+    }
+    // Only what changed: no content for an edit, the new one alone for a new attachment.
+    edit_keeping_attachments(&a, id, "seen", json!(true));
+    let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut remote(), &opts);
+    assert_eq!((p.docs_written, p.attachments_copied), (1, 0));
+    attach(&a, id, "part 3.bin", &bytes(9, large));
+    let p = replicate(&mut LocalEndpoint::new(a.clone()), &mut remote(), &opts);
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 1, large as u64)
+    );
+    let p = replicate(&mut remote(), &mut LocalEndpoint::new(back.clone()), &opts);
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 1, large as u64)
+    );
+    for b in [&there, &back] {
+        assert_eq!(state(&a), state(b));
+        assert_same_attachments(&a, b);
+    }
+    server.stop();
+}
+
+/// A remote target that names `claimed` as a possible ancestor of every missing revision, as
+/// one whose leaf was replaced right after `revs_diff` would.
+struct Claiming {
+    inner: HttpEndpoint,
+    claimed: Rev,
+}
+
+impl Endpoint for Claiming {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn changes(
+        &mut self,
+        since: u64,
+        limit: usize,
+        filter: &[Pattern],
+    ) -> barrel_core::Result<(Vec<ChangedDoc>, u64)> {
+        self.inner.changes(since, limit, filter)
+    }
+    fn wait_changes(&mut self, since: u64, timeout: Duration) -> barrel_core::Result<()> {
+        self.inner.wait_changes(since, timeout)
+    }
+    fn revs_diff(
+        &mut self,
+        asked: &[(String, Vec<Rev>)],
+    ) -> barrel_core::Result<Vec<(String, RevsDiff)>> {
+        let mut out = self.inner.revs_diff(asked)?;
+        for (_, d) in &mut out {
+            d.possible_ancestors.push(self.claimed.clone());
+        }
+        Ok(out)
+    }
+    fn fetch(
+        &mut self,
+        wanted: &[(String, RevsDiff)],
+        atts: AttachmentData,
+    ) -> barrel_core::Result<Vec<Value>> {
+        self.inner.fetch(wanted, atts)
+    }
+    fn save(&mut self, docs: Vec<Value>) -> barrel_core::Result<Vec<MissingStub>> {
+        self.inner.save(docs)
+    }
+    fn get_local(&mut self, id: &str) -> barrel_core::Result<Option<Value>> {
+        self.inner.get_local(id)
+    }
+    fn put_local(&mut self, id: &str, doc: Value) -> barrel_core::Result<()> {
+        self.inner.put_local(id, doc)
+    }
+    fn reads_contents(&self) -> bool {
+        self.inner.reads_contents()
+    }
+    fn saves_streamed(&self) -> bool {
+        self.inner.saves_streamed()
+    }
+    fn read_content(&mut self, content: &ContentRef) -> barrel_core::Result<Chunks<'static>> {
+        self.inner.read_content(content)
+    }
+    fn save_streamed(
+        &mut self,
+        doc: Value,
+        follows: &[ContentRef],
+        source: &mut dyn Endpoint,
+    ) -> barrel_core::Result<Option<MissingStub>> {
+        self.inner.save_streamed(doc, follows, source)
+    }
+}
+
+/// A document streamed with a stub the target turns out to lack (a `PUT` refused with
+/// `missing_stub`) is streamed again with every content.
+#[test]
+fn a_document_refused_for_a_missing_stub_is_streamed_again_with_its_contents() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let server = serve(&s2);
+    let a = barrel(&s1, "a");
+    barrel(&s2, "r");
+    let large = STREAM_THRESHOLD as usize * 2;
+    let first = attach(&a, "s", "note.txt", b"old note");
+    attach(&a, "s", "f.bin", &bytes(3, large));
+    // Told the target has the first revision, the source sends the note as a stub.
+    let mut target = Claiming {
+        inner: HttpEndpoint::new(&format!("http://{}/barrels/r", server.addr()), None),
+        claimed: first,
+    };
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut target,
+        &RepOptions::default(),
+    );
+    assert_eq!(p.state, RepState::Completed);
+    // The large content twice: with the refused stub, then with the note.
+    assert_eq!(
+        (p.docs_written, p.attachments_copied, p.attachment_bytes),
+        (1, 3, 2 * large as u64 + 8)
+    );
+    let there = s2.open_barrel("r").unwrap();
+    assert_eq!(state(&a), state(&there));
+    assert_same_attachments(&a, &there);
     server.stop();
 }

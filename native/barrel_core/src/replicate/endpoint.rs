@@ -3,22 +3,33 @@
 //! stream. Documents travel CouchDB-shaped (`_id`, `_rev`, `_revisions`, `_deleted`,
 //! `_attachments`).
 //!
-//! Attachments travel one of two ways. Between two barrels of this node the documents carry
-//! stubs and the contents the target lacks move apart, chunk by chunk
-//! ([`Endpoint::moves_contents`]). Otherwise each document carries as inline base64 `data` the
-//! attachments changed after the revisions the target already has (CouchDB's `atts_since`), and
-//! stubs for the older ones, which the target accepts because it holds their contents.
+//! Attachment contents travel inline in the documents (base64 `data`) or apart from them, as
+//! streams read and written chunk by chunk, so a large one is never whole in memory:
+//! - every endpoint here reads a content apart ([`Endpoint::read_content`]): a local barrel
+//!   from its storage, a remote one with `GET /db/docid/attname?rev=` (the WebSocket endpoint
+//!   over HTTP to the same server);
+//! - a local barrel stores contents ahead of the documents that refer to them
+//!   ([`Endpoint::write_content`]);
+//! - a remote one takes a document and its contents in one streamed multipart/related
+//!   `PUT /db/docid?new_edits=false` ([`Endpoint::save_streamed`]).
+//!
+//! Inline, a document carries the attachments changed after the revisions the target already
+//! has (CouchDB's `atts_since`), and stubs for the older ones, which the target accepts because
+//! it holds their contents. [`crate::replicate::run`] chooses the way for each document.
 
-use crate::attachment::{AttMeta, AttSource, AttSpec, Md5Digest, NewBlob, ATTACHMENTS};
+use crate::attachment::{
+    AttMeta, AttSource, AttSpec, Md5Digest, NewBlob, ATTACHMENTS, CHUNK_SIZE, OCTET_STREAM,
+};
 use crate::barrel::{Barrel, OpenRev, OpenRevs, SaveOptions};
 use crate::changes::{ChangeSink, ChangesOptions, Pattern, SubscribeOptions, Subscription};
 use crate::doc::{Body, DocInput};
-use crate::error::{Error, Result};
+use crate::error::{DocError, Error, Result};
 use crate::replicate::RevsDiff;
 use crate::revtree::Rev;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -58,6 +69,58 @@ pub struct MissingStub {
 /// An attachment's content read piece by piece (each at most one stored chunk).
 pub type Chunks<'a> = Box<dyn Iterator<Item = Result<Vec<u8>>> + 'a>;
 
+/// An attachment content as a replication moves it apart from its document: the revision and
+/// name it is read under (what a remote source needs) and its stub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRef {
+    /// Document id.
+    pub id: String,
+    /// The revision whose attachment it is.
+    pub rev: Rev,
+    /// Attachment name.
+    pub name: String,
+    /// Its stub (a digest: linked attachments have no content here).
+    pub meta: AttMeta,
+}
+
+impl ContentRef {
+    /// The contents a CouchDB-shaped revision refers to (its attachments with a digest),
+    /// except those stored encoded at the source (see [`is_encoded`]).
+    pub fn all_of(doc: &Value) -> Vec<ContentRef> {
+        let Some(rev) = doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .and_then(|r| Rev::parse(r).ok())
+        else {
+            return Vec::new();
+        };
+        let id = couch_id(doc);
+        doc.get(ATTACHMENTS)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(_, a)| !is_encoded(a))
+            .filter_map(|(name, a)| Some((name, AttMeta::from_json(a)?)))
+            .filter(|(_, m)| m.digest.is_some())
+            .map(|(name, meta)| ContentRef {
+                id: id.clone(),
+                rev: rev.clone(),
+                name: name.clone(),
+                meta,
+            })
+            .collect()
+    }
+}
+
+/// `true` when an attachment stub describes a content stored encoded at the source (CouchDB
+/// gzips text): its digest is the encoded bytes', which a content read decoded does not
+/// match, so such a content travels inline, decoded by the source.
+pub fn is_encoded(att: &Value) -> bool {
+    att.get("encoding")
+        .and_then(Value::as_str)
+        .is_some_and(|e| e != "identity")
+}
+
 /// What a replication reads from and writes to.
 pub trait Endpoint: Send {
     /// A stable description (used in the replication id and in messages).
@@ -90,19 +153,27 @@ pub trait Endpoint: Send {
     fn prepare(&mut self, _create: bool) -> Result<()> {
         Ok(())
     }
-    /// `true` when attachment contents can move apart from the documents, chunk by chunk:
-    /// [`Endpoint::missing_contents`], [`Endpoint::read_content`] and
-    /// [`Endpoint::write_content`] work. Between two such endpoints a replication fetches
-    /// stubs and copies only the contents the target lacks.
-    fn moves_contents(&self) -> bool {
+    /// `true` when [`Endpoint::read_content`] works: as a source, this side hands out
+    /// attachment contents apart from the documents.
+    fn reads_contents(&self) -> bool {
+        false
+    }
+    /// `true` when [`Endpoint::missing_contents`] and [`Endpoint::write_content`] work: as a
+    /// target, this side stores contents ahead of the documents that refer to them.
+    fn stores_contents(&self) -> bool {
+        false
+    }
+    /// `true` when [`Endpoint::save_streamed`] works: as a target, this side takes a document
+    /// with its contents streamed in the same write.
+    fn saves_streamed(&self) -> bool {
         false
     }
     /// Of these contents, the ones this side does not have.
     fn missing_contents(&mut self, _digests: &[Md5Digest]) -> Result<Vec<Md5Digest>> {
         Err(contents_unsupported(&self.describe()))
     }
-    /// The content a stub refers to, piece by piece.
-    fn read_content(&mut self, _meta: &AttMeta) -> Result<Chunks<'_>> {
+    /// A content, piece by piece, as it is read (never whole in memory).
+    fn read_content(&mut self, _content: &ContentRef) -> Result<Chunks<'static>> {
         Err(contents_unsupported(&self.describe()))
     }
     /// Stores the content of stub `meta` (checked against its digest and length), kept until
@@ -110,11 +181,22 @@ pub trait Endpoint: Send {
     fn write_content(&mut self, _meta: &AttMeta, _chunks: Chunks<'_>) -> Result<u64> {
         Err(contents_unsupported(&self.describe()))
     }
+    /// Stores one replicated revision (`new_edits: false`) with the contents `follows` (of its
+    /// attachments) read from `source` as they are sent; its other attachments are stubs.
+    /// `Some` when refused for a stub naming content this side lacks, as [`Endpoint::save`].
+    fn save_streamed(
+        &mut self,
+        _doc: Value,
+        _follows: &[ContentRef],
+        _source: &mut dyn Endpoint,
+    ) -> Result<Option<MissingStub>> {
+        Err(contents_unsupported(&self.describe()))
+    }
 }
 
 fn contents_unsupported(endpoint: &str) -> Error {
     Error::Internal(format!(
-        "{endpoint} does not move attachment contents apart from documents"
+        "{endpoint} does not move attachment contents apart from documents this way"
     ))
 }
 
@@ -179,7 +261,7 @@ fn ancestor_gen(doc: &Body, ancestors: &[Rev]) -> Option<u64> {
 }
 
 /// A CouchDB-shaped document's `_id` (empty when it has none).
-fn couch_id(doc: &Value) -> String {
+pub(crate) fn couch_id(doc: &Value) -> String {
     doc.get("_id")
         .and_then(Value::as_str)
         .unwrap_or_default()
@@ -379,7 +461,11 @@ impl Endpoint for LocalEndpoint {
         Ok(refused)
     }
 
-    fn moves_contents(&self) -> bool {
+    fn reads_contents(&self) -> bool {
+        true
+    }
+
+    fn stores_contents(&self) -> bool {
         true
     }
 
@@ -393,8 +479,8 @@ impl Endpoint for LocalEndpoint {
         Ok(out)
     }
 
-    fn read_content(&mut self, meta: &AttMeta) -> Result<Chunks<'_>> {
-        let mut reader = self.barrel.open_attachment(meta)?;
+    fn read_content(&mut self, content: &ContentRef) -> Result<Chunks<'static>> {
+        let mut reader = self.barrel.open_attachment(&content.meta)?;
         Ok(Box::new(std::iter::from_fn(move || {
             reader.read().transpose()
         })))
@@ -479,6 +565,219 @@ fn http_agent(ca: Option<&[u8]>) -> Result<ureq3::Agent> {
     Ok(ureq3::Agent::new_with_config(config))
 }
 
+/// Longest JSON answer read. Large contents travel apart and small ones in bounded groups
+/// (see [`crate::replicate::run`]), so a batch stays far below; this only stops a runaway
+/// answer.
+const MAX_ANSWER: u64 = 256 << 20;
+
+/// A JSON answer: its status and body. A body that is not JSON (or is too long) is an error
+/// for a success, and `null` otherwise (the status says what went wrong).
+fn answer(
+    method: &str,
+    url: &str,
+    mut resp: ureq3::http::Response<ureq3::Body>,
+) -> Result<(u16, Value)> {
+    let status = resp.status().as_u16();
+    match resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_json::<Value>()
+    {
+        Ok(v) => Ok((status, v)),
+        Err(e) if (200..300).contains(&status) => Err(remote(format!(
+            "{method} {url}: {status}, unreadable answer: {e}"
+        ))),
+        Err(_) => Ok((status, Value::Null)),
+    }
+}
+
+/// `s` as one URL path segment: all but unreserved characters percent-encoded, `/` included
+/// (`_design/x` and an attachment named `a/b.txt` stay one segment, as CouchDB reads them).
+fn path_segment(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The time allowed for a request carrying `bytes` of content: the usual two minutes plus a
+/// second per 256 KiB, so a stalled transfer fails while a slow link still finishes.
+fn stream_timeout(bytes: u64) -> Duration {
+    Duration::from_secs(120 + bytes / (256 << 10))
+}
+
+/// The next piece of a streamed content: up to one stored chunk, `None` at its end.
+fn read_piece(body: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0; CHUNK_SIZE];
+    let mut n = 0;
+    while n < buf.len() {
+        match body.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok((n > 0).then_some(buf))
+}
+
+/// A header value as given, or `fallback` when it holds control characters (it comes from
+/// the source's documents).
+fn header_safe<'a>(v: &'a str, fallback: &'a str) -> &'a str {
+    if v.chars().any(char::is_control) {
+        fallback
+    } else {
+        v
+    }
+}
+
+/// `"…"` with `"` and `\` escaped (a `filename` parameter).
+fn quoted(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+/// One piece of a [`MultipartBody`]: framing and JSON, or a content read when reached.
+enum Piece {
+    Bytes(Vec<u8>),
+    Content(ContentRef),
+}
+
+/// A revision and contents of its attachments as a multipart/related request body (CouchDB's
+/// form of `PUT /db/docid`): the JSON, its attachments marked `follows`, then one part per
+/// content in the order the JSON names them, each read from the source chunk by chunk as the
+/// request goes out.
+struct MultipartBody<'a> {
+    source: &'a mut dyn Endpoint,
+    pieces: std::vec::IntoIter<Piece>,
+    /// The content being sent, and how many of its bytes are still to come.
+    content: Option<(ContentRef, Chunks<'static>, u64)>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Total length (the request's `Content-Length`).
+    length: u64,
+    /// Why reading a content failed, reported instead of the broken request.
+    failure: Option<Error>,
+}
+
+impl<'a> MultipartBody<'a> {
+    fn new(
+        source: &'a mut dyn Endpoint,
+        boundary: &str,
+        json: Vec<u8>,
+        contents: Vec<ContentRef>,
+    ) -> MultipartBody<'a> {
+        let mut first =
+            format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n").into_bytes();
+        first.extend(json);
+        let mut pieces = vec![Piece::Bytes(first)];
+        for c in contents {
+            let head = format!(
+                "\r\n--{boundary}\r\nContent-Disposition: attachment; filename={}\r\n\
+                 Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
+                quoted(header_safe(&c.name, "attachment")),
+                header_safe(&c.meta.content_type, OCTET_STREAM),
+                c.meta.length
+            );
+            pieces.push(Piece::Bytes(head.into_bytes()));
+            pieces.push(Piece::Content(c));
+        }
+        pieces.push(Piece::Bytes(format!("\r\n--{boundary}--").into_bytes()));
+        let length = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Content(c) => c.meta.length,
+            })
+            .sum();
+        MultipartBody {
+            source,
+            pieces: pieces.into_iter(),
+            content: None,
+            buf: Vec::new(),
+            pos: 0,
+            length,
+            failure: None,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> std::io::Error {
+        let io = std::io::Error::other(e.to_string());
+        self.failure = Some(e);
+        io
+    }
+
+    /// Loads the next bytes to send into `buf`; `false` at the end.
+    fn advance(&mut self) -> Result<bool> {
+        loop {
+            if let Some((c, chunks, left)) = &mut self.content {
+                let short = |c: &ContentRef| {
+                    Error::BadDoc(DocError::BadAttachment(format!(
+                        "{}: the content read is not the {} bytes its stub says",
+                        c.name, c.meta.length
+                    )))
+                };
+                match chunks.next().transpose()? {
+                    Some(piece) if piece.len() as u64 > *left => return Err(short(c)),
+                    Some(piece) => {
+                        *left -= piece.len() as u64;
+                        self.buf = piece;
+                        self.pos = 0;
+                        return Ok(true);
+                    }
+                    None if *left > 0 => return Err(short(c)),
+                    None => self.content = None,
+                }
+            }
+            match self.pieces.next() {
+                Some(Piece::Bytes(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                    return Ok(true);
+                }
+                Some(Piece::Content(c)) => {
+                    let chunks = self.source.read_content(&c)?;
+                    let left = c.meta.length;
+                    self.content = Some((c, chunks, left));
+                }
+                None => return Ok(false),
+            }
+        }
+    }
+}
+
+impl Read for MultipartBody<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.advance() {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 impl HttpEndpoint {
     /// The database at `url` (no trailing slash needed); `auth` is an `Authorization` header
     /// value.
@@ -498,19 +797,26 @@ impl HttpEndpoint {
         Ok(self)
     }
 
+    /// `b` with the `Authorization` header, when there is one.
+    fn authorized<B>(&self, b: ureq3::RequestBuilder<B>) -> ureq3::RequestBuilder<B> {
+        match &self.auth {
+            Some(a) => b.header("Authorization", a),
+            None => b,
+        }
+    }
+
+    /// The URL of document `id`.
+    fn doc_url(&self, id: &str) -> String {
+        format!("{}/{}", self.base, path_segment(id))
+    }
+
     fn json(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
         let url = format!("{}{}", self.base, path);
-        let auth = self.auth.as_deref();
         macro_rules! send {
-            ($builder:expr) => {{
+            ($builder:expr) => {
                 // JSON answers, never multipart (CouchDB sends multipart when asked for it).
-                let b = $builder.header("Accept", "application/json");
-                let b = match auth {
-                    Some(a) => b.header("Authorization", a),
-                    None => b,
-                };
-                b
-            }};
+                self.authorized($builder.header("Accept", "application/json"))
+            };
         }
         let resp = match (method, body) {
             ("GET", _) => send!(self.agent.get(&url)).call(),
@@ -521,10 +827,8 @@ impl HttpEndpoint {
             ("POST", None) => send!(self.agent.post(&url)).send_empty(),
             (m, _) => return Err(Error::Internal(format!("unsupported method {m}"))),
         };
-        let mut resp = resp.map_err(|e| remote(format!("{method} {url}: {e}")))?;
-        let status = resp.status().as_u16();
-        let v = resp.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-        Ok((status, v))
+        let resp = resp.map_err(|e| remote(format!("{method} {url}: {e}")))?;
+        answer(method, &url, resp)
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -542,10 +846,7 @@ impl HttpEndpoint {
     /// The winning revision of document `id` with its history, Barrel-shaped (`id`), or
     /// `None` when the remote does not have it (or it is deleted).
     pub fn fetch_doc(&mut self, id: &str) -> Result<Option<Value>> {
-        let path = format!(
-            "/{}?revs=true&attachments=true",
-            form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
-        );
+        let path = format!("/{}?revs=true&attachments=true", path_segment(id));
         let (status, v) = self.json("GET", &path, None)?;
         match status {
             200..=299 => Ok(Some(match v {
@@ -830,6 +1131,109 @@ impl Endpoint for HttpEndpoint {
         }
     }
 
+    fn reads_contents(&self) -> bool {
+        true
+    }
+
+    fn saves_streamed(&self) -> bool {
+        true
+    }
+
+    /// `GET /db/docid/attname?rev=`, read as it arrives.
+    fn read_content(&mut self, content: &ContentRef) -> Result<Chunks<'static>> {
+        let url = format!(
+            "{}/{}?rev={}",
+            self.doc_url(&content.id),
+            path_segment(&content.name),
+            content.rev
+        );
+        let req = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(stream_timeout(content.meta.length)))
+            .build();
+        let resp = self
+            .authorized(req)
+            .call()
+            .map_err(|e| remote(format!("GET {url}: {e}")))?;
+        if resp.status().as_u16() != 200 {
+            let (status, v) = answer("GET", &url, resp)?;
+            return Err(remote(format!("GET {url}: {status} {v}")));
+        }
+        let mut body = resp.into_body().into_reader();
+        Ok(Box::new(std::iter::from_fn(move || {
+            read_piece(&mut body)
+                .map_err(|e| remote(format!("GET {url}: {e}")))
+                .transpose()
+        })))
+    }
+
+    /// `PUT /db/docid?new_edits=false`, multipart/related, the contents streamed from `source`.
+    fn save_streamed(
+        &mut self,
+        mut doc: Value,
+        follows: &[ContentRef],
+        source: &mut dyn Endpoint,
+    ) -> Result<Option<MissingStub>> {
+        let id = couch_id(&doc);
+        // The parts follow the order in which the JSON names the attachments.
+        let mut parts = Vec::with_capacity(follows.len());
+        if let Some(Value::Object(atts)) = doc.get_mut(ATTACHMENTS) {
+            for (name, att) in atts.iter_mut() {
+                let (Some(c), Value::Object(a)) = (follows.iter().find(|c| c.name == *name), att)
+                else {
+                    continue;
+                };
+                a.remove("stub");
+                a.remove("data");
+                a.insert("follows".into(), Value::Bool(true));
+                a.insert("length".into(), json!(c.meta.length));
+                parts.push(c.clone());
+            }
+        }
+        if parts.len() != follows.len() {
+            return Err(Error::Internal(format!(
+                "contents to send with {id} that it has no attachment for"
+            )));
+        }
+        let json = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        let boundary = format!("{:032x}", rand::random::<u128>());
+        let mut body = MultipartBody::new(source, &boundary, json, parts);
+        let url = format!("{}?new_edits=false", self.doc_url(&id));
+        let req = self
+            .agent
+            .put(&url)
+            .config()
+            .timeout_global(Some(stream_timeout(body.length)))
+            .build()
+            .header(
+                "Content-Type",
+                format!("multipart/related; boundary=\"{boundary}\""),
+            )
+            .header("Content-Length", body.length.to_string())
+            .header("Accept", "application/json");
+        let resp = self
+            .authorized(req)
+            .send(ureq3::SendBody::from_reader(&mut body));
+        if let Some(e) = body.failure.take() {
+            return Err(e);
+        }
+        let resp = resp.map_err(|e| remote(format!("PUT {url}: {e}")))?;
+        let (status, v) = answer("PUT", &url, resp)?;
+        match status {
+            200..=299 => Ok(None),
+            412 if v.get("error").and_then(Value::as_str) == Some("missing_stub") => {
+                let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default();
+                Ok(Some(MissingStub {
+                    id,
+                    reason: reason.to_string(),
+                }))
+            }
+            s => Err(remote(format!("PUT {url}: {s} {v}"))),
+        }
+    }
+
     fn get_local(&mut self, id: &str) -> Result<Option<Value>> {
         let (status, v) = self.json("GET", &format!("/_local/{id}"), None)?;
         match status {
@@ -861,6 +1265,8 @@ pub struct WsEndpoint {
     ca: Option<Vec<u8>>,
     socket: Option<Socket>,
     next_id: u64,
+    /// The same barrel over HTTP, for the contents that stream apart (made on first use).
+    contents: Option<HttpEndpoint>,
 }
 
 impl WsEndpoint {
@@ -873,6 +1279,7 @@ impl WsEndpoint {
             ca: None,
             socket: None,
             next_id: 0,
+            contents: None,
         }
     }
 
@@ -897,7 +1304,17 @@ impl WsEndpoint {
     pub fn with_ca(mut self, pem: &[u8]) -> Result<WsEndpoint> {
         pem_certs(pem)?;
         self.ca = Some(pem.to_vec());
+        self.contents = None;
         Ok(self)
+    }
+
+    /// The HTTP endpoint that moves contents apart (the stream carries JSON messages only).
+    fn over_http(&mut self) -> Result<&mut HttpEndpoint> {
+        let http = match self.contents.take() {
+            Some(h) => h,
+            None => self.http()?,
+        };
+        Ok(self.contents.insert(http))
     }
 
     fn connect(&self) -> Result<Socket> {
@@ -1042,6 +1459,27 @@ impl Endpoint for WsEndpoint {
     fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
         let v = self.call(json!({"type": "bulk_docs", "docs": docs, "new_edits": false}))?;
         save_refusals(v.get("result").unwrap_or(&Value::Null))
+    }
+
+    fn reads_contents(&self) -> bool {
+        true
+    }
+
+    fn saves_streamed(&self) -> bool {
+        true
+    }
+
+    fn read_content(&mut self, content: &ContentRef) -> Result<Chunks<'static>> {
+        self.over_http()?.read_content(content)
+    }
+
+    fn save_streamed(
+        &mut self,
+        doc: Value,
+        follows: &[ContentRef],
+        source: &mut dyn Endpoint,
+    ) -> Result<Option<MissingStub>> {
+        self.over_http()?.save_streamed(doc, follows, source)
     }
 
     fn get_local(&mut self, id: &str) -> Result<Option<Value>> {

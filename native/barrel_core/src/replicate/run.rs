@@ -7,25 +7,30 @@
 //! 4. Read the missing revisions from the source with their history (`_revisions`, and
 //!    `latest`) and write them to the target as they are (`new_edits: false`): conflicts
 //!    arrive as conflicts, deletions as tombstones, and both sides end with the same trees.
-//!    Attachments come along, each content at most once: between two local barrels the
-//!    documents carry stubs and only the contents the target lacks are copied, chunk by chunk;
-//!    otherwise the documents carry the attachments changed after the target's possible
-//!    ancestors inline (`atts_since`) and stubs for the rest. A document the target refuses
-//!    for a missing stub (its ancestor changed meanwhile) is sent again with every content.
-//!    Linked attachments travel as links (stubs with a `url`).
+//!    Attachments come along, each content at most once, the new ones being those changed
+//!    after the target's possible ancestors (CouchDB's `atts_since`); the others go as stubs.
+//!    Between two local barrels the documents carry stubs and only the contents the target
+//!    lacks are copied, chunk by chunk. Across a network, a document whose new contents are
+//!    small (at most [`STREAM_THRESHOLD`] in all) carries them inline (base64, in groups of
+//!    bounded size); a larger one has its contents streamed apart, never whole in memory:
+//!    pulled into a local barrel with a `GET` of each content it lacks, pushed to a remote one
+//!    as a multipart `PUT` of the document and its new contents. A document the
+//!    target refuses for a missing stub (its ancestor changed meanwhile) is sent again with
+//!    every content. Linked attachments travel as links (stubs with a `url`).
 //! 5. Write the checkpoint on both sides, then go on from 2 until the source has no more.
 //!
 //! A stopped replication resumes from its checkpoint: what the target confirmed before it is
 //! not sent again (and `revs_diff` skips what it has anyway). A continuous replication, once
 //! caught up, waits for the source to change; on errors it retries with backoff.
 
-use super::endpoint::{AttachmentData, Endpoint, MissingStub};
+use super::endpoint::{couch_id, is_encoded, AttachmentData, ContentRef, Endpoint, MissingStub};
 use super::RevsDiff;
-use crate::attachment::{body_attachments, AttMeta, ATTACHMENTS};
+use crate::attachment::{since_generation, ATTACHMENTS};
 use crate::changes::Pattern;
 use crate::error::{Error, Result};
+use crate::revtree::Rev;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -334,6 +339,15 @@ struct Sent {
     bytes: u64,
 }
 
+/// Across a network, a revision whose new attachment contents total more than this many bytes
+/// has them streamed apart, never whole in memory; smaller ones go inline in the document
+/// batches, sparing a request each.
+pub const STREAM_THRESHOLD: u64 = 1 << 20;
+
+/// About the most content bytes fetched inline at once: documents with small new contents are
+/// fetched and saved in groups of this much.
+const INLINE_GROUP_BYTES: u64 = 16 << 20;
+
 /// Copies the revisions the target misses from `source` to `target`, with their attachments.
 fn transfer(
     source: &mut dyn Endpoint,
@@ -344,21 +358,25 @@ fn transfer(
     if missing.is_empty() {
         return Ok(sent);
     }
-    let apart = source.moves_contents() && target.moves_contents();
-    let first = if apart {
-        AttachmentData::Stubs
+    let apart = source.reads_contents() && (target.stores_contents() || target.saves_streamed());
+    let (revisions, refused) = if apart {
+        send_apart(source, target, missing, &mut sent)?
     } else {
-        AttachmentData::SinceAncestors
+        send_inline(
+            source,
+            target,
+            missing,
+            AttachmentData::SinceAncestors,
+            &mut sent,
+        )?
     };
-    let docs = source.fetch(missing, first)?;
-    sent.revisions = docs.len() as u64;
-    let refused = send(source, target, docs, apart, &mut sent)?;
+    sent.revisions = revisions;
     if refused.is_empty() {
         return Ok(sent);
     }
     // The target lacked a content it was expected to have (the possible ancestor changed
     // meanwhile, or the revision that was to bring a shared content was already there): send
-    // those documents again, asking for every content.
+    // those documents again with every content.
     let ids: HashSet<&str> = refused.iter().map(|r| r.id.as_str()).collect();
     let again: Vec<(String, RevsDiff)> = missing
         .iter()
@@ -371,16 +389,13 @@ fn transfer(
             (id.clone(), diff)
         })
         .collect();
-    let retry = if apart {
-        AttachmentData::Stubs
+    // Those revisions were counted the first time.
+    let (_, refused) = if apart {
+        send_apart(source, target, &again, &mut sent)?
     } else {
-        AttachmentData::All
+        send_inline(source, target, &again, AttachmentData::All, &mut sent)?
     };
-    let docs = source.fetch(&again, retry)?;
-    match send(source, target, docs, apart, &mut sent)?
-        .into_iter()
-        .next()
-    {
+    match refused.into_iter().next() {
         None => Ok(sent),
         Some(MissingStub { id, reason }) => Err(Error::MissingStub(format!(
             "{reason} (document {id}, sent again with every content)"
@@ -388,48 +403,186 @@ fn transfer(
     }
 }
 
-/// Sends fetched documents to the target: first the contents it lacks when they move apart
-/// (each once, however many documents refer to it), then the documents.
-fn send(
+/// Sends the revisions `wanted` with their attachments inline (`atts` as
+/// [`Endpoint::fetch`] takes it). Returns how many revisions went, and the refused documents.
+fn send_inline(
     source: &mut dyn Endpoint,
     target: &mut dyn Endpoint,
-    docs: Vec<Value>,
-    apart: bool,
+    wanted: &[(String, RevsDiff)],
+    atts: AttachmentData,
     sent: &mut Sent,
-) -> Result<Vec<MissingStub>> {
+) -> Result<(u64, Vec<MissingStub>)> {
+    let docs = source.fetch(wanted, atts)?;
+    let revisions = docs.len() as u64;
     if docs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     }
-    if apart {
-        let stubs = content_stubs(&docs);
-        let digests: Vec<_> = stubs.iter().filter_map(|m| m.digest).collect();
-        let lacking = target.missing_contents(&digests)?;
-        for meta in stubs
-            .iter()
-            .filter(|m| m.digest.is_some_and(|d| lacking.contains(&d)))
-        {
-            let chunks = source.read_content(meta)?;
-            sent.bytes += target.write_content(meta, chunks)?;
-            sent.contents += 1;
+    for data in inline_data(&docs) {
+        sent.contents += 1;
+        sent.bytes += base64_len(data);
+    }
+    Ok((revisions, target.save(docs)?))
+}
+
+/// Sends the revisions `wanted` with their contents apart from the documents where it pays:
+/// the documents are fetched with stubs, then each goes as
+/// - stubs only, when it has no new content (an edit keeping its attachments);
+/// - inline, when its new contents total at most [`STREAM_THRESHOLD`] and the two sides are
+///   not both local, or one of them is stored encoded at the source ([`is_encoded`]) (a second
+///   fetch, in groups of about [`INLINE_GROUP_BYTES`]);
+/// - with its contents streamed: to a target that stores contents, ahead of the documents,
+///   each content it lacks once; to one that saves streamed, in the same write as the document,
+///   its new contents.
+///
+/// Returns how many revisions went, and the refused documents.
+fn send_apart(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    wanted: &[(String, RevsDiff)],
+    sent: &mut Sent,
+) -> Result<(u64, Vec<MissingStub>)> {
+    let docs = source.fetch(wanted, AttachmentData::Stubs)?;
+    let revisions = docs.len() as u64;
+    // Between two barrels of this node no content is worth encoding.
+    let inline_limit =
+        (!(source.stores_contents() && target.stores_contents())).then_some(STREAM_THRESHOLD);
+    let ancestors: HashMap<&str, &[Rev]> = wanted
+        .iter()
+        .map(|(id, d)| (id.as_str(), d.possible_ancestors.as_slice()))
+        .collect();
+    let mut stubs_only = Vec::new();
+    let mut streamed = Vec::new();
+    let mut inline = InlineGroups::default();
+    for doc in docs {
+        let known = ancestors
+            .get(couch_id(&doc).as_str())
+            .copied()
+            .unwrap_or_default();
+        let since = doc
+            .as_object()
+            .and_then(|body| since_generation(body, known));
+        let new = contents_after(&doc, since);
+        let bytes: u64 = new.iter().map(|c| c.meta.length).sum();
+        let small = !new.is_empty() && inline_limit.is_some_and(|l| bytes <= l);
+        let rev = doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .and_then(|r| Rev::parse(r).ok());
+        match rev {
+            Some(rev) if small || encoded_after(&doc, since) => {
+                inline.add(couch_id(&doc), rev, known, bytes)
+            }
+            _ if new.is_empty() => stubs_only.push(doc),
+            _ => streamed.push((doc, new)),
+        }
+    }
+    let mut refused = Vec::new();
+    if target.stores_contents() {
+        let mut docs = stubs_only;
+        docs.extend(streamed.into_iter().map(|(d, _)| d));
+        copy_contents(source, target, &docs, sent)?;
+        if !docs.is_empty() {
+            refused.extend(target.save(docs)?);
         }
     } else {
+        if !stubs_only.is_empty() {
+            refused.extend(target.save(stubs_only)?);
+        }
+        for (doc, follows) in streamed {
+            refused.extend(target.save_streamed(doc, &follows, source)?);
+            sent.contents += follows.len() as u64;
+            sent.bytes += follows.iter().map(|c| c.meta.length).sum::<u64>();
+        }
+    }
+    for group in inline.groups {
+        let docs = source.fetch(&group, AttachmentData::SinceAncestors)?;
         for data in inline_data(&docs) {
             sent.contents += 1;
             sent.bytes += base64_len(data);
         }
+        if !docs.is_empty() {
+            refused.extend(target.save(docs)?);
+        }
     }
-    target.save(docs)
+    Ok((revisions, refused))
 }
 
-/// The stubs with content in these documents, one per digest.
-fn content_stubs(docs: &[Value]) -> Vec<AttMeta> {
-    let mut seen = HashSet::new();
-    docs.iter()
-        .filter_map(Value::as_object)
-        .flat_map(body_attachments)
-        .map(|(_, m)| m)
-        .filter(|m| m.digest.is_some_and(|d| seen.insert(d)))
+/// The contents of a revision (with stubs) changed after generation `since` (all of them
+/// when `None`): those the target lacks, unless it has them from another document.
+fn contents_after(doc: &Value, since: Option<u64>) -> Vec<ContentRef> {
+    ContentRef::all_of(doc)
+        .into_iter()
+        .filter(|c| since.is_none_or(|s| c.meta.revpos > s))
         .collect()
+}
+
+/// `true` when an attachment of a revision changed after generation `since` is stored encoded
+/// at the source ([`is_encoded`]).
+fn encoded_after(doc: &Value, since: Option<u64>) -> bool {
+    doc.get(ATTACHMENTS)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .any(|(_, a)| {
+            let revpos = a.get("revpos").and_then(Value::as_u64).unwrap_or(0);
+            is_encoded(a) && since.is_none_or(|s| revpos > s)
+        })
+}
+
+/// The revisions to fetch again with their new contents inline, in groups of about
+/// [`INLINE_GROUP_BYTES`] of content.
+#[derive(Default)]
+struct InlineGroups {
+    groups: Vec<Vec<(String, RevsDiff)>>,
+    bytes: u64,
+}
+
+impl InlineGroups {
+    /// Adds revision `rev` of document `id`, whose new contents weigh `bytes`.
+    fn add(&mut self, id: String, rev: Rev, known: &[Rev], bytes: u64) {
+        if self.groups.is_empty() || self.bytes + bytes > INLINE_GROUP_BYTES {
+            self.groups.push(Vec::new());
+            self.bytes = 0;
+        }
+        self.bytes += bytes;
+        let diff = RevsDiff {
+            missing: vec![rev],
+            possible_ancestors: known.to_vec(),
+        };
+        if let Some(g) = self.groups.last_mut() {
+            g.push((id, diff));
+        }
+    }
+}
+
+/// Copies to a target that stores contents the ones `docs` refer to that it lacks, each once
+/// however many documents refer to it, chunk by chunk.
+fn copy_contents(
+    source: &mut dyn Endpoint,
+    target: &mut dyn Endpoint,
+    docs: &[Value],
+    sent: &mut Sent,
+) -> Result<()> {
+    let mut seen = HashSet::new();
+    let contents: Vec<ContentRef> = docs
+        .iter()
+        .flat_map(ContentRef::all_of)
+        .filter(|c| c.meta.digest.is_some_and(|d| seen.insert(d)))
+        .collect();
+    if contents.is_empty() {
+        return Ok(());
+    }
+    let digests: Vec<_> = contents.iter().filter_map(|c| c.meta.digest).collect();
+    let lacking = target.missing_contents(&digests)?;
+    for c in contents
+        .iter()
+        .filter(|c| c.meta.digest.is_some_and(|d| lacking.contains(&d)))
+    {
+        let chunks = source.read_content(c)?;
+        sent.bytes += target.write_content(&c.meta, chunks)?;
+        sent.contents += 1;
+    }
+    Ok(())
 }
 
 /// The inline (base64) `data` of every attachment in these documents.
@@ -444,4 +597,54 @@ fn inline_data(docs: &[Value]) -> impl Iterator<Item = &str> {
 fn base64_len(s: &str) -> u64 {
     let padding = s.bytes().rev().take_while(|&b| b == b'=').count();
     (s.len() / 4 * 3).saturating_sub(padding) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A revision 3 as CouchDB sends it with stubs: `old` from revision 1, `new` from 3, and
+    /// `text`, gzipped at the source, from 2.
+    fn couch_doc() -> Value {
+        let digest = |s: &[u8]| {
+            use md5::{Digest, Md5};
+            crate::attachment::digest_string(&Md5::digest(s).into())
+        };
+        json!({"_id": "d", "_rev": "3-c", "_revisions": {"start": 3, "ids": ["c", "b", "a"]},
+               "_attachments": {
+                   "old": {"stub": true, "digest": digest(b"old"), "length": 3, "revpos": 1},
+                   "text": {"stub": true, "digest": digest(b"gz"), "length": 9, "revpos": 2,
+                            "encoding": "gzip", "encoded_length": 2},
+                   "new": {"stub": true, "digest": digest(b"new!"), "length": 4, "revpos": 3},
+                   "link": {"url": "https://example.com/x", "revpos": 3}}})
+    }
+
+    fn names(refs: &[ContentRef]) -> Vec<&str> {
+        refs.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn new_contents_are_those_after_the_known_ancestor() {
+        let doc = couch_doc();
+        let since =
+            |known: &str| since_generation(doc.as_object().unwrap(), &[Rev::parse(known).unwrap()]);
+        assert_eq!(names(&contents_after(&doc, None)), ["new", "old"]);
+        assert_eq!(names(&contents_after(&doc, since("1-a"))), ["new"]);
+        assert_eq!(names(&contents_after(&doc, since("2-b"))), ["new"]);
+        let new = &contents_after(&doc, None)[0];
+        assert_eq!(
+            (new.id.as_str(), new.rev.to_string(), new.meta.length),
+            ("d", "3-c".into(), 4)
+        );
+    }
+
+    #[test]
+    fn contents_encoded_at_the_source_travel_inline() {
+        let doc = couch_doc();
+        let since =
+            |known: &str| since_generation(doc.as_object().unwrap(), &[Rev::parse(known).unwrap()]);
+        assert!(encoded_after(&doc, None));
+        assert!(encoded_after(&doc, since("1-a")));
+        assert!(!encoded_after(&doc, since("2-b")));
+    }
 }
