@@ -4,6 +4,7 @@
 //! bounded memory), and a model test (random edits on several replicas, replicated in random
 //! order, end up equal).
 
+use barrel_core::attachment::Md5Digest;
 use barrel_core::replicate::endpoint::{
     AttachmentData, ChangedDoc, Chunks, ContentRef, Endpoint, HttpEndpoint, LocalEndpoint,
     MissingStub, WsEndpoint,
@@ -416,7 +417,7 @@ proptest! {
                 Edit::Sync { from, to, inline } if from != to => {
                     let mut source = LocalEndpoint::new(rs[from].clone());
                     if inline {
-                        replicate(&mut source, &mut InlineOnly::new(&rs[to]), &opts);
+                        replicate(&mut source, &mut inline_only(&rs[to]), &opts);
                     } else {
                         replicate(&mut source, &mut LocalEndpoint::new(rs[to].clone()), &opts);
                     }
@@ -774,26 +775,29 @@ fn a_large_attachment_is_copied_in_chunks() {
     assert_eq!(total, PIECES * MIB);
 }
 
-/// A local barrel seen as a remote one: attachment contents travel inline in the documents
-/// (`atts_since`). With `claimed`, it also names that revision as a possible ancestor of every
-/// missing one, as a target whose leaf was replaced right after `revs_diff` would.
-struct InlineOnly {
-    inner: LocalEndpoint,
+/// Another endpoint through a test lens. With `inline`, contents never move apart (a local
+/// barrel seen as a remote one: they travel inline in the documents, `atts_since`). With
+/// `claimed`, every missing revision gets that revision as a possible ancestor, as from a
+/// target whose leaf was replaced right after `revs_diff`.
+struct Lens<E> {
+    inner: E,
+    inline: bool,
     claimed: Option<Rev>,
 }
 
-impl InlineOnly {
-    fn new(b: &Barrel) -> InlineOnly {
-        InlineOnly {
-            inner: LocalEndpoint::new(b.clone()),
-            claimed: None,
-        }
+/// A local barrel whose contents travel inline.
+fn inline_only(b: &Barrel) -> Lens<LocalEndpoint> {
+    Lens {
+        inner: LocalEndpoint::new(b.clone()),
+        inline: true,
+        claimed: None,
     }
 }
 
-impl Endpoint for InlineOnly {
+impl<E: Endpoint> Endpoint for Lens<E> {
     fn describe(&self) -> String {
-        format!("inline {}", self.inner.describe())
+        let inline = if self.inline { "inline " } else { "" };
+        format!("{inline}{}", self.inner.describe())
     }
     fn changes(
         &mut self,
@@ -832,6 +836,36 @@ impl Endpoint for InlineOnly {
     fn put_local(&mut self, id: &str, doc: Value) -> barrel_core::Result<()> {
         self.inner.put_local(id, doc)
     }
+    fn reads_contents(&self) -> bool {
+        !self.inline && self.inner.reads_contents()
+    }
+    fn stores_contents(&self) -> bool {
+        !self.inline && self.inner.stores_contents()
+    }
+    fn saves_streamed(&self) -> bool {
+        !self.inline && self.inner.saves_streamed()
+    }
+    fn missing_contents(&mut self, digests: &[Md5Digest]) -> barrel_core::Result<Vec<Md5Digest>> {
+        self.inner.missing_contents(digests)
+    }
+    fn read_content(&mut self, content: &ContentRef) -> barrel_core::Result<Chunks<'static>> {
+        self.inner.read_content(content)
+    }
+    fn write_content(
+        &mut self,
+        meta: &barrel_core::AttMeta,
+        chunks: Chunks<'_>,
+    ) -> barrel_core::Result<u64> {
+        self.inner.write_content(meta, chunks)
+    }
+    fn save_streamed(
+        &mut self,
+        doc: Value,
+        follows: &[ContentRef],
+        source: &mut dyn Endpoint,
+    ) -> barrel_core::Result<Option<MissingStub>> {
+        self.inner.save_streamed(doc, follows, source)
+    }
 }
 
 #[test]
@@ -842,9 +876,9 @@ fn a_document_refused_for_a_missing_stub_is_sent_again_with_its_contents() {
     let first = attach(&a, "s", "f", b"content");
     edit_keeping_attachments(&a, "s", "v", json!(2));
     // Told the target has the first revision, the source sends the attachment as a stub.
-    let mut target = InlineOnly {
+    let mut target = Lens {
         claimed: Some(first),
-        ..InlineOnly::new(&b)
+        ..inline_only(&b)
     };
     let p = replicate(
         &mut LocalEndpoint::new(a.clone()),
@@ -1088,73 +1122,6 @@ fn large_contents_stream_over_websocket_with_any_names() {
     server.stop();
 }
 
-/// A remote target that names `claimed` as a possible ancestor of every missing revision, as
-/// one whose leaf was replaced right after `revs_diff` would.
-struct Claiming {
-    inner: HttpEndpoint,
-    claimed: Rev,
-}
-
-impl Endpoint for Claiming {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn changes(
-        &mut self,
-        since: u64,
-        limit: usize,
-        filter: &[Pattern],
-    ) -> barrel_core::Result<(Vec<ChangedDoc>, u64)> {
-        self.inner.changes(since, limit, filter)
-    }
-    fn wait_changes(&mut self, since: u64, timeout: Duration) -> barrel_core::Result<()> {
-        self.inner.wait_changes(since, timeout)
-    }
-    fn revs_diff(
-        &mut self,
-        asked: &[(String, Vec<Rev>)],
-    ) -> barrel_core::Result<Vec<(String, RevsDiff)>> {
-        let mut out = self.inner.revs_diff(asked)?;
-        for (_, d) in &mut out {
-            d.possible_ancestors.push(self.claimed.clone());
-        }
-        Ok(out)
-    }
-    fn fetch(
-        &mut self,
-        wanted: &[(String, RevsDiff)],
-        atts: AttachmentData,
-    ) -> barrel_core::Result<Vec<Value>> {
-        self.inner.fetch(wanted, atts)
-    }
-    fn save(&mut self, docs: Vec<Value>) -> barrel_core::Result<Vec<MissingStub>> {
-        self.inner.save(docs)
-    }
-    fn get_local(&mut self, id: &str) -> barrel_core::Result<Option<Value>> {
-        self.inner.get_local(id)
-    }
-    fn put_local(&mut self, id: &str, doc: Value) -> barrel_core::Result<()> {
-        self.inner.put_local(id, doc)
-    }
-    fn reads_contents(&self) -> bool {
-        self.inner.reads_contents()
-    }
-    fn saves_streamed(&self) -> bool {
-        self.inner.saves_streamed()
-    }
-    fn read_content(&mut self, content: &ContentRef) -> barrel_core::Result<Chunks<'static>> {
-        self.inner.read_content(content)
-    }
-    fn save_streamed(
-        &mut self,
-        doc: Value,
-        follows: &[ContentRef],
-        source: &mut dyn Endpoint,
-    ) -> barrel_core::Result<Option<MissingStub>> {
-        self.inner.save_streamed(doc, follows, source)
-    }
-}
-
 /// A document streamed with a stub the target turns out to lack (a `PUT` refused with
 /// `missing_stub`) is streamed again with every content.
 #[test]
@@ -1168,9 +1135,10 @@ fn a_document_refused_for_a_missing_stub_is_streamed_again_with_its_contents() {
     let first = attach(&a, "s", "note.txt", b"old note");
     attach(&a, "s", "f.bin", &bytes(3, large));
     // Told the target has the first revision, the source sends the note as a stub.
-    let mut target = Claiming {
+    let mut target = Lens {
         inner: HttpEndpoint::new(&format!("http://{}/barrels/r", server.addr()), None),
-        claimed: first,
+        inline: false,
+        claimed: Some(first),
     };
     let p = replicate(
         &mut LocalEndpoint::new(a.clone()),

@@ -639,20 +639,6 @@ fn header_safe<'a>(v: &'a str, fallback: &'a str) -> &'a str {
     }
 }
 
-/// `"…"` with `"` and `\` escaped (a `filename` parameter).
-fn quoted(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('"');
-    q
-}
-
 /// One piece of a [`MultipartBody`]: framing and JSON, or a content read when reached.
 enum Piece {
     Bytes(Vec<u8>),
@@ -691,7 +677,7 @@ impl<'a> MultipartBody<'a> {
             let head = format!(
                 "\r\n--{boundary}\r\nContent-Disposition: attachment; filename={}\r\n\
                  Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
-                quoted(header_safe(&c.name, "attachment")),
+                crate::server::multipart::quoted(header_safe(&c.name, "attachment")),
                 header_safe(&c.meta.content_type, OCTET_STREAM),
                 c.meta.length
             );

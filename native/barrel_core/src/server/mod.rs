@@ -14,7 +14,7 @@
 mod attachments;
 mod feed;
 mod http;
-mod multipart;
+pub(crate) mod multipart;
 mod stream;
 mod ws;
 

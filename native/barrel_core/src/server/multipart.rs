@@ -106,8 +106,8 @@ pub(crate) fn new_boundary() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// `"…"` with `"` and `\` escaped.
-fn quoted(s: &str) -> String {
+/// `"…"` with `"` and `\` escaped (a quoted header parameter such as `filename`).
+pub(crate) fn quoted(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
     q.push('"');
     for c in s.chars() {
