@@ -281,13 +281,7 @@ pub(crate) async fn put(
         Ok((result, src))
     })
     .await?;
-    match result {
-        Ok((id, rev)) => Ok(json_response(StatusCode::CREATED, saved(&id, &rev))),
-        Err(e) => {
-            src.drain().await;
-            Err(e)
-        }
-    }
+    src.answer(result).await
 }
 
 /// `DELETE …/:docid/:attname?rev=R` (or `If-Match`): a new revision without the attachment;

@@ -16,8 +16,7 @@
 
 use super::attachments::{content_sent, AttsAsk};
 use super::http::{
-    blocking, doc_for_put, json_response, object, open, param, saved, wire_map, ApiError,
-    ApiResult, Style,
+    blocking, doc_for_put, object, open, param, wire_map, ApiError, ApiResult, Style,
 };
 use super::stream::{blocking_body, refuse, BodySink, BodySource};
 use super::App;
@@ -651,13 +650,7 @@ pub(crate) async fn put_doc(
         Ok((result, src))
     })
     .await?;
-    match result {
-        Ok((id, rev)) => Ok(json_response(StatusCode::CREATED, saved(&id, &rev))),
-        Err(e) => {
-            src.drain().await;
-            Err(e)
-        }
-    }
+    src.answer(result).await
 }
 
 // ---------------------------------------------------------------------------------------------

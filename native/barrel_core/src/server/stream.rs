@@ -3,9 +3,10 @@
 //! multipart revisions). Storage calls block, so they run on the blocking pool; the connection is
 //! served by a task; a bounded channel between them keeps memory flat whatever the size.
 
-use super::http::{ApiError, ApiResult};
+use super::http::{json_response, saved, ApiError, ApiResult};
+use crate::revtree::Rev;
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -54,6 +55,19 @@ impl BodySource {
             None => {
                 self.done = true;
                 Ok(None)
+            }
+        }
+    }
+
+    /// The answer to an upload read from this body: 201 `{"ok", "id", "rev"}` for a written
+    /// revision; on a refusal, the rest of the body is drained first (up to [`DRAIN_LIMIT`]) so
+    /// the client reads the answer instead of a reset connection.
+    pub async fn answer(self, result: ApiResult<(String, Rev)>) -> ApiResult {
+        match result {
+            Ok((id, rev)) => Ok(json_response(StatusCode::CREATED, saved(&id, &rev))),
+            Err(e) => {
+                self.drain().await;
+                Err(e)
             }
         }
     }
