@@ -417,9 +417,12 @@ fn collect_garbage(
         }
         let meta_key = att::keys::meta(barrel.id, &digest);
         if let Some(v) = store.db.get_pinned_cf(cf, &meta_key)? {
-            if let Some((blob, _)) = att::decode_meta(&v) {
-                let (start, end) = att::keys::chunks(barrel.id, blob);
-                batch.delete_range_cf(cf, start, end);
+            if let Some((blob, length)) = att::decode_meta(&v) {
+                // Point deletions (not a range): RocksDB compacts files dense in them soon
+                // (see the `atts` options in `Store::open`), giving the space back.
+                for n in 0..length.div_ceil(att::CHUNK_SIZE as u64) {
+                    batch.delete_cf(cf, att::keys::chunk(barrel.id, blob, n));
+                }
             }
             batch.delete_cf(cf, meta_key);
         }

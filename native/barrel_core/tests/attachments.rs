@@ -529,3 +529,71 @@ fn inline_data_of_an_encoded_attachment_is_stored_under_its_own_digest() {
         .is_err()
     );
 }
+
+/// Bytes of the store's files on disk.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Waits (at most 20 s) until the store's files take less than `below` bytes.
+fn wait_disk_below(store: &Store, dir: &std::path::Path, below: u64) -> u64 {
+    let t0 = std::time::Instant::now();
+    loop {
+        // Write-ahead logs still holding the deleted content go once their data is flushed.
+        store.flush().unwrap();
+        let size = disk_bytes(dir);
+        if size < below || t0.elapsed() > std::time::Duration::from_secs(20) {
+            return size;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn removed_contents_and_deleted_barrels_give_their_disk_space_back() {
+    let (d, s, b) = setup();
+    let mib = 1 << 20;
+    // Incompressible bytes, so the sizes are the content's.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..32 * mib)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let before = disk_bytes(d.path());
+    let mut w = b.attachment_writer().unwrap();
+    w.write(&data).unwrap();
+    let (_, rev) = b
+        .put_attachment("big", None, "f", "x/y", w.finish().unwrap())
+        .unwrap();
+    // Settled in the bottom level: nothing would compact the deletion's tombstones soon.
+    s.compact().unwrap();
+    let written = disk_bytes(d.path());
+    assert!(written >= before + 32 * mib as u64, "{before} -> {written}");
+    b.delete_doc("big", rev).unwrap();
+    let after = wait_disk_below(&s, d.path(), before + 8 * mib as u64);
+    assert!(
+        after < before + 8 * mib as u64,
+        "{before} -> {written} -> {after}"
+    );
+    // The same for a deleted barrel.
+    let mut w = b.attachment_writer().unwrap();
+    w.write(&data).unwrap();
+    b.put_attachment("big2", None, "f", "x/y", w.finish().unwrap())
+        .unwrap();
+    s.compact().unwrap();
+    let written = disk_bytes(d.path());
+    // A deleted barrel's space comes back with a compaction (here: asked for).
+    s.delete_barrel("b").unwrap();
+    s.compact().unwrap();
+    let after = wait_disk_below(&s, d.path(), written - 24 * mib as u64);
+    assert!(after < written - 24 * mib as u64, "{written} -> {after}");
+}
