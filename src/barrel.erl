@@ -31,7 +31,7 @@
 %% '''
 -module(barrel).
 
--export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0,
+-export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0, compact/0,
          barrel_infos/1,
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
@@ -178,6 +178,19 @@ delete_barrel(Name) when is_binary(Name) ->
     ?NIF(barrel_nif:delete_barrel(Name), name);
 delete_barrel(Name) ->
     {error, {invalid_name, Name}}.
+
+%% @doc Compacts the node's store now, on a dirty scheduler (it may take a
+%% while on a large store): the space of deleted barrels comes back (it
+%% otherwise comes back only as RocksDB's compactions reach it). Removed
+%% attachment contents and deleted documents need no call: RocksDB compacts
+%% them in the background.
+%% ```
+%% ok = barrel:delete_barrel(<<"old">>),
+%% ok = barrel:compact().
+%% '''
+-spec compact() -> ok | {error, reason()}.
+compact() ->
+    barrel_nif:store_compact().
 
 %% @doc Names of all barrels of this node, sorted.
 -spec list_barrels() -> [barrel_name()] | {error, reason()}.

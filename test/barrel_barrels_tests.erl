@@ -15,7 +15,8 @@ barrels_test_() ->
       fun closed_handle_is_closed/0,
       fun deleted_barrel_handle_is_not_found/0,
       fun delete_unknown_is_not_found/0,
-      fun recreated_barrel_is_empty/0]}.
+      fun recreated_barrel_is_empty/0,
+      fun compact_gives_a_deleted_barrels_space_back/0]}.
 
 create_then_open() ->
     ?assertEqual(ok, barrel:create_barrel(<<"b-create">>, #{})),
@@ -107,3 +108,19 @@ recreated_barrel_is_empty() ->
     {ok, B2} = barrel:open(Name),
     ?assertEqual({error, not_found}, barrel:fetch_doc(B2, <<"a">>)),
     ?assertMatch({ok, #{docs_count := 0, updated_seq := 0}}, barrel:barrel_infos(B2)).
+
+compact_gives_a_deleted_barrels_space_back() ->
+    {Name, B} = barrel_test_setup:fresh_barrel("compact"),
+    Dir = application:get_env(barrel, data_dir, "barrel_data"),
+    Size = fun() -> filelib:fold_files(Dir, "", false,
+                                       fun(F, Acc) -> Acc + filelib:file_size(F) end, 0)
+           end,
+    Data = crypto:strong_rand_bytes(16 bsl 20),
+    {ok, _, _} = barrel:put_attachment(B, <<"a">>, undefined, <<"f">>, Data),
+    ok = barrel:compact(),
+    Full = Size(),
+    ok = barrel:delete_barrel(Name),
+    ok = barrel:compact(),
+    %% The 16 MiB content left the disk.
+    ?assert(Size() < Full - (12 bsl 20)),
+    ?assertEqual({error, not_found}, barrel:open(Name)).

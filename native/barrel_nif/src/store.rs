@@ -173,6 +173,14 @@ fn delete_barrel(env: Env, name: String) -> Term {
     })
 }
 
+/// `ok`: compacts the whole store (blocking; see `Store::compact`).
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_compact(env: Env) -> Term {
+    guarded(env, || {
+        ok_or_error(env, current_store().and_then(|s| s.compact()))
+    })
+}
+
 #[rustler::nif]
 fn list_barrels(env: Env) -> Term {
     guarded(env, || match current_store() {
