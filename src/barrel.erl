@@ -562,6 +562,13 @@ content_source(_) ->
 close_source({fd, Fd}) -> file:close(Fd);
 close_source(_) -> ok.
 
+put_source(Barrel, DocId, Rev, Name, Bin, Opts) when is_binary(Bin) ->
+    %% Two dirty calls: the writer, then the content with the finish (which
+    %% ends the writer whatever the outcome).
+    case attachment_writer(Barrel, DocId, Rev, Name, Opts) of
+        {ok, Writer} -> ?NIF(barrel_nif:att_writer_finish(Writer, Bin), writer);
+        Error -> Error
+    end;
 put_source(Barrel, DocId, Rev, Name, Source, Opts) ->
     case attachment_writer(Barrel, DocId, Rev, Name, Opts) of
         {ok, Writer} ->
@@ -577,8 +584,6 @@ put_source(Barrel, DocId, Rev, Name, Source, Opts) ->
             Error
     end.
 
-write_source(Writer, Bin) when is_binary(Bin) ->
-    write_attachment(Writer, Bin);
 write_source(Writer, {stream, Fun}) ->
     write_chunks(Writer, Fun);
 write_source(Writer, {fd, Fd}) ->
@@ -656,7 +661,7 @@ write_attachment(Writer, Chunk) ->
 %% document: `{ok, DocId, NewRev}'. On an error nothing is saved.
 -spec finish_attachment(attachment_writer()) -> save_result().
 finish_attachment(Writer) ->
-    ?NIF(barrel_nif:att_writer_finish(Writer), writer).
+    ?NIF(barrel_nif:att_writer_finish(Writer, <<>>), writer).
 
 %% @doc Abandons a writer: what it wrote is deleted now. Does nothing on a
 %% writer already finished or cancelled.

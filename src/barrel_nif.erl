@@ -16,7 +16,7 @@
          http_start/8, http_stop/1,
          replication_start/5, replication_progress/1, replication_cancel/1,
          p2p_push/4, p2p_fetch/4,
-         att_writer_open/8, att_writer_write/2, att_writer_finish/1, att_writer_cancel/1,
+         att_writer_open/8, att_writer_write/2, att_writer_finish/2, att_writer_cancel/1,
          att_reader_open/5, att_reader_read/1, att_info/4, att_fetch/4, att_delete/4,
          fetch_doc_attachments/6]).
 
@@ -77,7 +77,7 @@ p2p_fetch(_Url, _DocId, _Auth, _Null) -> ?NOT_LOADED.
 att_writer_open(_Barrel, _DocId, _Rev, _Name, _ContentType, _Digest, _Length, _Limit) ->
     ?NOT_LOADED.
 att_writer_write(_Writer, _Data) -> ?NOT_LOADED.
-att_writer_finish(_Writer) -> ?NOT_LOADED.
+att_writer_finish(_Writer, _Last) -> ?NOT_LOADED.
 att_writer_cancel(_Writer) -> ?NOT_LOADED.
 att_reader_open(_Barrel, _DocId, _Name, _Rev, _Range) -> ?NOT_LOADED.
 att_reader_read(_Reader) -> ?NOT_LOADED.

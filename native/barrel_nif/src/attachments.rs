@@ -256,13 +256,23 @@ fn att_writer_write<'a>(
     })
 }
 
-/// Ends the content, checks it against the digest and length given to `att_writer_open/8`, and
-/// saves it with a new revision of the document: `{ok, DocId, NewRev} | {error, Reason}`.
+/// Appends `Last` (a binary, possibly empty), ends the content, checks it against the digest
+/// and length given to `att_writer_open/8`, and saves it with a new revision of the document:
+/// `{ok, DocId, NewRev} | {error, Reason}`. The writer is done after this call whatever the
+/// outcome (what was written is deleted on an error). A whole binary content thus takes two
+/// dirty calls: open, then finish with it.
 #[rustler::nif(schedule = "DirtyIo")]
-fn att_writer_finish(env: Env, writer: ResourceArc<AttWriterRef>) -> Term {
+fn att_writer_finish<'a>(
+    env: Env<'a>,
+    writer: ResourceArc<AttWriterRef>,
+    last: Binary<'a>,
+) -> Term<'a> {
     guarded(env, || {
         let r = (|| {
-            let w = writer.writer.lock().take().ok_or_else(writer_done)?;
+            let mut w = writer.writer.lock().take().ok_or_else(writer_done)?;
+            if !last.is_empty() {
+                w.write(last.as_slice())?;
+            }
             let t = &writer.target;
             let blob = w.finish_checked(&t.name, t.digest.as_ref(), t.length)?;
             writer.barrel.barrel()?.put_attachment(
