@@ -17,6 +17,8 @@
 -define(SUP, barrel_replicator_sup).
 -define(TAB, barrel_replications).
 -define(PERSIST_FILE, "replications.config").
+%% Ended replications whose info `replication_info/1' still answers; older ones are forgotten.
+-define(KEEP_ENDED, 100).
 
 %% @private The supervisor of replications (in `barrel_sup').
 child_spec() ->
@@ -65,6 +67,7 @@ info(Id) ->
 lookup(Id) ->
     try ets:lookup(?TAB, Id) of
         [{_, Info}] -> {ok, Info};
+        [{_, Info, _EndedAt}] -> {ok, Info};
         [] -> error
     catch error:badarg -> error
     end.
@@ -250,6 +253,7 @@ terminate(_Reason, #{legs := Legs} = St) ->
     P = maps:from_list([{Leg, barrel_nif:replication_progress(R)} || {Leg, _, R} <- Legs]),
     St1 = St#{progress => P},
     publish(St1, undefined),
+    prune(),
     %% The `to' process hears how it ended (a cancel's last report arrives only now).
     [notify(St1, Leg, Progress) || {Leg, Progress} <- maps:to_list(P),
                                    maps:get(state, Progress) =:= cancelled],
@@ -277,7 +281,17 @@ publish(#{id := Id, opts := O, progress := P}, Pid) ->
              last_seq => maps:get(last_seq, maps:get(push, P, #{}), 0),
              errors => Sum(errors), last_error => case Errors of [] -> undefined; [E | _] -> E end,
              legs => P},
-    ets:insert(?TAB, {Id, Info}).
+    case Pid of
+        undefined -> ets:insert(?TAB, {Id, Info, erlang:monotonic_time()});
+        _ -> ets:insert(?TAB, {Id, Info})
+    end.
+
+%% Forgets the oldest ended replications beyond ?KEEP_ENDED.
+prune() ->
+    Ended = lists:sort(ets:select(?TAB, [{{'$1', '_', '$2'}, [], [{{'$2', '$1'}}]}])),
+    Extra = length(Ended) - ?KEEP_ENDED,
+    [ets:delete(?TAB, Id) || {_, Id} <- lists:sublist(Ended, max(0, Extra))],
+    ok.
 
 overall(States) ->
     Order = [failed, retrying, running, idle, cancelled, completed],

@@ -57,7 +57,8 @@ tests(Nodes) ->
      {"attachments pushed over http and pulled back over ws; contents sent once",
       fun() -> attachments(Nodes) end},
      {"attachments between local barrels: only missing contents copied",
-      fun local_attachments/0}].
+      fun local_attachments/0},
+     {"replication_info keeps the last 100 ended replications", fun ended_are_pruned/0}].
 
 setup() ->
     Dir = barrel_test_setup:start(),
@@ -352,6 +353,23 @@ attachments(#{a := A}) ->
     ?assertEqual({ok, Photo}, barrel:fetch_attachment(C, Id, <<"photo.jpg">>)),
     ?assertEqual(tree(Local), tree({local, C})),
     _ = R1.
+
+ended_are_pruned() ->
+    {Name, _} = local(<<"prune">>),
+    %% A replication's id comes from its sides: one target each.
+    Ids = [begin
+               Target = unique(<<"prune-copy">>),
+               {ok, Id} = barrel:replicate(#{<<"source">> => Name, <<"target">> => Target},
+                                           #{to => self()}),
+               _ = await_progress(Id, fun(#{state := S}) -> S =:= completed end),
+               Id
+           end || _ <- lists:seq(1, 105)],
+    {Old, Recent} = lists:split(5, Ids),
+    %% Forgotten when the later ones end (each prunes as its process stops).
+    wait_until(fun() -> barrel:replication_info(lists:last(Old)) =:= {error, not_found} end,
+               15000),
+    [?assertEqual({error, not_found}, barrel:replication_info(Id)) || Id <- Old],
+    [?assertMatch({ok, #{state := completed}}, barrel:replication_info(Id)) || Id <- Recent].
 
 local_attachments() ->
     {Name, {local, B}} = local(<<"latts">>),
