@@ -646,6 +646,27 @@ impl Barrel {
         self.fetch_open_revs_latest(id, which, revs, false)
     }
 
+    /// Every leaf revision of a document (deleted ones included), winner first, without reading
+    /// their bodies. [`Error::NotFound`] when the document was never written.
+    pub fn leaf_revs(&self, id: &str) -> Result<Vec<Rev>> {
+        crate::doc::check_doc_id(id)?;
+        let store = self.store()?;
+        let rec = self.read_record(&store, id, &ReadOptions::default())?;
+        let winner = rec
+            .tree
+            .winner()
+            .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
+        let mut revs = vec![winner.rev.clone()];
+        revs.extend(
+            rec.tree
+                .leaves()
+                .into_iter()
+                .map(|l| l.rev)
+                .filter(|r| *r != winner.rev),
+        );
+        Ok(revs)
+    }
+
     /// [`Barrel::fetch_open_revs`]; with `latest`, a requested revision that is no longer a
     /// leaf stands for the leaves descending from it (CouchDB's `latest=true`).
     pub fn fetch_open_revs_latest(

@@ -536,3 +536,23 @@ fn a_closed_store_refuses_new_operations() {
     assert_eq!(b.fetch_doc("a", &plain()), Err(Error::Closed));
     assert_eq!(b.save_doc(doc(json!({})), &NEW), Err(Error::Closed));
 }
+
+#[test]
+fn leaf_revs_lists_every_leaf_winner_first() {
+    let (_d, _s, b) = setup();
+    assert_eq!(b.leaf_revs("none"), Err(Error::NotFound));
+    b.save_doc(doc(json!({"id": "c", "_rev": "1-aa"})), &REPL)
+        .unwrap();
+    b.save_doc(doc(json!({"id": "c", "_rev": "1-bb"})), &REPL)
+        .unwrap();
+    b.save_doc(
+        doc(json!({"id": "c", "_rev": "1-cc", "_deleted": true})),
+        &REPL,
+    )
+    .unwrap();
+    let leaves = b.leaf_revs("c").unwrap();
+    assert_eq!(leaves[0], rev("1-bb"));
+    let mut all = leaves.clone();
+    all.sort();
+    assert_eq!(all, vec![rev("1-aa"), rev("1-bb"), rev("1-cc")]);
+}

@@ -9,10 +9,9 @@ use crate::guarded;
 use crate::store::{current_store, BarrelRef};
 use barrel_core::replicate::endpoint::{Endpoint, HttpEndpoint, LocalEndpoint, WsEndpoint};
 use barrel_core::replicate::run::{push_doc, run, Progress, RepControl, RepOptions, RepState};
-use barrel_core::{BarrelConfig, Error, OpenRevs, Pattern};
+use barrel_core::{BarrelConfig, Error, Pattern};
 use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
-use serde_json::Value;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -232,17 +231,8 @@ fn p2p_push<'a>(
             Ok(b) => b.clone(),
             Err(e) => return error::encode(env, &e),
         };
-        let revs: Vec<barrel_core::Rev> = match b.fetch_open_revs(&id, &OpenRevs::All, false) {
-            Ok(list) => list
-                .into_iter()
-                .filter_map(|r| match r {
-                    barrel_core::OpenRev::Ok(d) => d
-                        .get("_rev")
-                        .and_then(Value::as_str)
-                        .and_then(|s| barrel_core::Rev::parse(s).ok()),
-                    barrel_core::OpenRev::Missing(_) => None,
-                })
-                .collect(),
+        let revs = match b.leaf_revs(&id) {
+            Ok(revs) => revs,
             Err(e) => return error::encode(env, &e),
         };
         let results: Vec<Term> = urls
