@@ -99,6 +99,13 @@ impl AttMeta {
         Value::Object(m)
     }
 
+    /// `true` when content goes with this attachment to an asker that has everything up to
+    /// generation `since` (everything when `None`): it has content here (not a link) and
+    /// changed after `since` (CouchDB's `atts_since`).
+    pub fn sends_content(&self, since: Option<u64>) -> bool {
+        self.digest.is_some() && since.is_none_or(|s| self.revpos > s)
+    }
+
     /// Reads a stored stub back.
     pub fn from_json(v: &Value) -> Option<AttMeta> {
         let m = v.as_object()?;
@@ -366,6 +373,11 @@ pub(crate) mod keys {
         [&prefix(barrel)[..], b"d", d].concat()
     }
 
+    /// The prefix of every content registration of a barrel.
+    pub fn metas_prefix(barrel: u64) -> Vec<u8> {
+        [&prefix(barrel)[..], b"d"].concat()
+    }
+
     pub fn chunk(barrel: u64, blob: u64, n: u64) -> Vec<u8> {
         [
             &prefix(barrel)[..],
@@ -407,6 +419,14 @@ pub(crate) mod keys {
         k.extend_from_slice(rev.to_string().as_bytes());
         k
     }
+}
+
+/// `true` when barrel `barrel` has content with digest `d` (committed).
+pub(crate) fn content_stored(store: &Store, barrel: u64, d: &Md5Digest) -> Result<bool> {
+    Ok(store
+        .db
+        .get_pinned_cf(store.cf(CF_ATTS), keys::meta(barrel, d))?
+        .is_some())
 }
 
 /// `<blob id><length>`: the value of a digest's registration.
@@ -575,9 +595,6 @@ impl AttachmentWriter {
 
     /// Appends bytes; every full chunk goes to storage at once.
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        if self.done {
-            return Err(Error::BadParam("attachment writer already finished".into()));
-        }
         if self.length + data.len() as u64 > self.limit {
             return Err(Error::AttachmentTooLarge(self.limit));
         }
@@ -774,7 +791,7 @@ impl AttachmentReader {
             .get_pinned_cf(store.cf(CF_ATTS), keys::chunk(self.barrel.id, self.blob, n))?
             .ok_or_else(|| {
                 Error::Corrupt(format!(
-                    "chunk {n} of {} missing (removed while being read?)",
+                    "chunk {n} of {} missing",
                     digest_string(&self.meta.digest.unwrap_or_default())
                 ))
             })?;
@@ -847,40 +864,21 @@ pub(crate) fn resolve(
             .clone()
             .unwrap_or_else(|| OCTET_STREAM.to_string());
         let meta = match spec.source {
+            // Inline data was checked against its digest and length when it was read.
             AttSource::Data(bytes) => {
                 let mut w = AttachmentWriter::start(store, barrel)?;
                 w.write(&bytes)?;
-                let blob = w.finish()?;
-                let m = AttMeta {
-                    content_type: ct,
-                    digest: Some(blob.digest),
-                    length: blob.length,
-                    revpos: revpos(spec.revpos),
-                    url: None,
-                };
-                blobs.push(blob);
-                m
+                new_content(w.finish()?, ct, revpos(spec.revpos), &mut blobs)
             }
             AttSource::Blob(blob) => {
-                if let Some(d) = spec.digest {
-                    if d != blob.digest {
-                        return Err(bad(&spec.name, "digest does not match the content").into());
-                    }
-                }
-                if let Some(l) = spec.length {
-                    if l != blob.length {
-                        return Err(bad(&spec.name, "length does not match the content").into());
-                    }
-                }
-                let m = AttMeta {
-                    content_type: ct,
-                    digest: Some(blob.digest),
-                    length: blob.length,
-                    revpos: revpos(spec.revpos),
-                    url: None,
-                };
-                blobs.push(blob);
-                m
+                check_announced(
+                    &spec.name,
+                    blob.length,
+                    Some(&blob.digest),
+                    spec.digest.as_ref(),
+                    spec.length,
+                )?;
+                new_content(blob, ct, revpos(spec.revpos), &mut blobs)
             }
             // A link keeps the revpos it comes with (a fetched stub saved back).
             AttSource::Url(u) => AttMeta {
@@ -896,10 +894,7 @@ pub(crate) fn resolve(
                 // edited or, replicated, the nearest stored ancestor (CouchDB's rule: a
                 // gzip-encoded attachment's digest is that of the encoded bytes, unknown here).
                 let known = match spec.digest {
-                    Some(d) if !new_edits => store
-                        .db
-                        .get_pinned_cf(store.cf(CF_ATTS), keys::meta(barrel.id, &d))?
-                        .is_some(),
+                    Some(d) if !new_edits => content_stored(store, barrel.id, &d)?,
                     Some(_) => spec.revpos.is_some(),
                     None => false,
                 };
@@ -940,8 +935,25 @@ pub(crate) fn resolve(
     Ok((out, blobs, digests))
 }
 
-/// The attachments of `rev` of document `id` in the tree `_attachments` of a stored body; the
-/// reference keys of a stored revision.
+/// The stub of content written for a revision; the content joins `blobs`, registered with it.
+fn new_content(
+    blob: NewBlob,
+    content_type: String,
+    revpos: u64,
+    blobs: &mut Vec<NewBlob>,
+) -> AttMeta {
+    let meta = AttMeta {
+        content_type,
+        digest: Some(blob.digest),
+        length: blob.length,
+        revpos,
+        url: None,
+    };
+    blobs.push(blob);
+    meta
+}
+
+/// The reference keys recording that revision `rev` of document `id` refers to `digests`.
 pub(crate) fn reference_keys(
     barrel: u64,
     id: &str,

@@ -441,14 +441,7 @@ impl Barrel {
     /// such content).
     pub fn has_attachment_content(&self, digest: &crate::attachment::Md5Digest) -> Result<bool> {
         let store = self.store()?;
-        let found = store
-            .db
-            .get_pinned_cf(
-                store.cf(crate::store::CF_ATTS),
-                crate::attachment::keys::meta(self.inner.id, digest),
-            )?
-            .is_some();
-        Ok(found)
+        crate::attachment::content_stored(&store, self.inner.id, digest)
     }
 
     /// How many distinct attachment contents the barrel stores, and their total length in
@@ -457,7 +450,7 @@ impl Barrel {
     pub fn attachment_contents(&self) -> Result<(u64, u64)> {
         let store = self.store()?;
         let cf = store.cf(crate::store::CF_ATTS);
-        let prefix = [&keys::prefix(self.inner.id)[..], b"d"].concat();
+        let prefix = crate::attachment::keys::metas_prefix(self.inner.id);
         let (mut n, mut bytes) = (0u64, 0u64);
         for item in store.db.prefix_iterator_cf(cf, &prefix) {
             let (k, v) = item?;
@@ -487,7 +480,7 @@ impl Barrel {
             return Ok(());
         };
         for (name, meta) in atts {
-            if meta.digest.is_none() || since.is_some_and(|s| meta.revpos <= s) {
+            if !meta.sends_content(since) {
                 continue;
             }
             let data = self.open_attachment(&meta)?.read_to_end()?;
@@ -656,15 +649,7 @@ impl Barrel {
             .tree
             .winner()
             .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
-        let mut revs = vec![winner.rev.clone()];
-        revs.extend(
-            rec.tree
-                .leaves()
-                .into_iter()
-                .map(|l| l.rev)
-                .filter(|r| *r != winner.rev),
-        );
-        Ok(revs)
+        Ok(rec.tree.leaves_winner_first(&winner.rev))
     }
 
     /// [`Barrel::fetch_open_revs`]; with `latest`, a requested revision that is no longer a

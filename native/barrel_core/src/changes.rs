@@ -251,17 +251,11 @@ pub struct ChangesOptions {
 }
 
 fn leaves_of(rec: &DocRecord, winner: &Rev, all_docs: bool) -> Vec<Rev> {
-    let mut out = vec![winner.clone()];
     if all_docs {
-        out.extend(
-            rec.tree
-                .leaves()
-                .into_iter()
-                .map(|l| l.rev)
-                .filter(|r| r != winner),
-        );
+        rec.tree.leaves_winner_first(winner)
+    } else {
+        vec![winner.clone()]
     }
-    out
 }
 
 /// A feed read in progress: one snapshot, read in chunks.

@@ -359,32 +359,24 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
             w.batch.put_cf(meta, keys::stats(*id), stats.encode());
         }
     }
-    if w.batch.is_empty() {
-        if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
-            eprintln!("barrel: attachment garbage collection failed: {e}");
-        }
-        return results;
-    }
-    let mut wo = WriteOptions::default();
-    wo.set_sync(sync);
-    match store.db.write_opt(std::mem::take(&mut w.batch), &wo) {
-        Ok(()) => {
-            for (barrel, stats) in w.stats.values() {
-                *barrel.stats.lock() = *stats;
-            }
-            publish(store, std::mem::take(&mut w.live));
-            if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
-                // The writes are committed; unreferenced contents stay until a later write
-                // drops another reference to them.
-                eprintln!("barrel: attachment garbage collection failed: {e}");
-            }
-            results
-        }
-        Err(e) => {
+    if !w.batch.is_empty() {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        if let Err(e) = store.db.write_opt(std::mem::take(&mut w.batch), &wo) {
             let e = Error::from(e);
-            results.into_iter().map(|_| Err(e.clone())).collect()
+            return results.into_iter().map(|_| Err(e.clone())).collect();
         }
+        for (barrel, stats) in w.stats.values() {
+            *barrel.stats.lock() = *stats;
+        }
+        publish(store, std::mem::take(&mut w.live));
     }
+    if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
+        // The writes are committed; unreferenced contents stay until a later write drops
+        // another reference to them.
+        eprintln!("barrel: attachment garbage collection failed: {e}");
+    }
+    results
 }
 
 /// Removes the contents no stored revision refers to any more, among those that lost a
@@ -540,7 +532,7 @@ impl GroupWriter<'_> {
                 // with it are kept for later documents of the batch that name them (and
                 // collected after the commit if none does).
                 self.overlay.records.insert(key, current);
-                self.register_unreferenced(barrel, doc.take_blobs());
+                self.take_contents(barrel, doc.take_blobs(), &[])?;
                 return Ok((id, rev));
             }
             Err(e) => {
@@ -548,16 +540,12 @@ impl GroupWriter<'_> {
                 return Err(e);
             }
         };
-        let blobs = doc.take_blobs();
         let digests = std::mem::take(&mut doc.att_digests);
-        for d in &digests {
-            if !blobs.iter().any(|b| b.digest() == *d) && !self.has_content(barrel.id, d)? {
-                self.overlay.records.insert(key, current);
-                return Err(Error::MissingStub(att::digest_string(d)));
-            }
+        if let Err(e) = self.take_contents(barrel, doc.take_blobs(), &digests) {
+            self.overlay.records.insert(key, current);
+            return Err(e);
         }
         tree.stem(barrel.config.revs_limit);
-        let stored = tree.is_leaf(&rev);
         let (body, index) = doc.into_body_and_index();
         self.write_record(
             barrel,
@@ -567,23 +555,26 @@ impl GroupWriter<'_> {
             tree,
             (rev.clone(), body, index, digests),
         )?;
-        if stored {
-            for blob in blobs {
-                self.register(barrel.id, blob);
-            }
-        } else {
-            self.register_unreferenced(barrel, blobs);
-        }
         Ok((id, rev))
     }
 
-    /// Registers contents no stored revision refers to yet: collected after the commit unless
-    /// a later write of the batch refers to them.
-    fn register_unreferenced(&mut self, barrel: &Arc<BarrelInner>, blobs: Vec<att::NewBlob>) {
+    /// Registers the contents written for a revision, then checks that the barrel has every
+    /// content the revision refers to (`missing_stub` otherwise).
+    fn take_contents(
+        &mut self,
+        barrel: &Arc<BarrelInner>,
+        blobs: Vec<att::NewBlob>,
+        digests: &[Md5Digest],
+    ) -> Result<()> {
         for blob in blobs {
-            self.unreferenced.push((barrel.clone(), blob.digest()));
-            self.register(barrel.id, blob);
+            self.register(barrel, blob)?;
         }
+        for d in digests {
+            if !self.has_content(barrel.id, d)? {
+                return Err(Error::MissingStub(att::digest_string(d)));
+            }
+        }
+        Ok(())
     }
 
     /// `true` when content with digest `d` is stored in the barrel (or registered by this
@@ -592,18 +583,18 @@ impl GroupWriter<'_> {
         if self.registered.contains(&(barrel, *d)) {
             return Ok(true);
         }
-        Ok(self
-            .store
-            .db
-            .get_pinned_cf(self.store.cf(CF_ATTS), att::keys::meta(barrel, d))?
-            .is_some())
+        att::content_stored(self.store, barrel, d)
     }
 
     /// Makes newly written content the barrel's copy of its digest, or discards it when the
-    /// barrel already has that content.
-    fn register(&mut self, barrel: u64, mut blob: att::NewBlob) {
+    /// barrel already has that content. Either way it is checked after the commit: removed
+    /// unless a stored revision refers to it by then (the revision was already stored, or
+    /// its write failed).
+    fn register(&mut self, barrel: &Arc<BarrelInner>, mut blob: att::NewBlob) -> Result<()> {
         let d = blob.digest();
-        if blob.barrel() != barrel || self.has_content(barrel, &d).unwrap_or(true) {
+        self.unreferenced.push((barrel.clone(), d));
+        let barrel = barrel.id;
+        if blob.barrel() != barrel || self.has_content(barrel, &d)? {
             att::discard_into(&mut self.batch, self.store, blob.barrel(), blob.blob());
         } else {
             let cf = self.store.cf(CF_ATTS);
@@ -617,6 +608,7 @@ impl GroupWriter<'_> {
             self.registered.insert((barrel, d));
         }
         blob.mark_saved();
+        Ok(())
     }
 
     /// Records that revision `rev` of `id` (whose body is now stored) refers to `digests`.
@@ -800,14 +792,7 @@ impl GroupWriter<'_> {
             st.docs_count += 1;
         }
         if listening {
-            let all_leaves = std::iter::once(winner.rev.clone())
-                .chain(
-                    tree.leaves()
-                        .into_iter()
-                        .map(|l| l.rev)
-                        .filter(|r| *r != winner.rev),
-                )
-                .collect();
+            let all_leaves = tree.leaves_winner_first(&winner.rev);
             self.live.push((
                 barrel.clone(),
                 LiveChange {

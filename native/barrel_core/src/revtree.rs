@@ -131,6 +131,19 @@ impl RevTree {
             .collect()
     }
 
+    /// Every current revision, `winner` first, then the others in ascending order (the order
+    /// of a change's `changes` with `style=all_docs`).
+    pub fn leaves_winner_first(&self, winner: &Rev) -> Vec<Rev> {
+        let mut out = vec![winner.clone()];
+        out.extend(
+            self.leaves()
+                .into_iter()
+                .map(|l| l.rev)
+                .filter(|r| r != winner),
+        );
+        out
+    }
+
     /// `true` when `rev` is a current revision.
     pub fn is_leaf(&self, rev: &Rev) -> bool {
         self.contains(rev) && !self.nodes.values().any(|n| n.parent.as_ref() == Some(rev))

@@ -512,7 +512,7 @@ fn send_apart(
 fn contents_after(doc: &Value, since: Option<u64>) -> Vec<ContentRef> {
     ContentRef::all_of(doc)
         .into_iter()
-        .filter(|c| since.is_none_or(|s| c.meta.revpos > s))
+        .filter(|c| c.meta.sends_content(since))
         .collect()
 }
 

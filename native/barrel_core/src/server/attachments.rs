@@ -369,12 +369,6 @@ impl AttsAsk {
     }
 }
 
-/// `true` when an attachment's content goes with a revision sent to a client that has
-/// everything up to generation `since` (the rule of [`Barrel::inline_attachments`]).
-pub(crate) fn content_sent(meta: &AttMeta, since: Option<u64>) -> bool {
-    meta.digest.is_some() && since.is_none_or(|s| meta.revpos > s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 //!
 //! All stream: attachment parts go to and from storage chunk by chunk.
 
-use super::attachments::{content_sent, AttsAsk};
+use super::attachments::AttsAsk;
 use super::http::{
     blocking, doc_for_put, object, open, param, wire_map, ApiError, ApiResult, Style,
 };
@@ -818,7 +818,7 @@ fn mark_follows(
     }
     let follow: Vec<_> = body_attachments(doc)
         .into_iter()
-        .filter(|(_, m)| content_sent(m, since))
+        .filter(|(_, m)| m.sends_content(since))
         .collect();
     if let Some(Value::Object(atts)) = doc.get_mut(ATTACHMENTS) {
         for (name, _) in &follow {
