@@ -210,7 +210,8 @@ pub struct AttSpec {
     pub source: AttSource,
 }
 
-fn bad(name: &str, why: impl std::fmt::Display) -> DocError {
+/// A `bad_attachment` error about attachment `name`.
+pub fn bad(name: &str, why: impl std::fmt::Display) -> DocError {
     DocError::BadAttachment(format!("{name}: {why}"))
 }
 

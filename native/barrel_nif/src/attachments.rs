@@ -1,5 +1,5 @@
 //! Attachment NIFs: streamed writes (`att_writer_open/8`, `att_writer_write/2`,
-//! `att_writer_finish/1`, `att_writer_cancel/1`), streamed reads (`att_reader_open/5`,
+//! `att_writer_finish/2`, `att_writer_cancel/1`), streamed reads (`att_reader_open/5`,
 //! `att_reader_read/1`), `att_info/4`, `att_fetch/4`, `att_delete/4` and
 //! `fetch_doc_attachments/6`; and the reading of a document's `_attachments` term for the
 //! document NIFs. Every call that touches contents runs on a dirty I/O scheduler. Options and
@@ -11,23 +11,19 @@ use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
 use barrel_core::attachment::{
-    self, digest_string, parse_digest, AttMeta, Md5Digest, ATTACHMENTS, OCTET_STREAM,
+    self, bad, body_attachments, digest_string, parse_digest, AttMeta, Md5Digest, ATTACHMENTS,
+    OCTET_STREAM,
 };
 use barrel_core::{AttSpec, AttachmentReader, AttachmentWriter, Barrel, DocError, Error, Rev};
 use parking_lot::Mutex;
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, Resource, ResourceArc, Term};
 use serde_json::Value;
-use std::fmt::Display;
 
 mod atoms {
     rustler::atoms! {
         ok, eof, url, undefined, null, nil, content_type, digest, length, revpos,
     }
-}
-
-fn bad(name: &str, why: impl Display) -> DocError {
-    DocError::BadAttachment(format!("{name}: {why}"))
 }
 
 /// `None` for `undefined`.
@@ -448,33 +444,26 @@ fn att_delete<'a>(
     })
 }
 
-/// Replaces the stubs of a fetched document's attachments by their contents: `data` (a binary)
-/// instead of `stub`. Linked attachments stay as they are.
-fn with_contents<'a>(env: Env<'a>, barrel: &Barrel, doc: Term<'a>) -> Result<Term<'a>, Error> {
-    let Ok(atts) = doc.map_get(ATTACHMENTS) else {
-        return Ok(doc);
-    };
-    let Some(members) = MapIterator::new(atts) else {
+/// Replaces the stubs (`stubs`, read from the stored body) of a fetched document's attachments
+/// by their contents: `data` (a binary) instead of `stub`. Linked attachments stay as they are.
+fn with_contents<'a>(
+    env: Env<'a>,
+    barrel: &Barrel,
+    doc: Term<'a>,
+    stubs: Vec<(String, AttMeta)>,
+) -> Result<Term<'a>, Error> {
+    let Ok(mut out) = doc.map_get(ATTACHMENTS) else {
         return Ok(doc);
     };
     let rebuilt = || Error::Internal("attachment entry".into());
-    let mut out = atts;
-    for (name, stub) in members {
-        let mut unlimited = usize::MAX;
-        let meta = term_to_value_within(stub, &mut unlimited)
-            .ok()
-            .flatten()
-            .and_then(|v| AttMeta::from_json(&v))
-            .filter(|m| m.digest.is_some());
-        let Some(meta) = meta else {
-            continue;
-        };
+    for (name, meta) in stubs.into_iter().filter(|(_, m)| m.sends_content(None)) {
         let data = read_whole(env, &mut barrel.open_attachment(&meta)?)?;
-        let entry = stub
-            .map_remove("stub")
+        let entry = out
+            .map_get(name.as_str())
+            .and_then(|e| e.map_remove("stub"))
             .and_then(|e| e.map_put("data", data))
             .map_err(|_| rebuilt())?;
-        out = out.map_put(name, entry).map_err(|_| rebuilt())?;
+        out = out.map_put(name.as_str(), entry).map_err(|_| rebuilt())?;
     }
     doc.map_put(ATTACHMENTS, out).map_err(|_| rebuilt())
 }
@@ -499,7 +488,9 @@ fn fetch_doc_attachments<'a>(
             let parts = b.fetch_doc_parts(&id, &opts)?;
             let doc = json_to_term(env, &parts.body, &parts.meta, null)
                 .map_err(|e| Error::Corrupt(format!("document body: {e}")))?;
-            Ok::<_, Failure>(with_contents(env, b, doc)?)
+            let body = barrel_core::doc::decode_body(&parts.body)
+                .ok_or_else(|| Error::Corrupt("document body".into()))?;
+            Ok::<_, Failure>(with_contents(env, b, doc, body_attachments(&body))?)
         })();
         match r {
             Ok(doc) => (atoms::ok(), doc).encode(env),

@@ -384,8 +384,8 @@ fn attachment_order(json: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn bad_attachment(why: String) -> ApiError {
-    DocError::BadAttachment(why).into()
+fn bad_attachment(name: &str, why: impl std::fmt::Display) -> ApiError {
+    crate::attachment::bad(name, why).into()
 }
 
 /// What a `follows` stub says of how its part is sent: CouchDB's `encoding` and
@@ -412,9 +412,10 @@ fn stub_encodings(atts: &Value) -> ApiResult<Vec<(String, StubEncoding)>> {
             None | Some("identity") => false,
             Some("gzip") => true,
             Some(enc) => {
-                return Err(bad_attachment(format!(
-                    "{name}: {enc}-encoded attachment contents are not supported"
-                )))
+                return Err(bad_attachment(
+                    name,
+                    format!("{enc}-encoded attachment contents are not supported"),
+                ))
             }
         };
         let encoded_length = a.get("encoded_length").and_then(Value::as_u64);
@@ -435,9 +436,10 @@ fn part_is_gzip(h: &PartHeaders, stub: &StubEncoding, att: &str) -> ApiResult<bo
         None => Ok(stub.gzip),
         Some(e) if e == "identity" => Ok(false),
         Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
-        Some(e) => Err(bad_attachment(format!(
-            "{att}: Content-Encoding {e} is not supported"
-        ))),
+        Some(e) => Err(bad_attachment(
+            att,
+            format!("Content-Encoding {e} is not supported"),
+        )),
     }
 }
 
@@ -483,19 +485,21 @@ impl Encoded {
         encoded_length: Option<u64>,
     ) -> ApiResult<()> {
         if let Some(l) = encoded_length.filter(|l| *l != self.length) {
-            return Err(bad_attachment(format!(
-                "{}: encoded_length {l} announced, {} bytes sent",
-                spec.name, self.length
-            )));
+            return Err(bad_attachment(
+                &spec.name,
+                format!("encoded_length {l} announced, {} bytes sent", self.length),
+            ));
         }
         if let Some(d) = spec.digest.take() {
             if d != self.digest && d != blob.digest() {
-                return Err(bad_attachment(format!(
-                    "{}: digest {} announced, matching neither the gzip-encoded part nor its \
-                     decoded content",
-                    spec.name,
-                    crate::attachment::digest_string(&d)
-                )));
+                return Err(bad_attachment(
+                    &spec.name,
+                    format!(
+                        "digest {} announced, matching neither the gzip-encoded part nor its \
+                         decoded content",
+                        crate::attachment::digest_string(&d)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -516,7 +520,7 @@ where
     let fail = |decoder: &mut MultiGzDecoder<Decoded>, e: std::io::Error| -> ApiError {
         match decoder.get_mut().failed.take() {
             Some(e) => e.into(),
-            None => bad_attachment(format!("{att}: invalid gzip content: {e}")),
+            None => bad_attachment(att, format!("invalid gzip content: {e}")),
         }
     };
     let mut md5 = Md5::new();
@@ -534,7 +538,7 @@ where
     }
     let decoded = decoder
         .finish()
-        .map_err(|e| bad_attachment(format!("{att}: invalid gzip content: {e}")))?;
+        .map_err(|e| bad_attachment(att, format!("invalid gzip content: {e}")))?;
     let sent = Encoded {
         length,
         digest: md5.finalize().into(),
@@ -601,12 +605,15 @@ pub(crate) async fn put_doc(
                 let att = match h.filename() {
                     Some(f) if waiting.contains(&f) => f,
                     Some(f) => {
-                        return Err(bad_attachment(format!(
-                            "{f}: a part for an attachment not marked follows"
-                        )))
+                        return Err(bad_attachment(
+                            &f,
+                            "a part for an attachment not marked follows",
+                        ))
                     }
                     None => waiting.first().cloned().ok_or_else(|| {
-                        bad_attachment("more parts than attachments marked follows".into())
+                        ApiError::from(DocError::BadAttachment(
+                            "more parts than attachments marked follows".into(),
+                        ))
                     })?,
                 };
                 waiting.retain(|n| *n != att);
@@ -638,10 +645,10 @@ pub(crate) async fn put_doc(
                 }
             }
             if let Some(s) = specs.iter().find(|s| follows(s)) {
-                return Err(bad_attachment(format!(
-                    "{}: marked follows, but no part holds it",
-                    s.name
-                )));
+                return Err(bad_attachment(
+                    &s.name,
+                    "marked follows, but no part holds it",
+                ));
             }
             let doc = DocInput::from_map_and_attachments(m, specs)?;
             Ok(barrel.save_doc(doc, &SaveOptions { new_edits })?)
