@@ -17,13 +17,11 @@
 //! has (CouchDB's `atts_since`), and stubs for the older ones, which the target accepts because
 //! it holds their contents. [`crate::replicate::run`] chooses the way for each document.
 
-use crate::attachment::{
-    AttMeta, AttSource, AttSpec, Md5Digest, NewBlob, ATTACHMENTS, CHUNK_SIZE, OCTET_STREAM,
-};
+use crate::attachment::{AttMeta, AttSource, AttSpec, Md5Digest, NewBlob, ATTACHMENTS, CHUNK_SIZE};
 use crate::barrel::{Barrel, OpenRev, OpenRevs, SaveOptions};
 use crate::changes::{ChangeSink, ChangesOptions, Pattern, SubscribeOptions, Subscription};
 use crate::doc::{Body, DocInput};
-use crate::error::{DocError, Error, Result};
+use crate::error::{Error, Result};
 use crate::replicate::RevsDiff;
 use crate::revtree::Rev;
 use base64::Engine as _;
@@ -629,16 +627,6 @@ fn read_piece(body: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     Ok((n > 0).then_some(buf))
 }
 
-/// A header value as given, or `fallback` when it holds control characters (it comes from
-/// the source's documents).
-fn header_safe<'a>(v: &'a str, fallback: &'a str) -> &'a str {
-    if v.chars().any(char::is_control) {
-        fallback
-    } else {
-        v
-    }
-}
-
 /// One piece of a [`MultipartBody`]: framing and JSON, or a content read when reached.
 enum Piece {
     Bytes(Vec<u8>),
@@ -669,22 +657,16 @@ impl<'a> MultipartBody<'a> {
         json: Vec<u8>,
         contents: Vec<ContentRef>,
     ) -> MultipartBody<'a> {
-        let mut first =
-            format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n").into_bytes();
+        use crate::server::multipart::{closing, content_part_head, part_head, JSON, PART_END};
+        let mut first = part_head(boundary, &[("Content-Type", JSON)]);
         first.extend(json);
         let mut pieces = vec![Piece::Bytes(first)];
         for c in contents {
-            let head = format!(
-                "\r\n--{boundary}\r\nContent-Disposition: attachment; filename={}\r\n\
-                 Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
-                crate::server::multipart::quoted(header_safe(&c.name, "attachment")),
-                header_safe(&c.meta.content_type, OCTET_STREAM),
-                c.meta.length
-            );
-            pieces.push(Piece::Bytes(head.into_bytes()));
+            let head = [PART_END, &content_part_head(boundary, &c.name, &c.meta)].concat();
+            pieces.push(Piece::Bytes(head));
             pieces.push(Piece::Content(c));
         }
-        pieces.push(Piece::Bytes(format!("\r\n--{boundary}--").into_bytes()));
+        pieces.push(Piece::Bytes([PART_END, &closing(boundary)].concat()));
         let length = pieces
             .iter()
             .map(|p| match p {
@@ -714,10 +696,13 @@ impl<'a> MultipartBody<'a> {
         loop {
             if let Some((c, chunks, left)) = &mut self.content {
                 let short = |c: &ContentRef| {
-                    Error::BadDoc(DocError::BadAttachment(format!(
-                        "{}: the content read is not the {} bytes its stub says",
-                        c.name, c.meta.length
-                    )))
+                    Error::from(crate::attachment::bad(
+                        &c.name,
+                        format!(
+                            "the content read is not the {} bytes its stub says",
+                            c.meta.length
+                        ),
+                    ))
                 };
                 match chunks.next().transpose()? {
                     Some(piece) if piece.len() as u64 > *left => return Err(short(c)),
@@ -1184,7 +1169,7 @@ impl Endpoint for HttpEndpoint {
             )));
         }
         let json = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.to_string()))?;
-        let boundary = format!("{:032x}", rand::random::<u128>());
+        let boundary = crate::server::multipart::new_boundary();
         let mut body = MultipartBody::new(source, &boundary, json, parts);
         let url = format!("{}?new_edits=false", self.doc_url(&id));
         let req = self

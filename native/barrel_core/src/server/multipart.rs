@@ -325,7 +325,7 @@ impl<F: FnMut() -> ApiResult<Option<Bytes>>> Reader<F> {
 }
 
 /// The opening of a part: the delimiter line and the headers.
-fn part_head(boundary: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn part_head(boundary: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut s = format!("--{boundary}\r\n");
     for (k, v) in headers {
         s.push_str(k);
@@ -338,11 +338,41 @@ fn part_head(boundary: &str, headers: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// The end of a part's body (the CRLF that belongs to the next delimiter).
-const PART_END: &[u8] = b"\r\n";
+pub(crate) const PART_END: &[u8] = b"\r\n";
 
 /// The closing delimiter.
-fn closing(boundary: &str) -> Vec<u8> {
+pub(crate) fn closing(boundary: &str) -> Vec<u8> {
     format!("--{boundary}--").into_bytes()
+}
+
+/// A header value as given, or `fallback` when it holds control characters (names and
+/// content types come from documents).
+pub(crate) fn header_text<'a>(v: &'a str, fallback: &'a str) -> &'a str {
+    if v.chars().any(char::is_control) {
+        fallback
+    } else {
+        v
+    }
+}
+
+/// The head of the part of a multipart/related body that holds attachment `name`'s content.
+pub(crate) fn content_part_head(boundary: &str, name: &str, meta: &AttMeta) -> Vec<u8> {
+    let disposition = format!(
+        "attachment; filename={}",
+        quoted(header_text(name, "attachment"))
+    );
+    let length = meta.length.to_string();
+    part_head(
+        boundary,
+        &[
+            ("Content-Disposition", &disposition),
+            (
+                "Content-Type",
+                header_text(&meta.content_type, crate::attachment::OCTET_STREAM),
+            ),
+            ("Content-Length", &length),
+        ],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -666,7 +696,7 @@ pub(crate) async fn put_doc(
 
 pub(crate) const MIXED: &str = "multipart/mixed";
 pub(crate) const RELATED: &str = "multipart/related";
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// The media ranges of a request's `Accept` headers, with their weights (`q`).
 pub(crate) struct Accept(Vec<(String, f32)>);
@@ -888,16 +918,7 @@ fn send_related(
     sink.send(json)?;
     sink.send(PART_END)?;
     for (name, meta) in follow {
-        let disposition = format!("attachment; filename={}", quoted(&name));
-        let length = meta.length.to_string();
-        sink.send(part_head(
-            boundary,
-            &[
-                ("Content-Disposition", &disposition),
-                ("Content-Type", &meta.content_type),
-                ("Content-Length", &length),
-            ],
-        ))?;
+        sink.send(content_part_head(boundary, &name, &meta))?;
         let mut reader = barrel.open_attachment(&meta)?;
         while let Some(chunk) = reader.read()? {
             sink.send(chunk)?;
