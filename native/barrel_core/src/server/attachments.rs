@@ -7,8 +7,8 @@
 //! memory.
 
 use super::http::{
-    blocking, bool_param, json_param, json_response, open, pairs, rev_of, rev_param, revs_of,
-    saved, ApiError, ApiResult, AppState,
+    blocking, bool_param, json_param, json_response, open, pairs, rev_of, rev_param, rev_required,
+    revs_of, saved, ApiError, ApiResult, AppState,
 };
 use super::stream::{blocking_body, refuse, BodySource};
 use crate::attachment::{check_name, AttMeta, AttachmentReader, OCTET_STREAM};
@@ -293,13 +293,7 @@ pub(crate) async fn delete(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let rev = rev_of(&pairs(&q), &headers)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "a rev is needed to delete an attachment",
-        )
-    })?;
+    let rev = rev_required(&q, &headers, "a rev is needed to delete an attachment")?;
     let (id, rev) =
         blocking(move || Ok(open(&app, &name)?.delete_attachment(&id, &rev, &att)?)).await?;
     Ok(json_response(StatusCode::OK, saved(&id, &rev)))

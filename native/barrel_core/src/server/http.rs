@@ -775,6 +775,11 @@ async fn put_doc(
     Ok(json_response(StatusCode::CREATED, saved(&id, &rev)))
 }
 
+/// The revision a deletion names (`?rev=` or `If-Match`): 409 `conflict` with `why` without one.
+pub(crate) fn rev_required(q: &Option<String>, headers: &HeaderMap, why: &str) -> ApiResult<Rev> {
+    rev_of(&pairs(q), headers)?.ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "conflict", why))
+}
+
 async fn delete_doc(
     app: Arc<App>,
     name: String,
@@ -782,13 +787,7 @@ async fn delete_doc(
     q: Option<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let rev = rev_of(&pairs(&q), &headers)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "a rev is needed to delete",
-        )
-    })?;
+    let rev = rev_required(&q, &headers, "a rev is needed to delete")?;
     let (id, rev) = blocking(move || Ok(open(&app, &name)?.delete_doc(&id, rev)?)).await?;
     Ok(json_response(StatusCode::OK, saved(&id, &rev)))
 }
