@@ -11,12 +11,13 @@
 
 use crate::attachment::{self as att, body_digests, Md5Digest};
 use crate::changes::{Change, LiveChange};
-use crate::doc::{decode_body, generate_id, DocInput, DocRecord};
+use crate::doc::{generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
+use crate::indexer::{self, IndexJob, NewEntries};
 use crate::revtree::{Rev, RevTree};
 use crate::store::{
-    keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_INDEX, CF_META, CF_REVS, CF_SEQS,
+    keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_META, CF_PENDING, CF_REVS, CF_SEQS,
 };
 use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -169,8 +170,10 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>) {
     loop {
         let idle_since = Instant::now();
         if poll {
+            // Yielding, not spinning: on a busy machine the indexer or the caller may need
+            // this core to produce the next operation.
             while !shared.queued.load(Ordering::Acquire) && idle_since.elapsed() < WRITER_POLL {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
         let group = {
@@ -195,14 +198,11 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>) {
             // A failing reply (its receiver gone) must not stop the others.
             let _ = catch_unwind(AssertUnwindSafe(|| reply(result)));
         }
+        // Back pressure: no new group while the indexer is too far behind.
+        if let Some(store) = store.upgrade() {
+            store.indexer.wait_below_limit();
+        }
     }
-}
-
-/// The index entries of a stored winning body.
-fn winner_entries(id: &str, body: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
-    // A stored body was accepted once, so it is within the limits.
-    Ok(index::entries(id, &body)?)
 }
 
 /// What a document write turns into.
@@ -232,6 +232,8 @@ struct GroupWriter<'a> {
     /// Contents that lost a reference in this batch: removed after the commit when nothing
     /// refers to them any more.
     unreferenced: Vec<(Arc<BarrelInner>, Md5Digest)>,
+    /// Index work of the batch's writes, handed to the indexer once the batch is committed.
+    index_jobs: Vec<IndexJob>,
 }
 
 /// Applies a group in order: runs of writes share one batch; a reindex runs on its own, after
@@ -266,16 +268,23 @@ fn apply_ops(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
     results
 }
 
-/// Rebuilds a barrel's index: drops its entries, then writes those of every live document, in
-/// batches of 1000 documents. Readers may see a partial index until it returns.
+/// Rebuilds a barrel's index (on the writer thread, after the writes queued before it are
+/// indexed; none comes while it runs).
 fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
     if barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Error::NotFound);
     }
+    store.indexer.drain();
+    Ok(OpResult::Reindexed(reindex_now(store, barrel)?))
+}
+
+/// Rebuilds a barrel's index: drops its entries, then writes those of every live document, in
+/// batches of 1000 documents (sorted, see `indexer`). Readers may see a partial index until it
+/// returns. Returns the number of documents indexed.
+pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     let (start, end) = (keys::prefix(barrel.id), keys::prefix_end(barrel.id));
-    let index_cf = store.cf(CF_INDEX);
     let mut batch = WriteBatch::default();
-    batch.delete_range_cf(index_cf, start, end);
+    batch.delete_range(start, end);
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_iterate_upper_bound(end.to_vec());
     let iter = store.db.iterator_cf_opt(
@@ -283,7 +292,15 @@ fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
         ro,
         rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
     );
-    let (mut docs, mut in_batch) = (0u64, 0);
+    let (mut docs, mut keys_in_batch) = (0u64, Vec::new());
+    let write = |batch: &mut WriteBatch, mut keys: Vec<Vec<u8>>| -> Result<()> {
+        keys.sort_unstable();
+        for k in keys {
+            batch.put(k, []);
+        }
+        store.index_db.write(std::mem::take(batch))?;
+        Ok(())
+    };
     for item in iter {
         let (k, v) = item?;
         let rec = DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
@@ -293,18 +310,16 @@ fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
         }
         let id = std::str::from_utf8(&k[start.len()..])
             .map_err(|_| Error::Corrupt("document id".into()))?;
-        for entry in winner_entries(id, &rec.winner_body)? {
-            batch.put_cf(index_cf, keys::index(barrel.id, &entry, id), []);
+        for entry in indexer::body_entries(id, &rec.winner_body)? {
+            keys_in_batch.push(keys::index(barrel.id, &entry, id));
         }
         docs += 1;
-        in_batch += 1;
-        if in_batch == 1000 {
-            store.db.write(std::mem::take(&mut batch))?;
-            in_batch = 0;
+        if docs % 1000 == 0 {
+            write(&mut batch, std::mem::take(&mut keys_in_batch))?;
         }
     }
-    store.db.write(batch)?;
-    Ok(OpResult::Reindexed(docs))
+    write(&mut batch, keys_in_batch)?;
+    Ok(docs)
 }
 
 fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
@@ -316,8 +331,10 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
         live: Vec::new(),
         registered: HashSet::new(),
         unreferenced: Vec::new(),
+        index_jobs: Vec::new(),
     };
     let mut sync = false;
+    let mut dropped = Vec::new();
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
@@ -346,7 +363,11 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
                 Ok(OpResult::Passed)
             }
             Op::Drop { barrel } => {
+                // The index goes once the drop is committed: entries the indexer wrote after
+                // that would outlive the barrel.
+                store.indexer.drain();
                 store.drop_barrel_into(&mut w.batch, &barrel);
+                dropped.push(barrel.id);
                 w.stats.remove(&barrel.id);
                 sync = true;
                 Ok(OpResult::Dropped)
@@ -368,6 +389,13 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
         }
         for (barrel, stats) in w.stats.values() {
             *barrel.stats.lock() = *stats;
+        }
+        store.indexer.queue(std::mem::take(&mut w.index_jobs));
+        for id in dropped {
+            if let Err(e) = store.drop_index(id) {
+                // Left for the next open to remove (see `indexer::recover`).
+                eprintln!("barrel: removing a deleted barrel's index failed: {e}");
+            }
         }
         publish(store, std::mem::take(&mut w.live));
     }
@@ -463,33 +491,6 @@ impl GroupWriter<'_> {
             return Ok(b.clone());
         }
         Ok(self.store.db.get_cf(self.store.cf(CF_REVS), key)?)
-    }
-
-    /// Adds the difference between two sorted entry lists of document `id` to the batch.
-    fn update_index(&mut self, barrel: u64, id: &str, old: &[Vec<u8>], new: &[Vec<u8>]) {
-        let cf = self.store.cf(CF_INDEX);
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < new.len() {
-            match (old.get(i), new.get(j)) {
-                (Some(o), Some(n)) if o == n => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(o), Some(n)) if o < n => {
-                    self.batch.delete_cf(cf, keys::index(barrel, o, id));
-                    i += 1;
-                }
-                (Some(o), None) => {
-                    self.batch.delete_cf(cf, keys::index(barrel, o, id));
-                    i += 1;
-                }
-                (_, Some(n)) => {
-                    self.batch.put_cf(cf, keys::index(barrel, n, id), []);
-                    j += 1;
-                }
-                (None, None) => break,
-            }
-        }
     }
 
     fn put_body(&mut self, key: Vec<u8>, body: Vec<u8>) {
@@ -728,13 +729,13 @@ impl GroupWriter<'_> {
             b
         };
         // Index entries follow the winner: those of the old live winner go, those of the new
-        // live winner come, and entries both share are left alone.
-        let old_entries = match (&old_rec, &old_winner) {
-            (Some(rec), Some(w)) if !w.deleted => winner_entries(id, &rec.winner_body)?,
-            _ => Vec::new(),
+        // live winner come. The indexer thread writes them (see `crate::indexer`).
+        let old_indexed = match (&old_rec, &old_winner) {
+            (Some(rec), Some(w)) if !w.deleted => Some(rec.winner_body.clone()),
+            _ => None,
         };
-        let new_entries = if winner.deleted {
-            Vec::new()
+        let new_indexed = if winner.deleted {
+            NewEntries::Nothing
         } else if winner.rev == new_rev {
             let mut e = new_index;
             if let Some(id_entry) = index::id_entry(id) {
@@ -742,11 +743,10 @@ impl GroupWriter<'_> {
                     e.insert(at, id_entry);
                 }
             }
-            e
+            NewEntries::Entries(e)
         } else {
-            winner_entries(id, &winner_body)?
+            NewEntries::Body(winner_body.clone())
         };
-        self.update_index(barrel.id, id, &old_entries, &new_entries);
         // The old winner, still a leaf but no longer winning, moves to `revs`.
         if let (Some(ow), Some(body)) = (&old_winner, old_winner_body) {
             if ow.rev != winner.rev && tree.is_leaf(&ow.rev) {
@@ -817,6 +817,18 @@ impl GroupWriter<'_> {
         let value = record.encode();
         st.data_size = (st.data_size + value.len() as u64).saturating_sub(old_len as u64);
 
+        self.batch.put_cf(
+            self.store.cf(CF_PENDING),
+            keys::seq(barrel.id, seq),
+            indexer::encode_mark(id, old_indexed.as_deref()),
+        );
+        self.index_jobs.push(IndexJob {
+            barrel: barrel.clone(),
+            seq,
+            id: id.to_string(),
+            old: old_indexed,
+            new: new_indexed,
+        });
         let seqs = self.store.cf(CF_SEQS);
         if let Some(rec) = &old_rec {
             self.batch.delete_cf(seqs, keys::seq(barrel.id, rec.seq));

@@ -26,6 +26,7 @@ mod commit;
 pub mod doc;
 pub mod error;
 pub mod index;
+mod indexer;
 pub mod query;
 pub mod replicate;
 pub mod revtree;

@@ -8,7 +8,7 @@ use crate::index::{
     decode_entry, encode_segment, encode_value, normalize, path_matches, prefix_successor,
     PathPattern, Segment,
 };
-use crate::store::{keys, Store, CF_DOCS, CF_INDEX};
+use crate::store::{keys, Store, CF_DOCS};
 use rocksdb::{IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -183,7 +183,9 @@ fn plan(barrel: u64, q: &Query) -> Result<Plan> {
 /// A query in progress: a snapshot of the store and a position in the index. Rows come in
 /// chunks ([`QueryCursor::next_chunk`]), all from the same snapshot.
 pub struct QueryCursor {
-    // Field order matters: the snapshot borrows `store.db` and must be dropped first.
+    // Field order matters: the snapshots borrow `store.index_db` and `store.db` and must be
+    // dropped first.
+    index_snapshot: SnapshotWithThreadMode<'static, DB>,
     snapshot: SnapshotWithThreadMode<'static, DB>,
     store: Arc<Store>,
     barrel: u64,
@@ -194,17 +196,31 @@ pub struct QueryCursor {
     done: bool,
 }
 
+/// A snapshot with its borrow erased.
+///
+/// # Safety
+/// The caller keeps the database alive (and in place) for as long as the snapshot.
+unsafe fn widen(s: SnapshotWithThreadMode<'_, DB>) -> SnapshotWithThreadMode<'static, DB> {
+    // SAFETY: only the lifetime changes; the caller upholds it.
+    unsafe {
+        std::mem::transmute::<SnapshotWithThreadMode<'_, DB>, SnapshotWithThreadMode<'static, DB>>(
+            s,
+        )
+    }
+}
+
 impl QueryCursor {
     pub(crate) fn new(store: Arc<Store>, barrel: u64, q: &Query) -> Result<QueryCursor> {
         let plan = plan(barrel, q)?;
-        let snapshot = store.db.snapshot();
-        // SAFETY: the snapshot borrows `store.db`, which lives in the `Arc<Store>` kept in this
-        // struct; the snapshot field is declared (so dropped) before the `Arc`, and the database
-        // does not move when the cursor moves. The lifetime is only widened, never used beyond
-        // the cursor's own.
-        let snapshot: SnapshotWithThreadMode<'static, DB> =
-            unsafe { std::mem::transmute(snapshot) };
+        // The index first: every document an entry names is in the later document snapshot.
+        // SAFETY: the snapshots borrow `store.index_db` and `store.db`, which live (behind
+        // `Arc`s) in the `Arc<Store>` kept in this struct; the snapshot fields are declared (so
+        // dropped) before it, and the databases do not move when the cursor moves. The lifetime
+        // is only widened, never used beyond the cursor's own.
+        let index_snapshot = unsafe { widen(store.index_db.snapshot()) };
+        let snapshot = unsafe { widen(store.db.snapshot()) };
         Ok(QueryCursor {
+            index_snapshot,
             snapshot,
             store,
             barrel,
@@ -233,9 +249,7 @@ impl QueryCursor {
         } else {
             IteratorMode::Start
         };
-        let iter = self
-            .snapshot
-            .iterator_cf_opt(self.store.cf(CF_INDEX), ro, mode);
+        let iter = self.index_snapshot.iterator_opt(mode, ro);
         let prefix_len = keys::prefix(self.barrel).len();
         let mut last: Option<Vec<u8>> = None;
         for item in iter {
@@ -300,6 +314,8 @@ impl Barrel {
     /// Starts a query; read its rows with [`QueryCursor::next_chunk`].
     pub fn query_cursor(&self, q: &Query) -> Result<QueryCursor> {
         let store = self.store()?;
+        // Read your writes: every write committed before the query is in the index it reads.
+        store.indexer.wait_indexed(self.inner())?;
         QueryCursor::new(store, self.id(), q)
     }
 

@@ -9,13 +9,19 @@
 //! - `revs`: `<barrel id><doc id len><doc id><rev>` → body of a non-winning leaf (a conflict).
 //! - `seqs`: `<barrel id><seq>` → doc id: the changes feed, one entry per document at its latest
 //!   sequence.
-//! - `index`: `<barrel id><path><value><doc id>` → nothing: the path index (see
-//!   [`crate::index`]).
 //! - `local`: `<barrel id><id>` → JSON body: local (non-replicated) documents such as
 //!   replication checkpoints (see [`crate::replicate`]).
+//! - `ixq`: `<barrel id><seq>` → doc id and the body indexed before: writes committed but not
+//!   yet in the index (see [`crate::indexer`]).
 //! - `atts`: attachment contents by digest, in chunks, and which revisions refer to them (see
 //!   [`crate::attachment`]). Stored in RocksDB blob files, so large values are not rewritten
 //!   by compactions.
+//!
+//! The path index lives in a second RocksDB instance in the `index/` subdirectory, written by
+//! the indexer thread (see [`crate::indexer`]): `<barrel id><path><value><doc id>` → nothing
+//! (see [`crate::index`]). Its own instance has its own write path, so the indexer's large
+//! batches never hold up a document write queued behind them in RocksDB's write queue (in one
+//! instance they did: 107 µs a `save_doc` instead of 42).
 //!
 //! A barrel id is a 64-bit number never reused, so deleting a barrel is a range delete of its
 //! prefix, and a handle to a deleted barrel can never see a later barrel of the same name.
@@ -24,6 +30,7 @@ use crate::barrel::Barrel;
 use crate::changes::{Listeners, Notifier};
 use crate::commit::{Committer, Op, OpResult};
 use crate::error::{Error, Result};
+use crate::indexer::Indexer;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
@@ -39,10 +46,18 @@ pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_DOCS: &str = "docs";
 pub(crate) const CF_REVS: &str = "revs";
 pub(crate) const CF_SEQS: &str = "seqs";
-pub(crate) const CF_INDEX: &str = "index";
+/// Where the path index lived before it got its own instance (dropped when found).
+const LEGACY_CF_INDEX: &str = "index";
+/// Subdirectory of the path index's RocksDB instance.
+const INDEX_DIR: &str = "index";
+#[cfg(test)]
+pub(crate) const INDEX_DIR_FOR_TESTS: &str = INDEX_DIR;
 pub(crate) const CF_LOCAL: &str = "local";
 pub(crate) const CF_ATTS: &str = "atts";
-const DATA_CFS: [&str; 6] = [CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL, CF_ATTS];
+pub(crate) const CF_PENDING: &str = "ixq";
+/// Memtable size of the index and sequence column families.
+const SMALL_KEYS_MEMTABLE: usize = 8 * 1024 * 1024;
+const DATA_CFS: [&str; 6] = [CF_DOCS, CF_REVS, CF_SEQS, CF_LOCAL, CF_ATTS, CF_PENDING];
 
 /// Longest accepted barrel name, in bytes.
 pub const MAX_BARREL_NAME_LEN: usize = 128;
@@ -172,15 +187,23 @@ pub(crate) struct BarrelInner {
     pub stats: Mutex<Stats>,
     /// Live subscriptions to this barrel's changes.
     pub listeners: Listeners,
+    /// Sequence of the latest write handed to the indexer.
+    pub index_queued: AtomicU64,
+    /// Sequence of the latest write in the index (see [`crate::indexer`]).
+    pub index_done: AtomicU64,
 }
 
 /// One node's storage: a RocksDB instance holding every barrel.
 pub struct Store {
     // Declared first so it is dropped first: the writer thread stops before the database closes.
     pub(crate) committer: Committer,
+    // Then the indexer: it indexes what the writer queued, then stops.
+    pub(crate) indexer: Indexer,
     // Next: stops after the writer (its last publications are dropped with the queue).
     pub(crate) notifier: Notifier,
-    pub(crate) db: DB,
+    pub(crate) db: Arc<DB>,
+    /// The path index (its default column family).
+    pub(crate) index_db: Arc<DB>,
     path: PathBuf,
     catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
     catalog_changes: Mutex<()>,
@@ -287,6 +310,11 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Compactions run at a low CPU priority: they may wait, a commit or a read may not.
+        // (RocksDB's default environment, shared by every store of the process.)
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         db_opts.increase_parallelism(cores as i32);
         // Small column families (meta, rewritten on every commit) would otherwise keep every
         // write-ahead log alive until RocksDB's default limit: bound the logs so they get
@@ -303,14 +331,48 @@ impl Store {
         // compacted soon, which drops the chunks and the blob files only they used, so the
         // space comes back without waiting for compactions to reach them by size.
         att_opts.add_compact_on_deletion_collector_factory(64, 8, 0.5);
-        let cfs = [CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_INDEX, CF_LOCAL]
+        // The index and sequence families take many small keys per write (some thirty index
+        // entries for a 1 KB document). An insert into RocksDB's skip list costs a cache miss
+        // per level, so a small memtable makes these inserts about twice as fast as the 64 MiB
+        // default (measured: 2.1 µs → 0.9 µs a key); a few of them queue for flushing so a
+        // write never waits for one.
+        let mut small_keys = cf_opts.clone();
+        small_keys.set_write_buffer_size(SMALL_KEYS_MEMTABLE);
+        small_keys.set_max_write_buffer_number(4);
+        // A store written before the index had its own instance still has the old column
+        // family: open it to drop it, and rebuild the index below.
+        let legacy_index =
+            DB::list_cf(&db_opts, &path).is_ok_and(|cfs| cfs.iter().any(|c| c == LEGACY_CF_INDEX));
+        let mut names = vec![CF_META, CF_DOCS, CF_REVS, CF_SEQS, CF_LOCAL, CF_PENDING];
+        if legacy_index {
+            names.push(LEGACY_CF_INDEX);
+        }
+        let cfs = names
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
+            .map(|name| {
+                let opts = if [CF_SEQS, CF_PENDING].contains(&name) {
+                    small_keys.clone()
+                } else {
+                    cf_opts.clone()
+                };
+                ColumnFamilyDescriptor::new(name, opts)
+            })
             .chain(std::iter::once(ColumnFamilyDescriptor::new(
                 CF_ATTS, att_opts,
             )));
-        let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
+        let mut db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
+        if legacy_index {
+            db.drop_cf(LEGACY_CF_INDEX)?;
+        }
+        let db = Arc::new(db);
+        let index_path = path.join(INDEX_DIR);
+        let index_is_new = !index_path.join("CURRENT").exists();
+        let mut index_opts = small_keys.clone();
+        index_opts.create_if_missing(true);
+        index_opts.set_max_total_wal_size(64 * 1024 * 1024);
+        let index_db = Arc::new(DB::open(&index_opts, &index_path)?);
         let notifier = Notifier::start()?;
+        let indexer = Indexer::start(db.clone(), index_db.clone())?;
         let mut started = Ok(());
         let store = Arc::new_cyclic(|weak| {
             let committer = Committer::start(weak.clone());
@@ -320,8 +382,10 @@ impl Store {
             });
             Store {
                 committer,
+                indexer,
                 notifier,
                 db,
+                index_db,
                 path,
                 catalog: RwLock::new(HashMap::new()),
                 catalog_changes: Mutex::new(()),
@@ -332,6 +396,14 @@ impl Store {
         });
         started?;
         store.load_catalog()?;
+        if legacy_index || index_is_new {
+            // Only stores written before the index had its own instance have documents here.
+            let barrels: Vec<Arc<BarrelInner>> = store.catalog.read().values().cloned().collect();
+            for b in barrels {
+                crate::commit::reindex_now(&store, &b)?;
+            }
+        }
+        crate::indexer::recover(&store)?;
         store.sweep_pending_attachments()?;
         Ok(store)
     }
@@ -422,6 +494,8 @@ impl Store {
                     deleted: AtomicBool::new(false),
                     stats: Mutex::new(stats),
                     listeners: Listeners::default(),
+                    index_queued: AtomicU64::new(0),
+                    index_done: AtomicU64::new(0),
                 }),
             );
         }
@@ -463,6 +537,8 @@ impl Store {
                 deleted: AtomicBool::new(false),
                 stats: Mutex::new(Stats::default()),
                 listeners: Listeners::default(),
+                index_queued: AtomicU64::new(0),
+                index_done: AtomicU64::new(0),
             }),
         );
         Ok(())
@@ -511,6 +587,7 @@ impl Store {
             self.db
                 .compact_range_cf(self.cf(cf), None::<&[u8]>, None::<&[u8]>);
         }
+        self.index_db.compact_range(None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 
@@ -520,6 +597,7 @@ impl Store {
         for cf in std::iter::once(CF_META).chain(DATA_CFS) {
             self.db.flush_cf(self.cf(cf))?;
         }
+        self.index_db.flush()?;
         Ok(())
     }
 
@@ -546,6 +624,10 @@ impl Store {
                     .into_iter()
                     .sum::<u64>()
             })
+            .chain(
+                self.index_db
+                    .get_approximate_sizes(&[rocksdb::Range::new(&start, &end)]),
+            )
             .sum();
         BarrelInfo {
             name: inner.name.clone(),
@@ -555,7 +637,32 @@ impl Store {
         }
     }
 
-    /// Adds the removal of a barrel's data and catalog entry to `batch`.
+    /// Removes a barrel's path index (after its removal from the catalog was committed).
+    pub(crate) fn drop_index(&self, barrel: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        if barrel == u64::MAX {
+            // No key ends its range (ids are never that large, short of corruption).
+            let prefix = keys::prefix(barrel);
+            for item in self.index_db.prefix_iterator(prefix) {
+                let (k, _) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                batch.delete(k);
+            }
+        } else {
+            batch.delete_range(keys::prefix(barrel), keys::prefix_end(barrel));
+        }
+        self.index_db.write(batch)?;
+        Ok(())
+    }
+
+    /// Ids of the barrels in the catalog.
+    pub(crate) fn barrel_ids(&self) -> std::collections::HashSet<u64> {
+        self.catalog.read().values().map(|b| b.id).collect()
+    }
+
+    /// Adds the removal of a barrel's data (but its path index) and catalog entry to `batch`.
     pub(crate) fn drop_barrel_into(&self, batch: &mut WriteBatch, inner: &BarrelInner) {
         let (start, end) = (keys::prefix(inner.id), keys::prefix_end(inner.id));
         for cf in DATA_CFS {

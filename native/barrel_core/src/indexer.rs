@@ -1,0 +1,730 @@
+//! Path-index maintenance off the writer thread.
+//!
+//! A 1 KB document has some thirty index entries, one RocksDB key each, and inserting them
+//! cost the writer thread three quarters of its time: every write waited for it. Instead, the
+//! writer commits a document with one small *pending mark* (in the `ixq` column family:
+//! `<barrel><seq>` → doc id and the body whose entries the index holds for it now) and hands an
+//! [`IndexJob`] to this module's thread once the commit is done. The indexer takes every job
+//! queued, folds the jobs of one document into one change (entries of the first job's old body
+//! out, entries of the last job's new winner in), writes the entries in key order (sorted
+//! inserts are cheaper in RocksDB's skip list) and deletes the marks, in one batch.
+//!
+//! Consistency, as users see it:
+//! - a query waits until every write committed before it started is indexed
+//!   ([`Indexer::wait_indexed`]), so a process reads its own writes;
+//! - the writer stops taking new writes while more than [`MAX_PENDING`] documents wait to be
+//!   indexed (back pressure), so the lag, the memory it takes and a query's wait are bounded;
+//! - a crash loses no index work: the pending marks are committed with the documents, and
+//!   [`recover`] applies what they name when the store opens (`index` then holds exactly the
+//!   entries of every document's winning revision again).
+
+use crate::doc::{decode_body, DocRecord};
+use crate::error::{Error, Result};
+use crate::index;
+#[cfg(test)]
+use crate::store::INDEX_DIR_FOR_TESTS;
+use crate::store::{keys, BarrelInner, Store, CF_DOCS, CF_PENDING};
+use parking_lot::{Condvar, Mutex};
+use rocksdb::{WriteBatch, DB};
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most documents waiting to be indexed before the writer waits for the indexer.
+pub(crate) const MAX_PENDING: usize = 16_384;
+/// Most documents indexed in one batch.
+const MAX_BATCH: usize = 4096;
+/// How long the indexer lets jobs accumulate when few are queued and no query waits: larger
+/// batches are cheaper per entry (sorted inserts, one write for many documents).
+const GATHER: Duration = Duration::from_millis(2);
+/// Queued documents that make a batch worth writing without waiting [`GATHER`].
+const GATHER_ENOUGH: usize = 512;
+/// How long a query waits for the index to catch up before it fails.
+const QUERY_WAIT: Duration = Duration::from_secs(60);
+
+/// The index entries a document gets once its write is indexed.
+pub(crate) enum NewEntries {
+    /// None: the winning revision is a deletion.
+    Nothing,
+    /// Computed already (sorted, the id entry included).
+    Entries(Vec<Vec<u8>>),
+    /// Those of this stored winning body.
+    Body(Vec<u8>),
+}
+
+/// One committed document write whose index entries are still to be written.
+pub(crate) struct IndexJob {
+    pub barrel: Arc<BarrelInner>,
+    pub seq: u64,
+    pub id: String,
+    /// The body whose entries the index holds for this document before this job (`None`: no
+    /// entries — a new document or a deleted winner).
+    pub old: Option<Vec<u8>>,
+    pub new: NewEntries,
+}
+
+/// Encodes a pending mark: `[1 if old][u32 id length][id][old body]`.
+pub(crate) fn encode_mark(id: &str, old: Option<&[u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + id.len() + old.map_or(0, <[u8]>::len));
+    v.push(u8::from(old.is_some()));
+    v.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    v.extend_from_slice(id.as_bytes());
+    if let Some(old) = old {
+        v.extend_from_slice(old);
+    }
+    v
+}
+
+fn decode_mark(v: &[u8]) -> Option<(String, Option<&[u8]>)> {
+    let has_old = *v.first()? == 1;
+    let len = u32::from_be_bytes(v.get(1..5)?.try_into().ok()?) as usize;
+    let id = std::str::from_utf8(v.get(5..5 + len)?).ok()?.to_string();
+    let rest = v.get(5 + len..)?;
+    Some((id, has_old.then_some(rest)))
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<IndexJob>,
+    /// Jobs taken by the thread and not yet written.
+    busy: usize,
+    /// Queries (and drains) waiting for the indexer: it does not gather then.
+    waiting: usize,
+    stop: bool,
+    /// Tests: jobs stay queued.
+    #[cfg(test)]
+    paused: bool,
+}
+
+impl State {
+    /// Nothing for the thread to take.
+    fn idle(&self) -> bool {
+        #[cfg(test)]
+        if self.paused && !self.stop {
+            return true;
+        }
+        self.queue.is_empty()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when jobs are queued or the indexer should stop.
+    work: Condvar,
+    /// Signalled after each batch: writers, queries and drains wait on it.
+    progress: Condvar,
+}
+
+/// The index queue of a store and its thread.
+pub(crate) struct Indexer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Indexer {
+    /// Starts the indexer thread: marks in `db`, entries in `index_db`.
+    pub(crate) fn start(db: Arc<DB>, index_db: Arc<DB>) -> Result<Indexer> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("barrel-indexer".into())
+            .spawn(move || indexer_loop(&thread_shared, &db, &index_db))
+            .map_err(|e| Error::Internal(format!("cannot start the indexer thread: {e}")))?;
+        Ok(Indexer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues the jobs of a committed batch (in sequence order).
+    pub(crate) fn queue(&self, jobs: Vec<IndexJob>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut st = self.shared.state.lock();
+        let was_empty = st.queue.is_empty();
+        for job in jobs {
+            job.barrel.index_queued.fetch_max(job.seq, Ordering::SeqCst);
+            st.queue.push_back(job);
+        }
+        // The indexer sleeps on an empty queue, or gathers until enough jobs came.
+        if was_empty || st.queue.len() >= GATHER_ENOUGH {
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Blocks while more than [`MAX_PENDING`] documents wait to be indexed.
+    pub(crate) fn wait_below_limit(&self) {
+        let mut st = self.shared.state.lock();
+        while st.queue.len() > MAX_PENDING && !st.stop {
+            self.shared.progress.wait(&mut st);
+        }
+    }
+
+    /// Blocks until every queued job is written.
+    pub(crate) fn drain(&self) {
+        let mut st = self.shared.state.lock();
+        st.waiting += 1;
+        self.shared.work.notify_one();
+        while (!st.queue.is_empty() || st.busy > 0) && !st.stop {
+            self.shared.progress.wait(&mut st);
+        }
+        st.waiting -= 1;
+    }
+
+    /// Blocks until every write to `barrel` committed so far is in its index; an internal error
+    /// after a minute (the index cannot fall that far behind, short of a failing disk).
+    pub(crate) fn wait_indexed(&self, barrel: &BarrelInner) -> Result<()> {
+        let target = barrel.index_queued.load(Ordering::SeqCst);
+        if barrel.index_done.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let deadline = Instant::now() + QUERY_WAIT;
+        let mut st = self.shared.state.lock();
+        st.waiting += 1;
+        self.shared.work.notify_one();
+        let mut outcome = Ok(());
+        while barrel.index_done.load(Ordering::SeqCst) < target {
+            if st.stop || barrel.deleted.load(Ordering::SeqCst) {
+                outcome = Err(Error::Closed);
+                break;
+            }
+            if self
+                .shared
+                .progress
+                .wait_until(&mut st, deadline)
+                .timed_out()
+            {
+                outcome = Err(Error::Internal(
+                    "the index did not catch up with the writes within a minute".into(),
+                ));
+                break;
+            }
+        }
+        st.waiting -= 1;
+        outcome
+    }
+}
+
+#[cfg(test)]
+impl Indexer {
+    /// Stops indexing (jobs queue up) or starts again.
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.shared.state.lock().paused = paused;
+        self.shared.work.notify_all();
+    }
+
+    /// Drops the queued jobs, as a crash would.
+    pub(crate) fn forget_queued(&self) {
+        self.shared.state.lock().queue.clear();
+    }
+
+    /// Jobs queued.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.state.lock().queue.len()
+    }
+}
+
+impl Drop for Indexer {
+    /// Indexes what is queued, then stops the thread.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.work.notify_all();
+        self.shared.progress.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
+    loop {
+        let jobs: Vec<IndexJob> = {
+            let mut st = shared.state.lock();
+            while st.idle() && !st.stop {
+                shared.work.wait(&mut st);
+            }
+            if st.queue.is_empty() {
+                return;
+            }
+            let gather_until = Instant::now() + GATHER;
+            while st.queue.len() < GATHER_ENOUGH && st.waiting == 0 && !st.stop {
+                if shared.work.wait_until(&mut st, gather_until).timed_out() {
+                    break;
+                }
+            }
+            let n = st.queue.len().min(MAX_BATCH);
+            st.busy = n;
+            st.queue.drain(..n).collect()
+        };
+        let mut failures = 0;
+        loop {
+            let outcome = catch_unwind(AssertUnwindSafe(|| apply(db, index_db, &jobs)))
+                .unwrap_or_else(|_| Err(Error::Internal("indexer panicked".into())));
+            match outcome {
+                Ok(()) => break,
+                Err(e) => {
+                    // The documents are committed and their marks stay: the next open indexes
+                    // them if this never succeeds.
+                    failures += 1;
+                    eprintln!("barrel: indexing failed (attempt {failures}): {e}");
+                    if failures == 5 || shared.state.lock().stop {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100 * failures));
+                }
+            }
+        }
+        let mut st = shared.state.lock();
+        st.busy = 0;
+        for job in &jobs {
+            job.barrel.index_done.fetch_max(job.seq, Ordering::SeqCst);
+        }
+        drop(st);
+        shared.progress.notify_all();
+    }
+}
+
+/// Index entries (sorted) of a stored body.
+pub(crate) fn body_entries(id: &str, body: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
+    // A stored body was accepted once, so it is within the limits.
+    Ok(index::entries(id, &body)?)
+}
+
+/// Index writes in key order: `(key, true)` to put, `(key, false)` to delete.
+#[derive(Default)]
+struct IndexWrites(Vec<(Vec<u8>, bool)>);
+
+impl IndexWrites {
+    /// The difference between two sorted entry lists of document `id`.
+    fn diff(&mut self, barrel: u64, id: &str, old: &[Vec<u8>], new: &[Vec<u8>]) {
+        let (mut i, mut j) = (0, 0);
+        loop {
+            match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) if o == n => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(o), n) if n.is_none_or(|n| o < n) => {
+                    self.0.push((keys::index(barrel, o, id), false));
+                    i += 1;
+                }
+                (_, Some(n)) => {
+                    self.0.push((keys::index(barrel, n, id), true));
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Adds the writes to `batch` in key order: inserting sorted keys lets RocksDB's skip list
+    /// start each search where the previous one ended (one document's entries span the whole
+    /// index otherwise).
+    fn write(mut self, index_db: &DB) -> Result<()> {
+        self.0.sort_unstable();
+        let mut batch = WriteBatch::default();
+        for (key, put) in self.0 {
+            if put {
+                batch.put(key, []);
+            } else {
+                batch.delete(key);
+            }
+        }
+        index_db.write(batch)?;
+        Ok(())
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| Error::Internal(format!("column family {name} missing")))
+}
+
+/// What one batch does to a document's entries: those of the old body (if any) out, the new
+/// ones in.
+type DocChange<'a> = (Option<&'a [u8]>, &'a NewEntries);
+
+/// Writes the entries of `jobs`, then deletes their marks. Redoing a job whose entries are
+/// written (a crash between the two writes) writes the same entries again.
+fn apply(db: &DB, index_db: &DB, jobs: &[IndexJob]) -> Result<()> {
+    let pending = cf(db, CF_PENDING)?;
+    // Per barrel, the sequences of the marks to delete.
+    let mut marks: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Per document: the old body of its first job, the new entries of its last.
+    let mut docs: HashMap<(u64, &str), DocChange> = HashMap::new();
+    let mut order = Vec::new();
+    for job in jobs {
+        if job.barrel.deleted.load(Ordering::SeqCst) {
+            // Its entries and marks went with it.
+            continue;
+        }
+        let range = marks.entry(job.barrel.id).or_insert((job.seq, job.seq));
+        *range = (range.0.min(job.seq), range.1.max(job.seq));
+        let key = (job.barrel.id, job.id.as_str());
+        match docs.get_mut(&key) {
+            Some(doc) => doc.1 = &job.new,
+            None => {
+                docs.insert(key, (job.old.as_deref(), &job.new));
+                order.push(key);
+            }
+        }
+    }
+    let mut writes = IndexWrites::default();
+    for key in order {
+        let (old, new) = docs[&key];
+        let (barrel, id) = key;
+        let old = match old {
+            Some(body) => body_entries(id, body)?,
+            None => Vec::new(),
+        };
+        let computed;
+        let new = match new {
+            NewEntries::Nothing => &[][..],
+            NewEntries::Entries(e) => e.as_slice(),
+            NewEntries::Body(body) => {
+                computed = body_entries(id, body)?;
+                computed.as_slice()
+            }
+        };
+        writes.diff(barrel, id, &old, new);
+    }
+    writes.write(index_db)?;
+    // One range deletion per barrel, so this write (queued with the document writes of the
+    // same instance) stays small: a barrel's jobs come in sequence order, and every mark
+    // below this batch's was deleted by an earlier one.
+    let mut batch = WriteBatch::default();
+    for (barrel, (first, last)) in marks {
+        batch.delete_range_cf(
+            pending,
+            keys::seq(barrel, first),
+            keys::seq(barrel, last + 1),
+        );
+    }
+    db.write(batch)?;
+    Ok(())
+}
+
+/// Indexes the writes a previous run committed but did not index (it stopped or crashed
+/// first), from their pending marks, and removes the index of barrels deleted meanwhile. Runs
+/// when the store opens, before any write.
+pub(crate) fn recover(store: &Store) -> Result<u64> {
+    drop_orphans(store)?;
+    let db = &store.db;
+    let pending = cf(db, CF_PENDING)?;
+    // Per document, the old body of its earliest mark, and every mark's key.
+    let mut docs: HashMap<(u64, String), Option<Vec<u8>>> = HashMap::new();
+    let mut marks = Vec::new();
+    for item in db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
+        let (k, v) = item?;
+        let barrel = k
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Error::Corrupt("pending index mark".into()))?;
+        let (id, old) =
+            decode_mark(&v).ok_or_else(|| Error::Corrupt("pending index mark".into()))?;
+        docs.entry((barrel, id))
+            .or_insert_with(|| old.map(<[u8]>::to_vec));
+        marks.push(k);
+    }
+    if marks.is_empty() {
+        return Ok(0);
+    }
+    let mut writes = IndexWrites::default();
+    let docs_cf = store.cf(CF_DOCS);
+    for ((barrel, id), old) in &docs {
+        let old = match old {
+            Some(body) => body_entries(id, body)?,
+            None => Vec::new(),
+        };
+        let new = match db.get_cf(docs_cf, keys::doc(*barrel, id))? {
+            Some(raw) => {
+                let rec = DocRecord::decode(&raw)
+                    .ok_or_else(|| Error::Corrupt("document record".into()))?;
+                match rec.tree.winner() {
+                    Some(w) if !w.deleted => body_entries(id, &rec.winner_body)?,
+                    _ => Vec::new(),
+                }
+            }
+            None => Vec::new(),
+        };
+        writes.diff(*barrel, id, &old, &new);
+    }
+    writes.write(&store.index_db)?;
+    let mut batch = WriteBatch::default();
+    for k in marks {
+        batch.delete_cf(pending, k);
+    }
+    db.write(batch)?;
+    Ok(docs.len() as u64)
+}
+
+/// Removes index entries of barrels no longer in the catalog (deleted by a run that stopped
+/// before it removed their index): one seek per barrel id found in the index.
+fn drop_orphans(store: &Store) -> Result<()> {
+    let live = store.barrel_ids();
+    let mut from = keys::prefix(0).to_vec();
+    loop {
+        let mut iter = store.index_db.raw_iterator();
+        iter.seek(&from);
+        let Some(key) = iter.key() else {
+            iter.status()?;
+            return Ok(());
+        };
+        let Some(id) = key
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+        else {
+            return Err(Error::Corrupt("index entry".into()));
+        };
+        if !live.contains(&id) {
+            store.drop_index(id)?;
+        }
+        if id == u64::MAX {
+            return Ok(());
+        }
+        from = keys::prefix_end(id).to_vec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::parse_path_and_value;
+    use crate::{Barrel, BarrelConfig, DocInput, Query, SaveOptions, Select, StoreOptions};
+    use serde_json::{json, Value};
+
+    fn open(dir: &std::path::Path) -> Arc<Store> {
+        Store::open(dir, &StoreOptions::default()).unwrap()
+    }
+
+    fn save(b: &Barrel, doc: Value) -> crate::revtree::Rev {
+        b.save_doc(DocInput::from_value(doc).unwrap(), &SaveOptions::default())
+            .unwrap()
+            .1
+    }
+
+    /// Ids of the documents the talk-style query `$/path/value` finds.
+    fn find(b: &Barrel, q: &str) -> Vec<String> {
+        let (path, value) = parse_path_and_value(q).unwrap();
+        let query = Query {
+            path,
+            select: Select::Equal(value),
+            descending: false,
+            include_docs: false,
+        };
+        let mut ids = Vec::new();
+        b.query(&query, None, |r| {
+            ids.push(r.id);
+            true
+        })
+        .unwrap();
+        ids
+    }
+
+    /// Every index key of the store.
+    fn index_keys(store: &Store) -> Vec<Vec<u8>> {
+        store
+            .index_db
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn writes_committed_but_not_indexed_are_indexed_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_after;
+        {
+            let store = open(dir.path());
+            store.create_barrel("b", BarrelConfig::default()).unwrap();
+            let b = store.open_barrel("b").unwrap();
+            let a0 = save(&b, json!({"id": "a", "x": 0, "keep": "same"}));
+            let c_rev = save(&b, json!({"id": "c", "z": 1}));
+            assert_eq!(find(&b, "$/x/0"), ["a"]);
+            store.indexer.set_paused(true);
+            let a1 = save(
+                &b,
+                json!({"id": "a", "_rev": a0.to_string(), "x": 1, "keep": "same"}),
+            );
+            save(
+                &b,
+                json!({"id": "a", "_rev": a1.to_string(), "x": 2, "keep": "same"}),
+            );
+            save(&b, json!({"id": "new", "y": 1}));
+            b.delete_doc("c", c_rev).unwrap();
+            assert_eq!(store.indexer.queued(), 4);
+            // A crash: the documents and their marks are committed, the jobs are lost.
+            store.indexer.forget_queued();
+            keys_after = index_keys(&store).len();
+        }
+        let store = open(dir.path());
+        let b = store.open_barrel("b").unwrap();
+        assert_eq!(find(&b, "$/x/2"), ["a"]);
+        assert!(find(&b, "$/x/0").is_empty());
+        assert!(find(&b, "$/x/1").is_empty());
+        assert_eq!(find(&b, "$/keep/same"), ["a"]);
+        assert_eq!(find(&b, "$/y/1"), ["new"]);
+        assert!(find(&b, "$/z/1").is_empty());
+        assert!(find(&b, "$/id/c").is_empty());
+        // a: id, x, keep; new: id, y. Before the reopen: a's, c's (id, z) and nothing else.
+        assert_eq!(keys_after, 5);
+        assert_eq!(index_keys(&store).len(), 5);
+        let pending = store.cf(CF_PENDING);
+        assert!(store
+            .db
+            .iterator_cf(pending, rocksdb::IteratorMode::Start)
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn a_query_waits_for_the_writes_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.create_barrel("b", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("b").unwrap();
+        store.indexer.set_paused(true);
+        save(&b, json!({"id": "a", "x": 1}));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || tx.send(find(&b2, "$/x/1")).unwrap());
+        // Blocked while the write is not indexed (it never returns before that).
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        store.indexer.set_paused(false);
+        assert_eq!(rx.recv().unwrap(), ["a"]);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn writes_wait_while_the_index_is_too_far_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.create_barrel("b", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("b").unwrap();
+        store.indexer.set_paused(true);
+        let total = MAX_PENDING + 100;
+        let b2 = b.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..total {
+                save(&b2, json!({"id": format!("d{i}"), "n": i}));
+            }
+        });
+        while store.indexer.queued() <= MAX_PENDING {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // One write past the limit, then the writer waits (a blocked write never finishes).
+        assert_eq!(store.indexer.queued(), MAX_PENDING + 1);
+        assert!(!writer.is_finished());
+        store.indexer.set_paused(false);
+        writer.join().unwrap();
+        assert_eq!(
+            find(&b, &format!("$/n/{}", total - 1)),
+            [format!("d{}", total - 1)]
+        );
+    }
+
+    #[test]
+    fn an_index_lost_or_from_an_older_layout_is_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store.create_barrel("b", BarrelConfig::default()).unwrap();
+            let b = store.open_barrel("b").unwrap();
+            save(&b, json!({"id": "a", "x": 1}));
+            save(&b, json!({"id": "b", "x": 2}));
+            assert_eq!(find(&b, "$/x/2"), ["b"]);
+        }
+        // The index's files removed.
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR_FOR_TESTS)).unwrap();
+        {
+            let store = open(dir.path());
+            let b = store.open_barrel("b").unwrap();
+            assert_eq!(find(&b, "$/x/2"), ["b"]);
+            assert_eq!(find(&b, "$/x/1"), ["a"]);
+        }
+        // A store from before the index had its own instance: an `index` column family.
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_missing_column_families(true);
+            let cfs = DB::list_cf(&opts, dir.path()).unwrap();
+            let mut db = DB::open_cf(&opts, dir.path(), &cfs).unwrap();
+            db.create_cf("index", &opts).unwrap();
+            let cf = db.cf_handle("index").unwrap();
+            db.put_cf(cf, b"stale", b"").unwrap();
+        }
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR_FOR_TESTS)).unwrap();
+        let store = open(dir.path());
+        assert!(!DB::list_cf(&rocksdb::Options::default(), dir.path())
+            .unwrap()
+            .contains(&"index".to_string()));
+        let b = store.open_barrel("b").unwrap();
+        assert_eq!(find(&b, "$/x/1"), ["a"]);
+    }
+
+    #[test]
+    fn the_index_of_a_barrel_deleted_before_its_removal_goes_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store.create_barrel("b", BarrelConfig::default()).unwrap();
+            let b = store.open_barrel("b").unwrap();
+            save(&b, json!({"id": "a", "x": 1}));
+            assert_eq!(find(&b, "$/x/1"), ["a"]);
+            // Entries of barrel ids not in the catalog (a drop whose index removal was lost).
+            for orphan in [0u64, 999, u64::MAX] {
+                store
+                    .index_db
+                    .put(keys::index(orphan, b"\x01x\x00\x01", "zz"), b"")
+                    .unwrap();
+            }
+            assert_eq!(index_keys(&store).len(), 5);
+        }
+        let store = open(dir.path());
+        let b = store.open_barrel("b").unwrap();
+        assert_eq!(index_keys(&store).len(), 2);
+        assert_eq!(find(&b, "$/x/1"), ["a"]);
+        store.delete_barrel("b").unwrap();
+        assert!(index_keys(&store).is_empty());
+    }
+
+    #[test]
+    fn marks_roundtrip() {
+        let m = encode_mark("doc-1", Some(br#"{"a":1}"#));
+        assert_eq!(
+            decode_mark(&m),
+            Some(("doc-1".to_string(), Some(&br#"{"a":1}"#[..])))
+        );
+        let m = encode_mark("", None);
+        assert_eq!(decode_mark(&m), Some((String::new(), None)));
+        assert_eq!(decode_mark(&[1, 0, 0]), None);
+        assert_eq!(decode_mark(&[0, 0, 0, 0, 9, b'a']), None);
+    }
+
+    #[test]
+    fn diff_puts_and_deletes() {
+        let e = |s: &str| s.as_bytes().to_vec();
+        let mut w = IndexWrites::default();
+        w.diff(1, "d", &[e("a"), e("b"), e("d")], &[e("b"), e("c")]);
+        let got: Vec<(Vec<u8>, bool)> = w.0;
+        assert_eq!(
+            got,
+            vec![
+                (keys::index(1, b"a", "d"), false),
+                (keys::index(1, b"c", "d"), true),
+                (keys::index(1, b"d", "d"), false),
+            ]
+        );
+    }
+}
