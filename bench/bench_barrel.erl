@@ -17,22 +17,30 @@ open(Dir, _TemplatesFile, _Opts) ->
     {ok, Barrel} = barrel:open(?NAME),
     {ok, Barrel}.
 
+%% A query waits until every write before it is in the index.
+indexed(B, Fun) ->
+    {settled, Fun, fun() -> {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}) end}.
+
 close(Barrel) ->
     ok = barrel:close(Barrel),
     ok = application:stop(barrel).
 
+%% Writes are timed until their path-index entries are written too (`indexed/1'): a write
+%% returns once the document is committed, its index entries follow on the indexer thread.
 op(#{op := put, batch := 1}, B) ->
-    fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end;
+    indexed(B, fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end);
 op(#{op := put}, B) ->
-    fun(Docs) ->
-            {ok, Results} = barrel:save_docs(B, Docs),
-            [] = [R || R <- Results, element(1, R) =/= ok]
-    end;
+    indexed(B, fun(Docs) ->
+                       {ok, Results} = barrel:save_docs(B, Docs),
+                       [] = [R || R <- Results, element(1, R) =/= ok]
+               end);
 op(#{op := update} = W, B) ->
     Revs = revisions(B, W),
-    fun({Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc#{<<"_rev">> => map_get(Key, Revs)}) end;
+    indexed(B, fun({Key, Doc}) ->
+                       {ok, _, _} = barrel:save_doc(B, Doc#{<<"_rev">> => map_get(Key, Revs)})
+               end);
 op(#{op := put_flat}, B) ->
-    fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end;
+    indexed(B, fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end);
 op(#{op := get}, B) ->
     fun(Key) -> {ok, _} = barrel:fetch_doc(B, Key) end;
 op(#{op := query_id, include_docs := Docs}, B) ->
@@ -100,6 +108,9 @@ replicate(#{id := Id, via := Via, count := Count, deadline_ms := DeadlineMs}) ->
                                      #{to => self()}),
         Outcome = await_replication(Rep, T0 + erlang:convert_time_unit(DeadlineMs, millisecond,
                                                                         native)),
+        %% Until the target's path index has every document (see `indexed/1').
+        {ok, TargetBarrel} = barrel:open(Target),
+        {ok, _} = barrel:find(TargetBarrel, {<<"$/id">>, #{equal => <<>>}}),
         T1 = erlang:monotonic_time(),
         Written = case Outcome of
                       {completed, N} when N >= Count -> N;

@@ -18,6 +18,7 @@
 -callback op(Workload :: map(), State :: term()) ->
     fun((Item :: term()) -> term()) | {fold, fun(() -> non_neg_integer())}
     | {custom, fun((Templates :: tuple()) -> Stats :: map())}
+    | {settled, fun((Item :: term()) -> term()), Settle :: fun(() -> term())}
     | {unsupported, Why :: string()}.
 -callback run(Workload :: map(), State :: term()) ->
     {ok, #{ops := non_neg_integer(), secs := float(), p50_us := number() | undefined,

@@ -31,7 +31,14 @@ run(#{op := fold}, {fold, Fold}, _Templates) ->
         {'DOWN', Ref, process, Pid, {done, N, Elapsed}} -> {ok, stats(N, Elapsed, [])};
         {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
     end;
-run(W = #{procs := Procs}, Fun, Templates) ->
+run(W, {settled, Fun, Settle}, Templates) ->
+    run(W, Fun, Templates, Settle);
+run(W, Fun, Templates) ->
+    run(W, Fun, Templates, fun() -> ok end).
+
+%% `Settle' runs once every process is done, on the clock: the work a peer does after its calls
+%% return but before the writes are all usable (Barrel's path index catching up).
+run(W = #{procs := Procs}, Fun, Templates, Settle) ->
     Parent = self(),
     Budget = erlang:convert_time_unit(maps:get(deadline_ms, W), millisecond, native),
     %% Default heaps: a big min_heap_size would build the items faster, but then every
@@ -47,6 +54,7 @@ run(W = #{procs := Procs}, Fun, Templates) ->
                    {done, Pid, Done, Lat} -> {Done, Lat};
                    {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
                end || {Pid, Ref} <- Workers],
+    Settle(),
     Elapsed = erlang:monotonic_time() - T0,
     [erlang:demonitor(Ref, [flush]) || {_, Ref} <- Workers],
     Done = lists:sum([D || {D, _} <- Results]),

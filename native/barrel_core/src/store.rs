@@ -306,6 +306,11 @@ impl Store {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(DBCompressionType::Lz4);
         cf_opts.set_block_based_table_factory(&table);
+        // A bloom filter over each memtable's keys: a point read of a key the memtable does not
+        // hold (most reads of a large store, and the writer's lookup of every new document)
+        // skips the skip-list search, a cache miss per level.
+        cf_opts.set_memtable_prefix_bloom_ratio(0.02);
+        cf_opts.set_memtable_whole_key_filtering(true);
         let mut db_opts = cf_opts.clone();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
