@@ -55,8 +55,10 @@ pub(crate) const INDEX_DIR_FOR_TESTS: &str = INDEX_DIR;
 pub(crate) const CF_LOCAL: &str = "local";
 pub(crate) const CF_ATTS: &str = "atts";
 pub(crate) const CF_PENDING: &str = "ixq";
-/// Memtable size of the index and sequence column families.
+/// Memtable size of the sequence and pending-mark column families.
 const SMALL_KEYS_MEMTABLE: usize = 8 * 1024 * 1024;
+/// Memtable size of the path index's instance.
+const INDEX_MEMTABLE: usize = 32 * 1024 * 1024;
 const DATA_CFS: [&str; 6] = [CF_DOCS, CF_REVS, CF_SEQS, CF_LOCAL, CF_ATTS, CF_PENDING];
 
 /// Longest accepted barrel name, in bytes.
@@ -315,11 +317,6 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // Compactions run at a low CPU priority: they may wait, a commit or a read may not.
-        // (RocksDB's default environment, shared by every store of the process.)
-        let mut env = rocksdb::Env::new()?;
-        env.lower_thread_pool_cpu_priority();
-        db_opts.set_env(&env);
         db_opts.increase_parallelism(cores as i32);
         // Small column families (meta, rewritten on every commit) would otherwise keep every
         // write-ahead log alive until RocksDB's default limit: bound the logs so they get
@@ -336,11 +333,10 @@ impl Store {
         // compacted soon, which drops the chunks and the blob files only they used, so the
         // space comes back without waiting for compactions to reach them by size.
         att_opts.add_compact_on_deletion_collector_factory(64, 8, 0.5);
-        // The index and sequence families take many small keys per write (some thirty index
-        // entries for a 1 KB document). An insert into RocksDB's skip list costs a cache miss
-        // per level, so a small memtable makes these inserts about twice as fast as the 64 MiB
-        // default (measured: 2.1 µs → 0.9 µs a key); a few of them queue for flushing so a
-        // write never waits for one.
+        // The sequence and pending-mark families take small keys, little data in all. An insert
+        // into RocksDB's skip list costs a cache miss per level, so a small memtable makes them
+        // cheaper (for scattered keys, measured 2.1 µs a key with 64 MiB, 0.9 µs with 8 MiB); a
+        // few memtables queue for flushing so a write never waits for one.
         let mut small_keys = cf_opts.clone();
         small_keys.set_write_buffer_size(SMALL_KEYS_MEMTABLE);
         small_keys.set_max_write_buffer_number(4);
@@ -372,9 +368,17 @@ impl Store {
         let db = Arc::new(db);
         let index_path = path.join(INDEX_DIR);
         let index_is_new = !index_path.join("CURRENT").exists();
-        let mut index_opts = small_keys.clone();
+        // The index takes the most bytes of all (some thirty keys a document): its memtable is
+        // large enough that compactions into level 1 do not rewrite that level for every few
+        // megabytes flushed (with 8 MiB memtables, loading 1M documents stalled on them), and
+        // its inserts arrive sorted, which keeps them cheap in a memtable of this size.
+        let mut index_opts = cf_opts.clone();
         index_opts.create_if_missing(true);
-        index_opts.set_max_total_wal_size(64 * 1024 * 1024);
+        index_opts.set_write_buffer_size(INDEX_MEMTABLE);
+        index_opts.set_max_write_buffer_number(3);
+        index_opts.set_max_bytes_for_level_base(4 * INDEX_MEMTABLE as u64);
+        index_opts.set_target_file_size_base(INDEX_MEMTABLE as u64);
+        index_opts.set_max_total_wal_size(128 * 1024 * 1024);
         let index_db = Arc::new(DB::open(&index_opts, &index_path)?);
         let notifier = Notifier::start()?;
         let indexer = Indexer::start(db.clone(), index_db.clone())?;
