@@ -147,6 +147,9 @@ defmodule Barrel do
       then id, and a document once, at its first matching entry.
     * Every query reads one snapshot: writes made while it runs, even by its
       own function, are not seen.
+    * The index is written by its own thread just after each commit; a query
+      first waits until every write committed before it is indexed, so it
+      always sees the caller's own writes.
     * Strings longer than 256 bytes are stored but not indexed.
 
   `query/5` folds over the matches in index order, `find/3` returns them as

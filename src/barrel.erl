@@ -1123,7 +1123,9 @@ http_info(Pid) ->
 %% `false' each row is `#{<<"id">> => Id, <<"value">> => IndexedValue}'),
 %% `null'. With a `*' in the path a document matches once, at its first
 %% matching entry. The whole query reads one snapshot, whatever writers do
-%% meanwhile.
+%% meanwhile. The index is written just after each commit by its own thread:
+%% a query first waits until every write committed before it is indexed, so
+%% it always sees the caller's own writes.
 %% ```
 %% {ok, Ids} = barrel:query(Barrel, <<"$/locations/*/country">>,
 %%                          fun(#{<<"id">> := Id}, Acc) -> {ok, [Id | Acc]} end, [],
