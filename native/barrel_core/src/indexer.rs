@@ -508,6 +508,14 @@ mod tests {
         Store::open(dir, &StoreOptions::default()).unwrap()
     }
 
+    /// A new store in `dir` with one barrel, `b`.
+    fn new_barrel(dir: &std::path::Path) -> (Arc<Store>, Barrel) {
+        let store = open(dir);
+        store.create_barrel("b", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("b").unwrap();
+        (store, b)
+    }
+
     fn save(b: &Barrel, doc: Value) -> crate::revtree::Rev {
         b.save_doc(DocInput::from_value(doc).unwrap(), &SaveOptions::default())
             .unwrap()
@@ -546,9 +554,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys_after;
         {
-            let store = open(dir.path());
-            store.create_barrel("b", BarrelConfig::default()).unwrap();
-            let b = store.open_barrel("b").unwrap();
+            let (store, b) = new_barrel(dir.path());
             let a0 = save(&b, json!({"id": "a", "x": 0, "keep": "same"}));
             let c_rev = save(&b, json!({"id": "c", "z": 1}));
             assert_eq!(find(&b, "$/x/0"), ["a"]);
@@ -591,9 +597,7 @@ mod tests {
     #[test]
     fn a_query_waits_for_the_writes_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store.create_barrel("b", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("b").unwrap();
+        let (store, b) = new_barrel(dir.path());
         store.indexer.set_paused(true);
         save(&b, json!({"id": "a", "x": 1}));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -609,9 +613,7 @@ mod tests {
     #[test]
     fn writes_wait_while_the_index_is_too_far_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store.create_barrel("b", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("b").unwrap();
+        let (store, b) = new_barrel(dir.path());
         store.indexer.set_paused(true);
         let total = MAX_PENDING + 100;
         let b2 = b.clone();
@@ -639,9 +641,7 @@ mod tests {
     fn an_index_lost_or_from_an_older_layout_is_rebuilt_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = open(dir.path());
-            store.create_barrel("b", BarrelConfig::default()).unwrap();
-            let b = store.open_barrel("b").unwrap();
+            let (_store, b) = new_barrel(dir.path());
             save(&b, json!({"id": "a", "x": 1}));
             save(&b, json!({"id": "b", "x": 2}));
             assert_eq!(find(&b, "$/x/2"), ["b"]);
@@ -677,9 +677,7 @@ mod tests {
     fn the_index_of_a_barrel_deleted_before_its_removal_goes_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = open(dir.path());
-            store.create_barrel("b", BarrelConfig::default()).unwrap();
-            let b = store.open_barrel("b").unwrap();
+            let (store, b) = new_barrel(dir.path());
             save(&b, json!({"id": "a", "x": 1}));
             assert_eq!(find(&b, "$/x/1"), ["a"]);
             // Entries of barrel ids not in the catalog (a drop whose index removal was lost).
