@@ -13,6 +13,12 @@ mod store;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// mimalloc for every Rust allocation of the NIF (RocksDB's own C++ allocations keep the
+/// system allocator): document conversion and the writer and indexer threads allocate many small
+/// values, which glibc's allocator served slowly, across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs a NIF body, turning a Rust panic into `{error, {internal_error, Msg}}` instead of an
 /// exception, so no engine bug can take the caller down with it.
 pub(crate) fn guarded<'a, F>(env: rustler::Env<'a>, f: F) -> rustler::Term<'a>
