@@ -375,8 +375,19 @@ async function main() {
 
 main()
   .catch((e) => { failures += 1; console.log(`  FAIL  ${e.stack}`); })
-  .finally(() => {
-    if (server) { server.removeAllListeners('exit'); server.kill('SIGTERM'); }
+  .finally(async () => {
+    if (server) {
+      server.removeAllListeners('exit');
+      if (server.exitCode === null && server.signalCode === null) {
+        // barreld writes its files until it has stopped (indexing what is queued, closing
+        // RocksDB): removing its directory before that races with it.
+        const exited = new Promise((resolve) => server.once('exit', resolve));
+        server.kill('SIGTERM');
+        const timer = setTimeout(() => server.kill('SIGKILL'), 10000);
+        await exited;
+        clearTimeout(timer);
+      }
+    }
     fs.rmSync(tmp, { recursive: true, force: true });
     // The summary line .ci/run counts (EUnit's shape).
     console.log(`  Failed: ${failures}.  Skipped: 0.  Passed: ${passes}.`);
