@@ -7,8 +7,8 @@
 %% <li>`BENCH_QUICK=1': small counts, for trying the harness.</li>
 %% <li>`BENCH_FULL=1': adds the 10M-document scale step (Barrel and RocksDB only).</li>
 %% <li>`BENCH_PEERS=barrel,rocksdb': run only these peers.</li>
-%% <li>`BENCH_ONLY=save_doc_1,fold_docs_1M': run only these workloads (and the loads and
-%%     writes whose documents they need).</li>
+%% <li>`BENCH_ONLY=save_doc_1,fetch_1M': run only these workloads, by the names the table
+%%     prints (and the loads and writes whose documents they need).</li>
 %% <li>`BENCH_OUT=path': where to write the results. By default only a whole run (no
 %%     `BENCH_QUICK', `BENCH_PEERS' or `BENCH_ONLY') writes them, to `bench/RESULTS.md'.</li>
 %% <li>`BENCH_TMP=dir': where the peers' data lives while they run (removed at the end).</li>
@@ -286,10 +286,16 @@ selected(Workloads, #{only := all}) ->
     Workloads;
 selected(Workloads, #{only := Only0}) ->
     Only = Only0 ++ [From || #{id := Id, count_from := From} <- Workloads,
-                             lists:member(Id, Only0)],
-    Stores = [S || #{id := Id, store := S} <- Workloads, lists:member(Id, Only)],
+                             named(Id, Only0)],
+    Stores = [S || #{id := Id, store := S} <- Workloads, named(Id, Only)],
     [X || X = #{id := Id, store := S, setup := Setup} <- Workloads,
-          lists:member(Id, Only) orelse (Setup andalso lists:member(S, Stores))].
+          named(Id, Only) orelse (Setup andalso lists:member(S, Stores))].
+
+%% Is workload `Id' in `Names', by id or by the name the table prints (`fetch_1M' for
+%% `{fetch, 1000000}')?
+named(Id, Names) ->
+    lists:member(Id, Names)
+        orelse lists:member(list_to_atom(bench_report:workload_label(Id)), Names).
 
 run_peer(Peer = #{id := PeerId}, Workloads, Templates, TemplatesFile, Config, Results) ->
     Stores = lists:usort(fun store_order/2, [S || #{store := S} <- Workloads]),
