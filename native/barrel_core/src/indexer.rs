@@ -12,7 +12,8 @@
 //! Consistency, as users see it:
 //! - a query waits until every write committed before it started is indexed
 //!   ([`Indexer::wait_indexed`]), so a process reads its own writes;
-//! - the writer stops taking new writes while more than [`MAX_PENDING`] documents wait to be
+//! - the writer stops taking new writes while more than [`MAX_PENDING`] documents (or
+//!   [`MAX_PENDING_BYTES`] of their bodies and entries) wait to be
 //!   indexed (back pressure), so the lag, the memory it takes and a query's wait are bounded;
 //! - a crash loses no index work: the pending marks are committed with the documents, and
 //!   [`recover`] applies what they name when the store opens (`index` then holds exactly the
@@ -35,6 +36,11 @@ use std::time::{Duration, Instant};
 
 /// Most documents waiting to be indexed before the writer waits for the indexer.
 pub(crate) const MAX_PENDING: usize = 16_384;
+/// Most bytes (bodies and entries held by the jobs) waiting to be indexed before the writer
+/// waits: large documents must not fill memory at [`MAX_PENDING`] of them.
+pub(crate) const MAX_PENDING_BYTES: usize = 64 << 20;
+/// About the most bytes of jobs indexed in one batch (at least one job).
+const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Most documents indexed in one batch.
 const MAX_BATCH: usize = 4096;
 /// How long the indexer lets jobs accumulate when few are queued and no query waits: larger
@@ -66,6 +72,18 @@ pub(crate) struct IndexJob {
     pub new: NewEntries,
 }
 
+impl IndexJob {
+    /// Memory the job holds, about.
+    fn weight(&self) -> usize {
+        let new = match &self.new {
+            NewEntries::Nothing => 0,
+            NewEntries::Entries(e) => e.iter().map(|k| k.len() + 24).sum(),
+            NewEntries::Body(b) => b.len(),
+        };
+        64 + self.id.len() + self.old.as_ref().map_or(0, Vec::len) + new
+    }
+}
+
 /// Encodes a pending mark: `[1 if old][u32 id length][id][old body]`.
 pub(crate) fn encode_mark(id: &str, old: Option<&[u8]>) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + id.len() + old.map_or(0, <[u8]>::len));
@@ -91,6 +109,8 @@ struct State {
     queue: VecDeque<IndexJob>,
     /// Jobs taken by the thread and not yet written.
     busy: usize,
+    /// Weight of the queued jobs and of those being written.
+    bytes: usize,
     /// Queries (and drains) waiting for the indexer: it does not gather then.
     waiting: usize,
     stop: bool,
@@ -152,6 +172,7 @@ impl Indexer {
         let was_empty = st.queue.is_empty();
         for job in jobs {
             job.barrel.index_queued.fetch_max(job.seq, Ordering::SeqCst);
+            st.bytes += job.weight();
             st.queue.push_back(job);
         }
         // The indexer sleeps on an empty queue, or gathers until enough jobs came.
@@ -160,10 +181,11 @@ impl Indexer {
         }
     }
 
-    /// Blocks while more than [`MAX_PENDING`] documents wait to be indexed.
+    /// Blocks while more than [`MAX_PENDING`] documents or [`MAX_PENDING_BYTES`] wait to be
+    /// indexed.
     pub(crate) fn wait_below_limit(&self) {
         let mut st = self.shared.state.lock();
-        while st.queue.len() > MAX_PENDING && !st.stop {
+        while (st.queue.len() > MAX_PENDING || st.bytes > MAX_PENDING_BYTES) && !st.stop {
             self.shared.progress.wait(&mut st);
         }
     }
@@ -223,7 +245,9 @@ impl Indexer {
 
     /// Drops the queued jobs, as a crash would.
     pub(crate) fn forget_queued(&self) {
-        self.shared.state.lock().queue.clear();
+        let mut st = self.shared.state.lock();
+        st.queue.clear();
+        st.bytes = 0;
     }
 
     /// Jobs queued.
@@ -260,7 +284,12 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
                     break;
                 }
             }
-            let n = st.queue.len().min(MAX_BATCH);
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < st.queue.len().min(MAX_BATCH) && (n == 0 || bytes < MAX_BATCH_BYTES) {
+                bytes += st.queue[n].weight();
+                n += 1;
+            }
             st.busy = n;
             st.queue.drain(..n).collect()
         };
@@ -284,6 +313,9 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
         }
         let mut st = shared.state.lock();
         st.busy = 0;
+        st.bytes = st
+            .bytes
+            .saturating_sub(jobs.iter().map(IndexJob::weight).sum());
         for job in &jobs {
             job.barrel.index_done.fetch_max(job.seq, Ordering::SeqCst);
         }
@@ -635,6 +667,39 @@ mod tests {
             find(&b, &format!("$/n/{}", total - 1)),
             [format!("d{}", total - 1)]
         );
+    }
+
+    #[test]
+    fn writes_wait_while_too_many_bytes_are_not_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, b) = new_barrel(dir.path());
+        // Each update's job holds the previous body: 256 KiB (a string too long to index).
+        let big = "x".repeat(256 << 10);
+        let mut rev = save(&b, json!({"id": "d", "n": 0, "big": big}));
+        store.indexer.set_paused(true);
+        let limit = MAX_PENDING_BYTES / (256 << 10);
+        let b2 = b.clone();
+        let writer = std::thread::spawn(move || {
+            for n in 1..=limit + 50 {
+                rev = save(
+                    &b2,
+                    json!({"id": "d", "_rev": rev.to_string(), "n": n, "big": big}),
+                );
+            }
+        });
+        while store.indexer.queued() < limit {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // Far fewer documents than MAX_PENDING, but at the byte limit: the writer waits.
+        let queued = store.indexer.queued();
+        assert!(queued <= limit + 1, "{queued} jobs queued");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(store.indexer.queued(), queued);
+        assert!(!writer.is_finished());
+        store.indexer.set_paused(false);
+        writer.join().unwrap();
+        assert_eq!(find(&b, &format!("$/n/{}", limit + 50)), ["d"]);
     }
 
     #[test]
