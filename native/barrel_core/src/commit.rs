@@ -14,7 +14,7 @@ use crate::changes::{Change, LiveChange};
 use crate::doc::{generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
-use crate::indexer::{self, IndexJob, NewEntries};
+use crate::indexer::{self, IndexJob, IndexWrites, NewEntries};
 use crate::revtree::{Rev, RevTree};
 use crate::store::{
     keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_META, CF_PENDING, CF_REVS, CF_SEQS,
@@ -292,12 +292,9 @@ pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         ro,
         rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
     );
-    let (mut docs, mut keys_in_batch) = (0u64, Vec::new());
-    let write = |batch: &mut WriteBatch, mut keys: Vec<Vec<u8>>| -> Result<()> {
-        keys.sort_unstable();
-        for k in keys {
-            batch.put(k, []);
-        }
+    let (mut docs, mut writes) = (0u64, IndexWrites::default());
+    let write = |batch: &mut WriteBatch, writes: IndexWrites| -> Result<()> {
+        writes.into_batch(batch);
         store.index_db.write(std::mem::take(batch))?;
         Ok(())
     };
@@ -310,15 +307,15 @@ pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         }
         let id = std::str::from_utf8(&k[start.len()..])
             .map_err(|_| Error::Corrupt("document id".into()))?;
-        for entry in indexer::body_entries(id, &rec.winner_body)? {
-            keys_in_batch.push(keys::index(barrel.id, &entry, id));
+        for entry in indexer::body_entries(id, Some(&rec.winner_body))? {
+            writes.put(barrel.id, &entry, id);
         }
         docs += 1;
         if docs % 1000 == 0 {
-            write(&mut batch, std::mem::take(&mut keys_in_batch))?;
+            write(&mut batch, std::mem::take(&mut writes))?;
         }
     }
-    write(&mut batch, keys_in_batch)?;
+    write(&mut batch, writes)?;
     Ok(docs)
 }
 

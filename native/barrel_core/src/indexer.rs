@@ -270,7 +270,7 @@ impl Drop for Indexer {
 
 fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
     loop {
-        let jobs: Vec<IndexJob> = {
+        let (jobs, bytes): (Vec<IndexJob>, usize) = {
             let mut st = shared.state.lock();
             while st.idle() && !st.stop {
                 shared.work.wait(&mut st);
@@ -291,7 +291,7 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
                 n += 1;
             }
             st.busy = n;
-            st.queue.drain(..n).collect()
+            (st.queue.drain(..n).collect(), bytes)
         };
         let mut failures = 0;
         loop {
@@ -313,9 +313,7 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
         }
         let mut st = shared.state.lock();
         st.busy = 0;
-        st.bytes = st
-            .bytes
-            .saturating_sub(jobs.iter().map(IndexJob::weight).sum());
+        st.bytes = st.bytes.saturating_sub(bytes);
         for job in &jobs {
             job.barrel.index_done.fetch_max(job.seq, Ordering::SeqCst);
         }
@@ -324,18 +322,34 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
     }
 }
 
-/// Index entries (sorted) of a stored body.
-pub(crate) fn body_entries(id: &str, body: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// Index entries (sorted) of a stored body; none without a body.
+pub(crate) fn body_entries(id: &str, body: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
+    let Some(body) = body else {
+        return Ok(Vec::new());
+    };
     let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
     // A stored body was accepted once, so it is within the limits.
     Ok(index::entries(id, &body)?)
 }
 
+/// Index entries of a stored document's winning revision, `None` when that is a deletion.
+fn winner_entries(id: &str, rec: &DocRecord) -> Result<Option<Vec<Vec<u8>>>> {
+    match rec.tree.winner() {
+        Some(w) if !w.deleted => Ok(Some(body_entries(id, Some(&rec.winner_body))?)),
+        _ => Ok(None),
+    }
+}
+
 /// Index writes in key order: `(key, true)` to put, `(key, false)` to delete.
 #[derive(Default)]
-struct IndexWrites(Vec<(Vec<u8>, bool)>);
+pub(crate) struct IndexWrites(Vec<(Vec<u8>, bool)>);
 
 impl IndexWrites {
+    /// Writes entry `entry` of document `id`.
+    pub(crate) fn put(&mut self, barrel: u64, entry: &[u8], id: &str) {
+        self.0.push((keys::index(barrel, entry, id), true));
+    }
+
     /// The difference between two sorted entry lists of document `id`.
     fn diff(&mut self, barrel: u64, id: &str, old: &[Vec<u8>], new: &[Vec<u8>]) {
         let (mut i, mut j) = (0, 0);
@@ -361,9 +375,8 @@ impl IndexWrites {
     /// Adds the writes to `batch` in key order: inserting sorted keys lets RocksDB's skip list
     /// start each search where the previous one ended (one document's entries span the whole
     /// index otherwise).
-    fn write(mut self, index_db: &DB) -> Result<()> {
+    pub(crate) fn into_batch(mut self, batch: &mut WriteBatch) {
         self.0.sort_unstable();
-        let mut batch = WriteBatch::default();
         for (key, put) in self.0 {
             if put {
                 batch.put(key, []);
@@ -371,6 +384,12 @@ impl IndexWrites {
                 batch.delete(key);
             }
         }
+    }
+
+    /// Writes them to the index, in key order, in one batch.
+    fn write(self, index_db: &DB) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.into_batch(&mut batch);
         index_db.write(batch)?;
         Ok(())
     }
@@ -414,16 +433,13 @@ fn apply(db: &DB, index_db: &DB, jobs: &[IndexJob]) -> Result<()> {
     for key in order {
         let (old, new) = docs[&key];
         let (barrel, id) = key;
-        let old = match old {
-            Some(body) => body_entries(id, body)?,
-            None => Vec::new(),
-        };
+        let old = body_entries(id, old)?;
         let computed;
         let new = match new {
             NewEntries::Nothing => &[][..],
             NewEntries::Entries(e) => e.as_slice(),
             NewEntries::Body(body) => {
-                computed = body_entries(id, body)?;
+                computed = body_entries(id, Some(body))?;
                 computed.as_slice()
             }
         };
@@ -474,18 +490,12 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
     let mut writes = IndexWrites::default();
     let docs_cf = store.cf(CF_DOCS);
     for ((barrel, id), old) in &docs {
-        let old = match old {
-            Some(body) => body_entries(id, body)?,
-            None => Vec::new(),
-        };
+        let old = body_entries(id, old.as_deref())?;
         let new = match db.get_cf(docs_cf, keys::doc(*barrel, id))? {
             Some(raw) => {
                 let rec = DocRecord::decode(&raw)
                     .ok_or_else(|| Error::Corrupt("document record".into()))?;
-                match rec.tree.winner() {
-                    Some(w) if !w.deleted => body_entries(id, &rec.winner_body)?,
-                    _ => Vec::new(),
-                }
+                winner_entries(id, &rec)?.unwrap_or_default()
             }
             None => Vec::new(),
         };
