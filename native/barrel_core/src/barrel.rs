@@ -595,7 +595,7 @@ impl Barrel {
         if cached_only {
             ro.set_read_tier(ReadTier::BlockCache);
         }
-        let rec = self.read_record(&store, id, &ro)?;
+        let mut rec = self.read_record(&store, id, &ro)?;
         if cached_only && rec.winner_body.len() > CACHED_FETCH_MAX {
             return Err(Error::WouldBlock);
         }
@@ -609,7 +609,11 @@ impl Barrel {
             Some(r) if rec.tree.is_leaf(r) => (r.clone(), rec.tree.is_deleted(r) == Some(true)),
             Some(_) => return Err(Error::NotFound),
         };
-        let body = self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?;
+        let body = if rev == winner.rev {
+            std::mem::take(&mut rec.winner_body)
+        } else {
+            self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?
+        };
         let mut doc = decorate_doc(Body::new(), id, &rev, deleted);
         if opts.revs {
             doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));

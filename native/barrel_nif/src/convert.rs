@@ -174,7 +174,10 @@ pub(crate) fn json_to_term<'a>(
     null_atom: Atom,
 ) -> Result<Term<'a>, String> {
     use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_slice(json);
+    // One UTF-8 check of the whole body, then a parser that trusts it: checking each string
+    // as it is parsed took more time (several short calls a document).
+    let json = std::str::from_utf8(json).map_err(|e| e.to_string())?;
+    let mut de = serde_json::Deserializer::from_str(json);
     let seed = TermSeed {
         env,
         null_atom,
