@@ -329,7 +329,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Arc<Store>> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::Storage(e.to_string()))?;
-        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let cache = Cache::new_hyper_clock_cache(options.block_cache_bytes, 0);
         let table_options = |bloom: bool| {
             let mut t = BlockBasedOptions::default();
             t.set_block_cache(&cache);
