@@ -28,11 +28,13 @@ config() ->
     Full = os:getenv("BENCH_FULL", "") =:= "1",
     Base = case Quick of
                true -> #{writes => 2000, reads => 5000, att_mib => 50, sizes => [1000, 10000],
-                         read_size => 10000, fold_size => 10000, deadline_ms => 5000,
+                         read_size => 10000, fold_size => 10000, query_size => 10000,
+                         deadline_ms => 5000,
                          load_deadline_ms => 60000};
                false -> #{writes => 50000, reads => 100000, att_mib => 500,
                           sizes => [10000, 100000, 1000000],
-                          read_size => 100000, fold_size => 1000000, deadline_ms => 10000,
+                          read_size => 100000, fold_size => 1000000,
+                          query_size => 1000000, deadline_ms => 10000,
                           load_deadline_ms => 180000}
            end,
     Sizes = maps:get(sizes, Base) ++ [10000000 || Full, not Quick],
@@ -98,11 +100,14 @@ peers(#{full := Full}) ->
 %%     write their copies into the same store: apart from `{scale, N}', whose disk size they
 %%     would inflate).</li>
 %% <li>`op': `put' (`batch' documents a call), `update', `get' (`pattern' `seq' or `random'
-%%     over `keys' stored documents), `fold', `disk_size' (measured by the driver once the
+%%     over `keys' stored documents), `query' (a path query of `kind' `equal', `prefix' or
+%%     `range' around a stored document picked as `get' does, see `bench_barrel'), `fold',
+%%     `disk_size' (measured by the driver once the
 %%     store is closed), `changes_latency' (`procs' writers offering `rate' writes a second)
 %%     or `changes_fanout' (to `listeners' listeners), see `bench_changes'; `replicate' (the
-%%     store's documents to a new database, `via' `local', `ws' or `http'), see
-%%     `bench_barrel'; `att_put' (a new document with one attachment of `att_bytes' bytes, see
+%%     store's documents to a new database, `via' `local', `ws' or `http') and
+%%     `replication_lag' (a continuous replication between two new barrels under `rate'
+%%     writes a second), see `bench_barrel'; `att_put' (a new document with one attachment of `att_bytes' bytes, see
 %%     `bench_docs:attachment/2') or `att_get' (that attachment read back whole).</li>
 %% <li>`ks', `start', `count', `procs': the keys `ks-start'..`ks-(start+count-1)', shared among
 %%     `procs' concurrent processes.</li>
@@ -116,7 +121,7 @@ peers(#{full := Full}) ->
 %% </ul>
 %% Adding a workload is adding a map here (and a clause to the peers' `op/2' for a new `op').
 workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size := RS,
-            fold_size := FS, deadline_ms := D, load_deadline_ms := LD}) ->
+            fold_size := FS, query_size := QS, deadline_ms := D, load_deadline_ms := LD}) ->
     Writes = [w(save_doc_1, "save_doc, 1 process", put, <<"w1">>, W, 1, #{}),
               w(save_doc_16, "save_doc, 16 processes", put, <<"w16">>, W, 16, #{}),
               w(save_doc_64, "save_doc, 64 processes", put, <<"w64">>, W, 64, #{}),
@@ -142,6 +147,11 @@ workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size :=
                 changes_fanout, <<"cf10">>, W div 5, 1, #{listeners => 10}),
               w(changes_fanout_100, "changes: delivered to 100 listeners (changes/s)",
                 changes_fanout, <<"cf100">>, W div 25, 1, #{listeners => 100}),
+              %% Continuous replication (Barrel only): lag from a source write to the change
+              %% on the target, under 5k writes/s offered (see bench_barrel:replication_lag/2).
+              lag(replication_lag_local, "local to local", local, W),
+              lag(replication_lag_ws, "over WebSocket (same VM)", ws, W),
+              lag(replication_lag_http, "over HTTP, CouchDB protocol (same VM)", http, W),
               %% Attachments: AM MiB in 1 MiB attachments, then half as much in 64 KiB ones.
               att(att_put_1m, "put_attachment 1 MiB, 1 process", att_put, <<"a1m">>, AM, 1,
                   1 bsl 20, #{}),
@@ -157,15 +167,27 @@ workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size :=
                      w(fetch_random_16, "fetch_doc random, 16 processes", get, <<"s">>, R, 16,
                        #{pattern => random, keys => N, store => {scale, N}}),
                      w(fetch_seq_16, "fetch_doc sequential, 16 processes", get, <<"s">>, R, 16,
-                       #{pattern => seq, keys => N, store => {scale, N}}),
-                     %% Path-index queries (Barrel only): `$/id' equal to a random key.
-                     w(query_id_1, "query $/id equal, random, 1 process", query_id, <<"s">>, R,
-                       1, #{pattern => random, keys => N, store => {scale, N},
-                            include_docs => false}),
-                     w(query_id_docs_1, "query $/id equal + doc, random, 1 process", query_id,
-                       <<"s">>, R, 1, #{pattern => random, keys => N, store => {scale, N},
-                                        include_docs => true})]
+                       #{pattern => seq, keys => N, store => {scale, N}})]
             end,
+    %% Path-index queries (Barrel only) over the largest default data set, each around a
+    %% random stored document `s-I' (see `bench_barrel:query/3'): `$/id' equal to its id (one
+    %% row, without and with the document), `$/id' starting with its id but the last digit
+    %% (ten rows), `$/seq' from I to I + 99 (a hundred rows, without and with the documents).
+    Queries = fun(N) ->
+                      Q = fun(Id, What, Kind, Docs, Count) ->
+                                  w(Id, "query over " ++ count_label(N) ++ " docs: " ++ What,
+                                    query, <<"s">>, Count, 1,
+                                    #{pattern => random, keys => N, store => {scale, N},
+                                      kind => Kind, include_docs => Docs, peers => [barrel],
+                                      unit => "queries/s", per_item => 1})
+                          end,
+                      [Q(query_eq, "$/id equal, 1 row", equal, false, R),
+                       Q(query_eq_docs, "$/id equal, 1 row + doc", equal, true, R),
+                       Q(query_prefix, "$/id prefix, 10 rows", prefix, false, R div 2),
+                       Q(query_range, "$/seq range, 100 rows", range, false, R div 10),
+                       Q(query_range_docs, "$/seq range, 100 rows + docs", range, true,
+                         R div 20)]
+              end,
     Fold = fun(N) ->
                    [w(list_to_atom("fold_docs_" ++ count_label(N)),
                       "fold_docs over " ++ count_label(N) ++ " docs", fold, <<"s">>, N, 1,
@@ -185,6 +207,7 @@ workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size :=
                                               scale => {N, fetch}})]
                            end
                         ++ [F || lists:member(N, [RS, FS]), F <- Fold(N)]
+                        ++ [Q || N =:= QS, Q <- Queries(N)]
             end,
     %% Replication (Barrel and PouchDB): every document of a loaded barrel to a new one, in one
     %% one-shot replication each. Their own store, so the copies stay out of disk_100k. A
@@ -211,6 +234,12 @@ w(Id, Title, Op, Ks, Count, Procs, Extra) ->
     maps:merge(#{id => Id, title => Title, op => Op, ks => Ks, start => 0, count => Count,
                  procs => Procs, batch => 1, store => writes, main => true, setup => false},
                Extra).
+
+%% A continuous replication lag workload: 2 writers offering 5k writes/s to the source.
+lag(Id, How, Via, W) ->
+    w(Id, "continuous replication " ++ How ++ ": source write → change on the target at 5k "
+      "writes/s offered (deliveries/s)", replication_lag, <<"rl">>, W div 4, 2,
+      #{rate => 5000, via => Via, peers => [barrel]}).
 
 %% An attachment workload: `Bytes' a document, its rate in MiB/s. Mnesia and DETS have no
 %% attachments.

@@ -17,6 +17,17 @@ open(Dir, _TemplatesFile, _Opts) ->
     {ok, Barrel} = barrel:open(?NAME),
     {ok, Barrel}.
 
+%% A query of kind `Kind' around stored document `Key' (`s-I', `0 =< I < N'), with the number
+%% of rows it returns.
+query(equal, Key, _N) ->
+    {<<"$/id">>, #{equal => Key}, 1};
+query(prefix, Key, _N) ->
+    %% The ten ids that differ from `Key' only in the last digit (N is a multiple of ten).
+    {<<"$/id">>, #{prefix => binary:part(Key, 0, byte_size(Key) - 1)}, 10};
+query(range, <<"s-", Digits/binary>>, N) ->
+    I = binary_to_integer(Digits),
+    {<<"$/seq">>, #{start_at => I, end_at => I + 99}, min(100, N - I)}.
+
 %% A query waits until every write before it is in the index.
 indexed(B, Fun) ->
     {settled, Fun, fun() -> {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}) end}.
@@ -43,10 +54,11 @@ op(#{op := put_flat}, B) ->
     indexed(B, fun({_Key, Doc}) -> {ok, _, _} = barrel:save_doc(B, Doc) end);
 op(#{op := get}, B) ->
     fun(Key) -> {ok, _} = barrel:fetch_doc(B, Key) end;
-op(#{op := query_id, include_docs := Docs}, B) ->
-    %% A point query through the path index: `$/id' equal to the key.
+op(#{op := query, kind := Kind, include_docs := Docs, keys := N}, B) ->
     fun(Key) ->
-            {ok, [_]} = barrel:find(B, {<<"$/id">>, #{equal => Key}}, #{include_docs => Docs})
+            {Path, Select, Rows} = query(Kind, Key, N),
+            {ok, Found} = barrel:find(B, {Path, Select}, #{include_docs => Docs}),
+            Rows = length(Found)
     end;
 op(#{op := fold}, B) ->
     {fold, fun() ->
@@ -57,11 +69,12 @@ op(#{op := changes_latency} = W, B) ->
     Listen = fun() ->
                      {ok, _} = barrel:start_listener(B, #{to => self(), include_docs => true})
              end,
-    Extract = fun({barrel_change, _, #{<<"doc">> := #{<<"t">> := T}}}) -> {change, T};
-                 (_) -> ignore
-              end,
     Write = fun(_Key, Doc) -> {ok, _, _} = barrel:save_doc(B, Doc) end,
-    {custom, fun(Templates) -> bench_changes:latency(W, Templates, Write, Listen, Extract) end};
+    {custom, fun(Templates) ->
+                     bench_changes:latency(W, Templates, Write, Listen, fun change_time/1)
+             end};
+op(#{op := replication_lag} = W, _B) ->
+    {custom, fun(Templates) -> replication_lag(W, Templates) end};
 op(#{op := changes_fanout} = W, B) ->
     Listen = fun() -> {ok, _} = barrel:start_listener(B, #{to => self()}) end,
     Extract = fun({barrel_change, _, _}) -> {change, undefined};
@@ -90,18 +103,7 @@ op(_W, _B) ->
 replicate(#{id := Id, via := Via, count := Count, deadline_ms := DeadlineMs}) ->
     Target = <<"replica-", (atom_to_binary(Id))/binary>>,
     ok = barrel:create_barrel(Target, #{}),
-    {Http, Endpoint} = case Via of
-                           local ->
-                               {undefined, Target};
-                           _ ->
-                               {ok, H} = barrel:start_http(#{port => 0}),
-                               {ok, #{url := <<"http://", Host/binary>> = Url}} =
-                                   barrel:http_info(H),
-                               {H, case Via of
-                                       ws -> <<"ws://", Host/binary, "/", Target/binary>>;
-                                       http -> <<Url/binary, "/barrels/", Target/binary>>
-                                   end}
-                       end,
+    {Http, Endpoint} = endpoint(Via, Target),
     try
         T0 = erlang:monotonic_time(),
         {ok, Rep} = barrel:replicate(#{<<"source">> => ?NAME, <<"target">> => Endpoint},
@@ -125,6 +127,50 @@ replicate(#{id := Id, via := Via, count := Count, deadline_ms := DeadlineMs}) ->
         Http =:= undefined orelse barrel:stop_http(Http),
         barrel:delete_barrel(Target)
     end.
+
+%% Barrel `Target' as a replication sees it `via' `local', `ws' or `http', with the HTTP server
+%% started for it (`undefined' for `local').
+endpoint(local, Target) ->
+    {undefined, Target};
+endpoint(Via, Target) ->
+    {ok, H} = barrel:start_http(#{port => 0}),
+    {ok, #{url := <<"http://", Host/binary>> = Url}} = barrel:http_info(H),
+    {H, case Via of
+            ws -> <<"ws://", Host/binary, "/", Target/binary>>;
+            http -> <<Url/binary, "/barrels/", Target/binary>>
+        end}.
+
+%% Continuous replication lag under write load: a continuous replication from a new barrel to
+%% another (`via' as for `replicate/1'), `procs' writers offering `rate' writes a second to the
+%% source, and a listener on the target: the latency is source `save_doc' call → change heard
+%% on the target (see `bench_changes:latency/5').
+replication_lag(#{id := Id, via := Via} = W, Templates) ->
+    Name = atom_to_binary(Id),
+    Source = <<"lag-source-", Name/binary>>,
+    Target = <<"lag-target-", Name/binary>>,
+    ok = barrel:create_barrel(Source, #{}),
+    ok = barrel:create_barrel(Target, #{}),
+    {ok, S} = barrel:open(Source),
+    {ok, T} = barrel:open(Target),
+    {Http, Endpoint} = endpoint(Via, Target),
+    {ok, Rep} = barrel:replicate(#{<<"source">> => Source, <<"target">> => Endpoint},
+                                 #{continuous => true}),
+    try
+        Listen = fun() ->
+                         {ok, _} = barrel:start_listener(T, #{to => self(), include_docs => true})
+                 end,
+        Write = fun(_Key, Doc) -> {ok, _, _} = barrel:save_doc(S, Doc) end,
+        bench_changes:latency(W, Templates, Write, Listen, fun change_time/1)
+    after
+        _ = barrel:cancel_replication(Rep),
+        Http =:= undefined orelse barrel:stop_http(Http),
+        _ = barrel:delete_barrel(Source),
+        _ = barrel:delete_barrel(Target)
+    end.
+
+%% The write time a changes workload's document carries.
+change_time({barrel_change, _, #{<<"doc">> := #{<<"t">> := T}}}) -> {change, T};
+change_time(_) -> ignore.
 
 %% Progress comes after each batch: at the deadline, the documents written by then.
 await_replication(Rep, Deadline) ->

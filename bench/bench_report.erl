@@ -350,6 +350,20 @@ notes(Peers, Ws, Results) ->
          "database to a new one in the same Node process. PouchDB has no WebSocket "
          "replication, and PouchDB to PouchDB over HTTP needs a PouchDB server, which this "
          "harness does not run: `n/a`.\n",
+         "- Continuous replication lag (Barrel only): `replication_lag_local`, `_ws`, `_http`: "
+         "a continuous replication (`continuous => true`) from a new, empty barrel to another, "
+         "directly or through the HTTP server in the same VM as above; 2 writer processes "
+         "offer 5k `save_doc` a second to the source, each document carrying the time its "
+         "write call started, and a listener on the target records the time until it hears the "
+         "change (source commit, replication, target commit and notification; p50 / p99 in "
+         "the latency table). The figure is changes heard on the target a second. PouchDB's "
+         "live replication is not in the harness yet.\n",
+         "- Path-index queries (Barrel only) over the largest default store (1M documents): "
+         "`barrel:find/3` around a random stored document `s-I`: `query_eq` `$/id` equal to "
+         "its id (1 row; `query_eq_docs` with the document), `query_prefix` `$/id` with the "
+         "id's prefix but its last digit (10 rows), `query_range` `$/seq` from I to I + 99 "
+         "(100 rows, `include_docs => false`; `query_range_docs` with the documents). The "
+         "figure is queries a second, each checked for its row count.\n",
          "- Attachments (Barrel, Barrel HTTP, RocksDB, PouchDB): `att_put_1m` writes "
          "new documents with one 1 MiB attachment each, `att_get_1m` reads them back whole, "
          "`att_put_64k` writes 64 KiB ones from 16 processes; the figure is MiB of attachment "
@@ -400,7 +414,9 @@ rate(X) when X >= 1.0e5 -> integer_to_list(round(X / 1000)) ++ "k";
 rate(X) when X >= 1.0e3 -> float_to_list(X / 1000, [{decimals, 1}]) ++ "k";
 rate(X) -> integer_to_list(round(X)).
 
-%% @doc A throughput in a unit larger than a document (MiB/s): `2345', `412', `41.2', `4.12'.
+%% @doc A throughput in a unit of its own (MiB/s, queries/s): `45.2k', `2345', `412', `41.2',
+%% `4.12'.
+amount(X) when X >= 1.0e4 -> rate(X);
 amount(X) when X >= 100 -> integer_to_list(round(X));
 amount(X) when X >= 10 -> float_to_list(X, [{decimals, 1}]);
 amount(X) -> float_to_list(X, [{decimals, 2}]).

@@ -93,7 +93,7 @@ loop([Item | Items], Fun, Prev, Deadline, Batched, Done, Lat) ->
 %% for a new document `Key'; `att_get': a key whose attachment `att_put' stored.</li>
 %% </ul>
 -spec items(map(), non_neg_integer(), tuple()) -> [term()].
-%% `put_flat' items are `{Key, Doc}' with a 1 KB single-string document; `query_id' items are
+%% `put_flat' items are `{Key, Doc}' with a 1 KB single-string document; `query' items are
 %% keys, like `get'.
 items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) ->
     Start = maps:get(start, W, 0),
@@ -125,7 +125,7 @@ items(W = #{op := Op, ks := Ks, count := Count, procs := Procs}, P, Templates) -
              || I <- Idx, Key <- [bench_docs:key(Ks, Start + I)]];
         att_get ->
             [bench_docs:key(Ks, Start + I) || I <- Idx];
-        Q when Q =:= get; Q =:= query_id ->
+        Q when Q =:= get; Q =:= query ->
             Keys = maps:get(keys, W),
             case maps:get(pattern, W) of
                 seq -> [bench_docs:key(Ks, Start + I rem Keys) || I <- Idx];
