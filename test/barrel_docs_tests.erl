@@ -79,8 +79,18 @@ json_values_round_trip() ->
     Body = #{<<"s">> => <<"héllo ☃"/utf8>>, <<"i">> => -42, <<"big">> => 18446744073709551615,
              <<"f">> => 1.5, <<"t">> => true, <<"n">> => null, <<"l">> => [1, [2, #{}], <<>>],
              <<"m">> => #{<<"nested">> => #{<<"deep">> => [false]}}, <<"empty">> => []},
-    {ok, Id, Rev} = barrel:save_doc(B, Body),
-    ?assertEqual({ok, Body#{<<"id">> => Id, <<"_rev">> => Rev}}, barrel:fetch_doc(B, Id)),
+    %% Stored bodies are decoded by a fast decoder that leaves escaped strings and integers
+    %% beyond 64 bits to serde_json: a body each way, the same terms back.
+    Fast = #{<<"ints">> => [0, -1, 7, 9223372036854775807, -9223372036854775808],
+             <<"floats">> => [1.0, -2.5, 1.0e300, 2.5e-8, 123456.789, -0.5e-300],
+             <<"s">> => <<"héllo ☃ 𝄞"/utf8>>, <<>> => <<>>, <<"n">> => null,
+             <<"deep">> => [[[#{<<"a">> => [true, false, null, #{}]}]]]},
+    Escaped = #{<<"esc \"k\"">> => <<"a\"b\\c\nd\te", 1, 31, "/☃"/utf8>>,
+                <<"big">> => [9223372036854775808, 18446744073709551615]},
+    [begin
+         {ok, Id, Rev} = barrel:save_doc(B, Doc),
+         ?assertEqual({ok, Doc#{<<"id">> => Id, <<"_rev">> => Rev}}, barrel:fetch_doc(B, Id))
+     end || Doc <- [Fast, Body, Escaped]],
     %% nil (Elixir's null) is stored as null; the null option picks the atom returned.
     {ok, Id2, _} = barrel:save_doc(B, #{<<"x">> => nil}),
     ?assertMatch({ok, #{<<"x">> := null}}, barrel:fetch_doc(B, Id2)),
