@@ -331,23 +331,35 @@ impl<'a, 'j> FastJson<'a, 'j> {
         (self.depth <= FAST_MAX_DEPTH).then_some(())
     }
 
+    /// The members of an array or object up to its `close` byte, each read by `member`.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.ws();
+        if self.peek()? == close {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            member(self)?;
+            self.ws();
+            match self.next()? {
+                b',' => {}
+                c if c == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
     fn array(&mut self) -> Option<Term<'a>> {
         self.enter()?;
         let mut items = Vec::new();
-        self.ws();
-        if self.peek()? == b']' {
-            self.pos += 1;
-        } else {
-            loop {
-                items.push(self.value()?);
-                self.ws();
-                match self.next()? {
-                    b',' => {}
-                    b']' => break,
-                    _ => return None,
-                }
-            }
-        }
+        self.members(b']', |p| {
+            items.push(p.value()?);
+            Some(())
+        })?;
         self.depth -= 1;
         Some(items.encode(self.env))
     }
@@ -356,29 +368,19 @@ impl<'a, 'j> FastJson<'a, 'j> {
         self.enter()?;
         let mut keys = Vec::with_capacity(16);
         let mut values = Vec::with_capacity(16);
-        self.ws();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-        } else {
-            loop {
-                self.ws();
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                keys.push(self.string()?.encode(self.env));
-                self.ws();
-                if self.next()? != b':' {
-                    return None;
-                }
-                values.push(self.value()?);
-                self.ws();
-                match self.next()? {
-                    b',' => {}
-                    b'}' => break,
-                    _ => return None,
-                }
+        self.members(b'}', |p| {
+            p.ws();
+            if p.peek()? != b'"' {
+                return None;
             }
-        }
+            keys.push(p.string()?.encode(p.env));
+            p.ws();
+            if p.next()? != b':' {
+                return None;
+            }
+            values.push(p.value()?);
+            Some(())
+        })?;
         for (k, v) in extra.into_iter().flatten() {
             keys.push(k.as_str().encode(self.env));
             values.push(value_to_term(self.env, v, self.null_atom));
