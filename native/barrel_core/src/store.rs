@@ -330,10 +330,14 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::Storage(e.to_string()))?;
         let cache = Cache::new_hyper_clock_cache(options.block_cache_bytes, 0);
+        // Index and filter blocks stay with their open files, beside the block cache (about
+        // 1.5% of the data: ~35 MB for a million 1 KB documents and their path index). In the
+        // cache, the path index's large index blocks were evicted by the data blocks that
+        // random reads bring in and read back whole: `$/id` queries over 1M documents ran at
+        // ~20k/s instead of 50-80k/s, and random fetches ~10% slower.
         let table_options = |bloom: bool| {
             let mut t = BlockBasedOptions::default();
             t.set_block_cache(&cache);
-            t.set_cache_index_and_filter_blocks(true);
             if bloom {
                 t.set_bloom_filter(10.0, false);
             }
