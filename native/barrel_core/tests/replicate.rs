@@ -314,6 +314,72 @@ fn continuous_replication_follows_writes_until_cancelled() {
 }
 
 #[test]
+fn continuous_replication_checkpoints_at_intervals_and_when_caught_up() {
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    for i in 0..300 {
+        save(&a, json!({"id": format!("d{i:04}")}));
+    }
+    // Batches of one: 300 batches in a row before the replication catches up.
+    let opts = RepOptions {
+        continuous: true,
+        batch_size: 1,
+        ..Default::default()
+    };
+    let control = Arc::new(RepControl::default());
+    let (a2, b2, c2, o2) = (a.clone(), b.clone(), control.clone(), opts.clone());
+    let started = Instant::now();
+    let t = std::thread::spawn(move || {
+        let mut batches = 0;
+        let r = run(
+            &mut LocalEndpoint::new(a2),
+            &mut LocalEndpoint::new(b2),
+            &o2,
+            &c2,
+            &mut |_| batches += 1,
+        );
+        r.map(|()| batches)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while control.progress().state != RepState::Idle || control.progress().docs_written < 300 {
+        assert!(Instant::now() < deadline, "replication did not catch up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let caught_up = started.elapsed().as_secs();
+    // Caught up: checkpointed at the source's last sequence...
+    let update_seq = a.info().unwrap().stats.updated_seq;
+    assert_eq!(control.progress().last_seq, update_seq);
+    let rep_id = barrel_core::replicate::run::replication_id(
+        &LocalEndpoint::new(a.clone()),
+        &LocalEndpoint::new(b.clone()),
+        &opts,
+    );
+    let checkpoint = b.get_local(&rep_id).unwrap();
+    assert_eq!(checkpoint["last_seq"], json!(update_seq));
+    // ...after writing it for the first batch, about once a second, and at the end, not
+    // after each of the 300 batches (the local document's `0-N` counts its writes).
+    let writes: u64 = checkpoint["_rev"].as_str().unwrap()[2..].parse().unwrap();
+    assert!(
+        writes <= 3 + caught_up,
+        "{writes} checkpoints in {caught_up} s"
+    );
+    control.cancel();
+    assert!(t.join().unwrap().unwrap() >= 300);
+    // A restart finds nothing to do.
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions {
+            batch_size: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!((p.docs_read, p.docs_written), (0, 0));
+    assert_eq!(state(&a), state(&b));
+}
+
+#[test]
 fn filtered_replication() {
     let (_d, s) = store();
     let a = barrel(&s, "a");

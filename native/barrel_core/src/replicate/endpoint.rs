@@ -1321,6 +1321,9 @@ impl WsEndpoint {
             });
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let stream = std::net::TcpStream::connect((host, port)).map_err(remote)?;
+        // Small request frames: without this, Nagle's algorithm held one back until the
+        // previous one was acknowledged (tens of milliseconds with delayed ACKs).
+        stream.set_nodelay(true).map_err(remote)?;
         let (s, _) =
             tungstenite::client_tls_with_config(req, stream, None, connector).map_err(remote)?;
         Ok(s)

@@ -17,7 +17,9 @@
 //!    as a multipart `PUT` of the document and its new contents. A document the
 //!    target refuses for a missing stub (its ancestor changed meanwhile) is sent again with
 //!    every content. Linked attachments travel as links (stubs with a `url`).
-//! 5. Write the checkpoint on both sides, then go on from 2 until the source has no more.
+//! 5. Write the checkpoint on both sides (a continuous replication that keeps finding changes:
+//!    at most every [`CONTINUOUS_CHECKPOINT_EVERY`], and when it catches up or is cancelled),
+//!    then go on from 2 until the source has no more.
 //!
 //! A stopped replication resumes from its checkpoint: what the target confirmed before it is
 //! not sent again (and `revs_diff` skips what it has anyway). A continuous replication, once
@@ -264,16 +266,27 @@ fn pass(
         p.last_seq = since;
     }));
     let batch = opts.batch_size.max(1);
+    // A continuous replication following writes checkpoints at most every
+    // CONTINUOUS_CHECKPOINT_EVERY (the first batch of a pass always), and when it catches up or
+    // is cancelled: a checkpoint is two more writes a batch, one of them maybe remote. A
+    // restart repeats at most that much, which `revs_diff` then finds already there.
+    let mut checkpointed: Option<Instant> = None;
+    let mut unsaved: Option<u64> = None;
     loop {
         if control.is_cancelled() {
+            if let Some(seq) = unsaved {
+                checkpoint(source, target, rep_id, seq)?;
+                control.update(|p| p.last_seq = seq);
+            }
             return Ok(());
         }
         let (changed, last) = source.changes(since, batch, &opts.filter)?;
         if changed.is_empty() {
-            if last > since {
-                checkpoint(source, target, rep_id, last)?;
-                since = last;
-                report(&control.update(|p| p.last_seq = last));
+            if last > since || unsaved.is_some() {
+                checkpoint(source, target, rep_id, last.max(since))?;
+                unsaved = None;
+                since = last.max(since);
+                report(&control.update(|p| p.last_seq = since));
             }
             if !opts.continuous {
                 return Ok(());
@@ -291,7 +304,16 @@ fn pass(
         let missing = target.revs_diff(&asked)?;
         let wanted: usize = missing.iter().map(|(_, d)| d.missing.len()).sum();
         let sent = transfer(source, target, &missing)?;
-        checkpoint(source, target, rep_id, last)?;
+        let due = checkpointed.is_none_or(|t| t.elapsed() >= CONTINUOUS_CHECKPOINT_EVERY);
+        let confirmed = if !opts.continuous || due {
+            checkpoint(source, target, rep_id, last)?;
+            checkpointed = Some(Instant::now());
+            unsaved = None;
+            last
+        } else {
+            unsaved = Some(last);
+            control.progress().last_seq
+        };
         since = last;
         report(&control.update(|p| {
             p.docs_read += read;
@@ -299,10 +321,13 @@ fn pass(
             p.missing_checked += wanted as u64;
             p.attachments_copied += sent.contents;
             p.attachment_bytes += sent.bytes;
-            p.last_seq = last;
+            p.last_seq = confirmed;
         }));
     }
 }
+
+/// How often a continuous replication that keeps finding changes checkpoints.
+pub const CONTINUOUS_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 fn checkpoint(
     source: &mut dyn Endpoint,

@@ -21,6 +21,7 @@ mod ws;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,13 +202,20 @@ pub fn start(stores: StoreSource, cfg: ServerConfig) -> Result<ServerHandle> {
                     key.display()
                 ))
             })?;
-            let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
+            // Responses go out as soon as written (TCP_NODELAY, both arms): with Nagle's
+            // algorithm, a response written in pieces waited for the client's delayed
+            // acknowledgement, tens of milliseconds.
+            let server = axum_server::from_tcp_rustls(listener, config)
+                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                .handle(handle.clone());
             runtime.spawn(async move {
                 let _ = server.serve(service).await;
             })
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle.clone());
             runtime.spawn(async move {
                 let _ = server.serve(service).await;
             })
