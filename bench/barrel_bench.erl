@@ -239,7 +239,7 @@ w(Id, Title, Op, Ks, Count, Procs, Extra) ->
 lag(Id, How, Via, W) ->
     w(Id, "continuous replication " ++ How ++ ": source write → change on the target at 5k "
       "writes/s offered (deliveries/s)", replication_lag, <<"rl">>, W div 4, 2,
-      #{rate => 5000, via => Via, peers => [barrel]}).
+      #{rate => 5000, via => Via, peers => [barrel, pouchdb]}).
 
 %% An attachment workload: `Bytes' a document, its rate in MiB/s. Mnesia and DETS have no
 %% attachments.

@@ -31,11 +31,12 @@ close(#{port := Port, os_pid := OsPid} = State) ->
     wait_exit(OsPid, 100).
 
 run(W, State) ->
-    %% `via' only for the replication workloads, `att_bytes' for the attachment ones.
+    %% `via' only for the replication workloads, `att_bytes' for the attachment ones, `rate'
+    %% and `flat' for the latency ones.
     Params = [[" ", atom_to_list(K), "=", param(maps:get(K, W, Default))]
               || {K, Default} <- [{op, put}, {ks, <<"k">>}, {start, 0}, {count, 0}, {procs, 1},
                                   {batch, 1}, {keys, 0}, {pattern, seq}, {deadline_ms, 60000}]
-                 ++ [{K, none} || K <- [via, att_bytes], is_map_key(K, W)]],
+                 ++ [{K, none} || K <- [via, att_bytes, rate, flat], is_map_key(K, W)]],
     case call(State, ["run" | Params], maps:get(deadline_ms, W, 60000) + ?SETUP_MS) of
         {ok, Fields} ->
             F = maps:from_list([list_to_tuple(string:split(Field, "="))

@@ -332,7 +332,9 @@ notes(Peers, Ws, Results) ->
          "from the first write until the last listener has them all, so with 1 listener it is "
          "bounded by the write rate. Barrel: `barrel:start_listener/2` with `to` (and "
          "`include_docs` for the latency); Mnesia: `mnesia:subscribe({table, T, simple})` in the "
-         "listening process. DETS, RocksDB, PouchDB and Barrel HTTP have no listener in this "
+         "listening process. PouchDB (latency only): `put` from concurrent async writers paced "
+         "the same way, heard by a live `db.changes({since: 'now', include_docs: true})` feed "
+         "in the same Node process. DETS, RocksDB and Barrel HTTP have no listener in this "
          "harness.\n",
          "- Replication (Barrel and PouchDB; issue 7): one-shot replications of every "
          "document of a store loaded like the 100k scale store, each into a new, empty "
@@ -356,8 +358,10 @@ notes(Peers, Ws, Results) ->
          "offer 5k `save_doc` a second to the source, each document carrying the time its "
          "write call started, and a listener on the target records the time until it hears the "
          "change (source commit, replication, target commit and notification; p50 / p99 in "
-         "the latency table). The figure is changes heard on the target a second. PouchDB's "
-         "live replication is not in the harness yet.\n",
+         "the latency table). The figure is changes heard on the target a second. PouchDB "
+         "(`_local` only): `PouchDB.replicate(source, target, {live: true})` between two new "
+         "leveldb databases, writes paced as above, changes heard on a live feed of the "
+         "target.\n",
          "- Path-index queries (Barrel only) over the largest default store (1M documents): "
          "`barrel:find/3` around a random stored document `s-I`: `query_eq` `$/id` equal to "
          "its id (1 row; `query_eq_docs` with the document), `query_prefix` `$/id` with the "

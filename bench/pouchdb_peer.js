@@ -8,6 +8,8 @@
 //                                -> ok ops=N secs=S p50_us=0 p99_us=0
 //   run op=att_put|att_get ks=a1m start=0 count=N procs=P att_bytes=B deadline_ms=D
 //                                -> ok ops=N secs=S p50_us=X p99_us=Y
+//   run op=changes_latency|replication_lag ks=cl count=N procs=P rate=R [flat=true] [via=local]
+//       deadline_ms=D            -> ok ops=N secs=S p50_us=X p99_us=Y (write call -> change)
 //   close                        -> ok
 // Errors answer `error <why>`, an operation this peer cannot do `error unsupported <why>`.
 // A document is template (i + variant) mod K with "id" and "seq" in front, under _id
@@ -117,9 +119,82 @@ async function replicate(w) {
   }
 }
 
+// Latency from a write call to the change heard by a live `changes` feed of `listenDb`: `procs`
+// writers together offer `rate` writes a second to `writeDb` (each paced on the clock, sleeping
+// while ahead, as bench_changes.erl does), `count` documents in all (with `flat`, the 1 KB
+// single-string documents of save_doc_flat_1). `ops` counts the changes heard.
+async function changesLatency(w, writeDb, listenDb) {
+  const sent = new Map();
+  const lat = [];
+  const started = process.hrtime.bigint();
+  const deadline = started + BigInt(w.deadline_ms) * 1000000n;
+  let last = started;
+  let feed;
+  const heard = new Promise((resolve, reject) => {
+    feed = listenDb.changes({ live: true, since: 'now', include_docs: true });
+    feed.on('change', (c) => {
+      const t = sent.get(c.id);
+      if (t === undefined) return;
+      last = process.hrtime.bigint();
+      lat.push(last - t);
+      sent.delete(c.id);
+      if (lat.length >= w.count || last > deadline) resolve();
+    });
+    feed.on('error', reject);
+  });
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+  const interval = (1e9 * w.procs) / w.rate;
+  const writer = async (p) => {
+    let next = Number(started) + (p * interval) / w.procs;
+    for (let i = p; i < w.count; i += w.procs) {
+      const ahead = next - Number(process.hrtime.bigint());
+      if (ahead > 0) await sleep(Math.max(1, Math.floor(ahead / 1e6)));
+      if (process.hrtime.bigint() > deadline) return;
+      const k = key(w.ks, w.start + i);
+      const d = w.flat === 'true' ? { _id: k, id: k, blob: 'x'.repeat(1000) } : doc(w.ks, w.start + i, 0);
+      sent.set(k, process.hrtime.bigint());
+      await writeDb.put(d);
+      next += interval;
+    }
+  };
+  const expired = new Promise((resolve) => { setTimeout(resolve, w.deadline_ms + 1000); });
+  try {
+    await Promise.all(Array.from({ length: w.procs }, (_, p) => writer(p)));
+    await Promise.race([heard, expired]);
+  } finally {
+    feed.cancel();
+  }
+  lat.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { ops: lat.length, secs: Number(last - started) / 1e9, lat };
+}
+
+// Continuous replication lag: `PouchDB.replicate` with `live: true` from a new database to
+// another beside the store (destroyed after), writes offered to the first, changes heard on the
+// second.
+async function replicationLag(w) {
+  if (w.via !== 'local') {
+    throw new Error('unsupported PouchDB replicates live only between databases here ' +
+      '(no WebSocket, no PouchDB server in this harness)');
+  }
+  const source = new PouchDB(`${dbDir}.lag-source`);
+  const target = new PouchDB(`${dbDir}.lag-target`);
+  await source.info();
+  await target.info();
+  const replication = PouchDB.replicate(source, target, { live: true });
+  try {
+    return await changesLatency(w, source, target);
+  } finally {
+    replication.cancel();
+    await source.destroy();
+    await target.destroy();
+  }
+}
+
 async function run(w) {
   if (w.op === 'fold') return fold(w);
   if (w.op === 'replicate') return replicate(w);
+  if (w.op === 'changes_latency') return changesLatency(w, db, db);
+  if (w.op === 'replication_lag') return replicationLag(w);
   const revs = w.op === 'update' ? await revisions(w.ks, w.start, w.count) : null;
   const contents = w.op === 'att_put'
     ? Array.from({ length: w.count }, (_, i) => attachment(key(w.ks, w.start + i), w.att_bytes))
@@ -179,7 +254,7 @@ async function run(w) {
 
 function parse(words) {
   const w = { op: '', ks: 'k', start: 0, count: 0, procs: 1, batch: 1, keys: 0,
-              pattern: 'seq', deadline_ms: 60000, att_bytes: 0 };
+              pattern: 'seq', deadline_ms: 60000, att_bytes: 0, rate: 1000 };
   for (const word of words) {
     const eq = word.indexOf('=');
     if (eq < 0) continue;
