@@ -211,7 +211,8 @@ defmodule Barrel do
   servers, or `"ws://HOST:PORT/NAME"`, Barrel's WebSocket stream.
 
   A replication runs in the background, under the `:barrel` application's
-  supervisor, in batches. After each batch it writes a checkpoint on both
+  supervisor, in batches. After each batch (a continuous replication that
+  keeps finding changes: at most once a second) it writes a checkpoint on both
   sides, so the next replication between the same sides, with the same
   filter, starts where the last one stopped. A one-shot replication stops
   once the target has caught up; a `continuous: true` one then follows the

@@ -985,7 +985,8 @@ replicate(Spec) ->
 %% database over the CouchDB replication protocol (`<<"http://HOST:PORT/barrels/Name">>',
 %% `https://', or any CouchDB / PouchDB-server database URL). Every revision is
 %% copied with its history, conflicts and deletions included, in batches, with
-%% a checkpoint on both sides after each batch, so a stopped replication
+%% a checkpoint on both sides after each batch (a continuous replication that
+%% keeps finding changes: at most once a second), so a stopped replication
 %% resumes where it was. See README, "Replication".
 %%
 %% Options: `continuous' (default `false': stop once caught up; `true': keep
