@@ -87,6 +87,17 @@ fn state(b: &Barrel) -> BTreeMap<String, DocState> {
 }
 
 #[track_caller]
+/// A store with barrel `a` holding `n` documents `d0000`.. and an empty barrel `b`.
+fn source_of(n: usize) -> (tempfile::TempDir, Arc<Store>, Barrel, Barrel) {
+    let (d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    for i in 0..n {
+        save(&a, json!({"id": format!("d{i:04}")}));
+    }
+    (d, s, a, b)
+}
+
 fn replicate(
     src: &mut dyn Endpoint,
     tgt: &mut dyn Endpoint,
@@ -228,12 +239,7 @@ fn over_http_and_websocket() {
 
 #[test]
 fn a_stopped_replication_resumes_from_its_checkpoint() {
-    let (_d, s) = store();
-    let a = barrel(&s, "a");
-    let b = barrel(&s, "b");
-    for i in 0..300 {
-        save(&a, json!({"id": format!("d{i:04}")}));
-    }
+    let (_d, _s, a, b) = source_of(300);
     let opts = RepOptions {
         batch_size: 50,
         ..Default::default()
@@ -315,12 +321,7 @@ fn continuous_replication_follows_writes_until_cancelled() {
 
 #[test]
 fn continuous_replication_checkpoints_at_intervals_and_when_caught_up() {
-    let (_d, s) = store();
-    let a = barrel(&s, "a");
-    let b = barrel(&s, "b");
-    for i in 0..300 {
-        save(&a, json!({"id": format!("d{i:04}")}));
-    }
+    let (_d, _s, a, b) = source_of(300);
     // Batches of one: 300 batches in a row before the replication catches up.
     let opts = RepOptions {
         continuous: true,
