@@ -28,9 +28,14 @@ query(range, <<"s-", Digits/binary>>, N) ->
     I = binary_to_integer(Digits),
     {<<"$/seq">>, #{start_at => I, end_at => I + 99}, min(100, N - I)}.
 
-%% A query waits until every write before it is in the index.
+%% `Fun' timed until the index has its writes.
 indexed(B, Fun) ->
-    {settled, Fun, fun() -> {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}) end}.
+    {settled, Fun, fun() -> wait_indexed(B) end}.
+
+%% A query waits until every write before it is in the index.
+wait_indexed(B) ->
+    {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}).
+
 
 close(Barrel) ->
     ok = barrel:close(Barrel),
@@ -112,7 +117,7 @@ replicate(#{id := Id, via := Via, count := Count, deadline_ms := DeadlineMs}) ->
                                                                         native)),
         %% Until the target's path index has every document (see `indexed/1').
         {ok, TargetBarrel} = barrel:open(Target),
-        {ok, _} = barrel:find(TargetBarrel, {<<"$/id">>, #{equal => <<>>}}),
+        wait_indexed(TargetBarrel),
         T1 = erlang:monotonic_time(),
         Written = case Outcome of
                       {completed, N} when N >= Count -> N;

@@ -304,7 +304,7 @@ pub fn check_barrel_name(name: &str) -> Result<()> {
 /// most often read soon after they are written, and a fetch that finds its block in the cache is
 /// answered on the calling scheduler), and [`BOTTOMMOST_DELAY`] for every family.
 fn tune_reads(db: &DB) -> Result<()> {
-    for name in DATA_CFS.iter().chain([&CF_META]) {
+    for name in std::iter::once(CF_META).chain(DATA_CFS) {
         if let Some(cf) = db.cf_handle(name) {
             db.set_options_cf(&cf, &[BOTTOMMOST_DELAY])?;
         }

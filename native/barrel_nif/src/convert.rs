@@ -198,6 +198,21 @@ pub(crate) fn json_to_term<'a>(
     Ok(term)
 }
 
+/// Appends the members of `extra` (a fetched document's `id`, `_rev`, ...) to a map's keys and
+/// values.
+fn push_members<'a>(
+    env: Env<'a>,
+    extra: Option<&Map<String, Value>>,
+    null_atom: Atom,
+    keys: &mut Vec<Term<'a>>,
+    values: &mut Vec<Term<'a>>,
+) {
+    for (k, v) in extra.into_iter().flatten() {
+        keys.push(k.as_str().encode(env));
+        values.push(value_to_term(env, v, null_atom));
+    }
+}
+
 /// Deepest nesting [`FastJson`] follows before leaving the document to serde_json (which
 /// refuses what is too deep).
 const FAST_MAX_DEPTH: usize = 128;
@@ -381,10 +396,7 @@ impl<'a, 'j> FastJson<'a, 'j> {
             values.push(p.value()?);
             Some(())
         })?;
-        for (k, v) in extra.into_iter().flatten() {
-            keys.push(k.as_str().encode(self.env));
-            values.push(value_to_term(self.env, v, self.null_atom));
-        }
+        push_members(self.env, extra, self.null_atom, &mut keys, &mut values);
         self.depth -= 1;
         // A duplicate key fails here: serde_json's path reports it.
         Term::map_from_term_arrays(self.env, &keys, &values).ok()
@@ -461,12 +473,7 @@ impl<'de, 'a> serde::de::Visitor<'de> for TermSeed<'a, '_> {
                 extra: None,
             })?);
         }
-        if let Some(extra) = self.extra {
-            for (k, v) in extra {
-                keys.push(k.as_str().encode(self.env));
-                values.push(value_to_term(self.env, v, self.null_atom));
-            }
-        }
+        push_members(self.env, self.extra, self.null_atom, &mut keys, &mut values);
         Term::map_from_term_arrays(self.env, &keys, &values)
             .map_err(|_| serde::de::Error::custom("duplicate key in stored document"))
     }

@@ -274,9 +274,11 @@ fn pass(
     let mut unsaved: Option<u64> = None;
     loop {
         if control.is_cancelled() {
+            // Best effort: without it, a restart repeats at most a second of work.
             if let Some(seq) = unsaved {
-                checkpoint(source, target, rep_id, seq)?;
-                control.update(|p| p.last_seq = seq);
+                if checkpoint(source, target, rep_id, seq).is_ok() {
+                    control.update(|p| p.last_seq = seq);
+                }
             }
             return Ok(());
         }
@@ -304,16 +306,15 @@ fn pass(
         let missing = target.revs_diff(&asked)?;
         let wanted: usize = missing.iter().map(|(_, d)| d.missing.len()).sum();
         let sent = transfer(source, target, &missing)?;
-        let due = checkpointed.is_none_or(|t| t.elapsed() >= CONTINUOUS_CHECKPOINT_EVERY);
-        let confirmed = if !opts.continuous || due {
+        let save_now = !opts.continuous
+            || checkpointed.is_none_or(|t| t.elapsed() >= CONTINUOUS_CHECKPOINT_EVERY);
+        if save_now {
             checkpoint(source, target, rep_id, last)?;
             checkpointed = Some(Instant::now());
             unsaved = None;
-            last
         } else {
             unsaved = Some(last);
-            control.progress().last_seq
-        };
+        }
         since = last;
         report(&control.update(|p| {
             p.docs_read += read;
@@ -321,7 +322,9 @@ fn pass(
             p.missing_checked += wanted as u64;
             p.attachments_copied += sent.contents;
             p.attachment_bytes += sent.bytes;
-            p.last_seq = confirmed;
+            if save_now {
+                p.last_seq = last;
+            }
         }));
     }
 }
