@@ -271,6 +271,9 @@ defmodule Barrel do
       to the current directory). In `config/config.exs`:
       `config :barrel, data_dir: "/var/lib/my_app/barrel"`.
     * `:block_cache_bytes`: the size of RocksDB's block cache.
+    * `:tune_malloc`: on glibc, raise `malloc`'s mmap threshold so RocksDB's
+      memtable memory is reused instead of mapped again (default `true`;
+      process-wide).
 
   Handles do not survive the application: after `Application.stop(:barrel)`
   every call on an old handle returns `{:error, :closed}`, and you open new

@@ -74,6 +74,35 @@ unusable_data_dir_fails_start_cleanly_test() ->
     ok = application:stop(barrel),
     ok = barrel_test_setup:rm_dir(Dir).
 
+%% The store options of the application environment reach the store: a bad one
+%% fails the start with a reason naming it, good ones start it.
+store_options_from_the_environment_test() ->
+    _ = application:stop(barrel),
+    Dir = barrel_test_setup:tmp_dir(),
+    _ = application:load(barrel),
+    ok = application:set_env(barrel, data_dir, Dir),
+    try
+        ok = application:set_env(barrel, tune_malloc, yes),
+        ?assertMatch({error, {barrel, {{store_open_failed, _,
+                                        {bad_param, <<"tune_malloc must be a boolean">>}}, _}}},
+                     application:ensure_all_started(barrel)),
+        ok = application:set_env(barrel, tune_malloc, false),
+        ok = application:set_env(barrel, block_cache_bytes, many),
+        ?assertMatch({error, {barrel, {{store_open_failed, _,
+                                        {bad_param, <<"block_cache_bytes must be an integer">>}}, _}}},
+                     application:ensure_all_started(barrel)),
+        ok = application:set_env(barrel, block_cache_bytes, 8 * 1024 * 1024),
+        ?assertMatch({ok, _}, application:ensure_all_started(barrel)),
+        ?assertEqual(ok, barrel:create_barrel(<<"opts">>, #{})),
+        {ok, B} = barrel:open(<<"opts">>),
+        ?assertMatch({ok, _, _}, barrel:save_doc(B, #{<<"id">> => <<"a">>}))
+    after
+        _ = application:stop(barrel),
+        ok = application:unset_env(barrel, tune_malloc),
+        ok = application:unset_env(barrel, block_cache_bytes),
+        ok = barrel_test_setup:rm_dir(Dir)
+    end.
+
 %% Writers racing with the application stopping each get an answer (written,
 %% or closed), and none hangs.
 writes_racing_a_stop_all_return_test_() ->

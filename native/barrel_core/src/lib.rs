@@ -47,7 +47,9 @@ pub use index::{PathPattern, Segment};
 pub use query::{Query, QueryCursor, QueryRow, Select};
 pub use replicate::RevsDiff;
 pub use revtree::{Rev, RevTree};
-pub use store::{BarrelConfig, BarrelInfo, Stats, Store, StoreOptions};
+pub use store::{
+    tune_malloc, BarrelConfig, BarrelInfo, Stats, Store, StoreOptions, MALLOC_MMAP_THRESHOLD,
+};
 
 /// The text of a caught panic payload, for [`Error::Internal`].
 pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {

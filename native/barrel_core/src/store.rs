@@ -79,13 +79,44 @@ pub const DEFAULT_REVS_LIMIT: usize = 1000;
 pub struct StoreOptions {
     /// Shared block cache size in bytes (default 128 MiB).
     pub block_cache_bytes: usize,
+    /// Let glibc's `malloc` keep RocksDB's memtable blocks instead of mapping and unmapping
+    /// them (default `true`; see [`tune_malloc`]). Process-wide; no effect on other C
+    /// libraries than glibc.
+    pub tune_malloc: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             block_cache_bytes: 128 * 1024 * 1024,
+            tune_malloc: true,
         }
+    }
+}
+
+/// Allocations below this size come from glibc's heaps once [`tune_malloc`] ran.
+pub const MALLOC_MMAP_THRESHOLD: usize = 32 << 20;
+
+/// Raises glibc's `M_MMAP_THRESHOLD` to [`MALLOC_MMAP_THRESHOLD`] (once per process).
+///
+/// RocksDB allocates its memtables in 1 MiB blocks and grows large write batches by doubling,
+/// through the C library's `malloc`. glibc serves blocks that size with a fresh `mmap` and
+/// returns them with `munmap` when freed (its adaptive threshold keeps missing blocks of
+/// exactly the size it adapted to), so every memtable's memory was faulted in and zeroed by
+/// the kernel again: loading 200k 1 KB documents took 630k page faults, 165k with the
+/// threshold raised, and 6–8% less CPU. The memory stays in glibc's heaps for the next
+/// memtable instead. The setting is process-wide (the BEAM's own allocators do not use
+/// `malloc` for their carriers); `tune_malloc: false` leaves it alone.
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes an allocator parameter; any value is valid.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD as libc::c_int);
+            }
+        });
     }
 }
 
@@ -329,6 +360,9 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Arc<Store>> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::Storage(e.to_string()))?;
+        if options.tune_malloc {
+            tune_malloc();
+        }
         let cache = Cache::new_hyper_clock_cache(options.block_cache_bytes, 0);
         // Index and filter blocks stay with their open files, beside the block cache (about
         // 1.5% of the data: ~35 MB for a million 1 KB documents and their path index). In the

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod atoms {
     rustler::atoms! {
-        ok, revs_limit, sync, block_cache_bytes, name, docs_count, deleted_count, updated_seq,
+        ok, revs_limit, sync, block_cache_bytes, tune_malloc, name, docs_count, deleted_count, updated_seq,
         data_size, disk_size,
     }
 }
@@ -62,7 +62,7 @@ fn bad_param(what: &str) -> Error {
     Error::BadParam(what.to_string())
 }
 
-/// Opens the node's store in `dir`. Options: `block_cache_bytes`.
+/// Opens the node's store in `dir`. Options: `block_cache_bytes`, `tune_malloc`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
     guarded(env, || {
@@ -71,10 +71,15 @@ fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
             for (k, v) in
                 MapIterator::new(opts).ok_or_else(|| bad_param("options must be a map"))?
             {
-                if k.decode::<Atom>().ok() == Some(atoms::block_cache_bytes()) {
+                let key = k.decode::<Atom>().ok();
+                if key == Some(atoms::block_cache_bytes()) {
                     options.block_cache_bytes = v
                         .decode::<usize>()
                         .map_err(|_| bad_param("block_cache_bytes must be an integer"))?;
+                } else if key == Some(atoms::tune_malloc()) {
+                    options.tune_malloc = v
+                        .decode::<bool>()
+                        .map_err(|_| bad_param("tune_malloc must be a boolean"))?;
                 }
             }
             let mut slot = STORE.write().unwrap_or_else(|e| e.into_inner());

@@ -94,6 +94,7 @@ fn run(args: &Args) -> Result<(), String> {
     let cfg = config(args)?;
     let options = StoreOptions {
         block_cache_bytes: args.block_cache_bytes,
+        ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, &options).map_err(|e| e.to_string())?;
     let shared = store.clone();
