@@ -114,24 +114,37 @@ fn sortable_f64(f: f64) -> [u8; 8] {
 /// Encodes a scalar value as indexed; `None` for arrays, objects and over-long strings.
 pub fn encode_value(v: &Value) -> Option<Vec<u8>> {
     let mut out = Vec::new();
+    put_value(&mut out, v).then_some(out)
+}
+
+/// Appends the encoding of a scalar value to `out`; `false` (and `out` unchanged) for arrays,
+/// objects and over-long strings.
+fn put_value(out: &mut Vec<u8>, v: &Value) -> bool {
     match v {
         Value::Null => out.push(VAL_NULL),
         Value::Bool(false) => out.push(VAL_FALSE),
         Value::Bool(true) => out.push(VAL_TRUE),
         Value::Number(n) => {
             out.push(VAL_NUMBER);
-            encode_number(&mut out, n);
+            encode_number(out, n);
         }
         Value::String(s) => {
             if s.len() > MAX_INDEXED_STRING {
-                return None;
+                return false;
             }
             out.push(VAL_STRING);
-            put_escaped(&mut out, &normalize(s));
+            if s.is_ascii() {
+                // `normalize` without the copy: ASCII lowercases byte by byte.
+                let from = out.len();
+                put_escaped(out, s);
+                out[from..].make_ascii_lowercase();
+            } else {
+                put_escaped(out, &normalize(s));
+            }
         }
-        Value::Array(_) | Value::Object(_) => return None,
+        Value::Array(_) | Value::Object(_) => return false,
     }
-    Some(out)
+    true
 }
 
 /// How string values are matched: Unicode lowercase.
@@ -217,61 +230,81 @@ pub fn entries(id: &str, body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
 
 /// The entry of the document id itself (`$/id/<id>`), when the id is short enough to index.
 pub fn id_entry(id: &str) -> Option<Vec<u8>> {
+    let mut path = Vec::new();
+    encode_segment(&mut path, &Segment::Key("id".into()));
     let mut out = Vec::new();
-    push_entry(
-        &mut out,
-        &[Segment::Key("id".into())],
-        &Value::String(id.to_string()),
-    );
+    push_entry(&mut out, &path, &Value::String(id.to_string()));
     out.pop()
 }
 
 /// The index entries of a body (without the id entry), sorted and without duplicates.
 pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
     let mut out = Vec::new();
-    let mut path = Vec::new();
+    // The encoded path of the value being walked: segments are appended going down and cut
+    // off coming back up, so no entry encodes its path again.
+    let mut path = Vec::with_capacity(64);
     for (k, v) in body {
         if k == "_attachments" {
             continue;
         }
-        path.push(Segment::Key(k.clone()));
-        walk(&mut out, &mut path, v)?;
-        path.pop();
+        walk_member(&mut out, &mut path, k, v)?;
     }
+    // The walk visits members in key order and elements in index order, which is the order of
+    // their encodings: this sort only confirms it.
     out.sort();
     out.dedup();
     Ok(out)
 }
 
-fn push_entry(out: &mut Vec<Vec<u8>>, path: &[Segment], v: &Value) {
-    let Some(value) = encode_value(v) else {
-        return;
-    };
-    let mut key = Vec::with_capacity(32 + value.len());
-    for seg in path {
-        encode_segment(&mut key, seg);
-    }
-    if key.len() > MAX_INDEXED_PATH {
+/// Appends the entry of the scalar `v` at the encoded `path`, unless the path is too long or
+/// the value is not indexed.
+fn push_entry(out: &mut Vec<Vec<u8>>, path: &[u8], v: &Value) {
+    if path.len() > MAX_INDEXED_PATH {
         return;
     }
-    key.extend_from_slice(&value);
-    out.push(key);
+    let mut key = Vec::with_capacity(path.len() + value_len_hint(v));
+    key.extend_from_slice(path);
+    if put_value(&mut key, v) {
+        out.push(key);
+    }
 }
 
-fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<Segment>, v: &Value) -> Result<(), DocError> {
+/// About the bytes `v`'s encoding takes, to size an entry once.
+fn value_len_hint(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 4,
+        _ => 25,
+    }
+}
+
+fn walk_member(
+    out: &mut Vec<Vec<u8>>,
+    path: &mut Vec<u8>,
+    k: &str,
+    v: &Value,
+) -> Result<(), DocError> {
+    let len = path.len();
+    path.push(SEG_KEY);
+    put_escaped(path, k);
+    let walked = walk(out, path, v);
+    path.truncate(len);
+    walked
+}
+
+fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<u8>, v: &Value) -> Result<(), DocError> {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                path.push(Segment::Key(k.clone()));
-                walk(out, path, v)?;
-                path.pop();
+                walk_member(out, path, k, v)?;
             }
         }
         Value::Array(a) => {
             for (i, v) in a.iter().enumerate() {
-                path.push(Segment::Index(i as u32));
-                walk(out, path, v)?;
-                path.pop();
+                let len = path.len();
+                encode_segment(path, &Segment::Index(i as u32));
+                let walked = walk(out, path, v);
+                path.truncate(len);
+                walked?;
             }
         }
         scalar => {
@@ -518,6 +551,21 @@ mod tests {
         ]
     }
 
+    /// Objects of scalars, arrays and objects, keys from a small alphabet (NUL included, which
+    /// the encoding escapes), so that keys share prefixes.
+    fn arb_doc() -> impl Strategy<Value = Value> {
+        let leaf = arb_scalar();
+        let tree = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[ab\u{0}]{0,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop::collection::btree_map("[ab\u{0}]{0,3}", tree, 0..5)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
     fn type_rank(v: &Value) -> u8 {
         match v {
             Value::Null => 0,
@@ -563,6 +611,25 @@ mod tests {
         fn value_encoding_preserves_order(a in arb_scalar(), b in arb_scalar()) {
             let (ea, eb) = (encode_value(&a).unwrap(), encode_value(&b).unwrap());
             prop_assert_eq!(ea.cmp(&eb), model_cmp(&a, &b), "{:?} vs {:?}", a, b);
+        }
+
+        #[test]
+        fn strings_are_indexed_lowercased(s in "[a-zA-Z\u{0}\u{c9}\u{e9}\u{130}ß ]{0,12}") {
+            let mut want = vec![VAL_STRING];
+            put_escaped(&mut want, &s.to_lowercase());
+            prop_assert_eq!(encode_value(&Value::String(s)), Some(want));
+        }
+
+        #[test]
+        fn entries_come_sorted_from_the_walk(doc in arb_doc()) {
+            // What `body_entries` sorts is already in order: the walk's order is the index's.
+            let mut out = Vec::new();
+            let mut path = Vec::new();
+            for (k, v) in &body(doc.clone()) {
+                walk_member(&mut out, &mut path, k, v).unwrap();
+            }
+            prop_assert!(path.is_empty());
+            prop_assert_eq!(&out, &body_entries(&body(doc)).unwrap());
         }
 
         #[test]

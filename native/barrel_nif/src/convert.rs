@@ -22,12 +22,15 @@ pub(crate) fn pointer_segment(seg: &str) -> String {
     format!("/{}", seg.replace('~', "~0").replace('/', "~1"))
 }
 
-fn pointer(path: &[String]) -> String {
-    path.iter().map(|seg| pointer_segment(seg)).collect()
-}
-
 /// Why a conversion stopped.
 enum Stop {
+    /// A value (or with `key`, a map key) with no JSON form; `path` leads to it, innermost
+    /// segment first (each level adds its own on the way out, so a conversion that succeeds
+    /// builds no path at all).
+    Invalid {
+        key: bool,
+        path: Vec<String>,
+    },
     Refused(DocError),
     OverBudget,
 }
@@ -38,6 +41,23 @@ impl From<DocError> for Stop {
     }
 }
 
+impl Stop {
+    fn invalid() -> Stop {
+        Stop::Invalid {
+            key: false,
+            path: Vec::new(),
+        }
+    }
+
+    /// The same stop, seen from the level above: `seg` leads to where it happened.
+    fn within(mut self, seg: impl FnOnce() -> String) -> Stop {
+        if let Stop::Invalid { path, .. } = &mut self {
+            path.push(seg());
+        }
+        self
+    }
+}
+
 /// Converts a term to a JSON value unless that costs more than what is left of `budget` (about
 /// one unit per byte, spent as it goes): `Ok(None)` then, so a normal scheduler can hand big
 /// documents to a dirty one.
@@ -45,8 +65,16 @@ pub(crate) fn term_to_value_within(
     term: Term,
     budget: &mut usize,
 ) -> Result<Option<Value>, DocError> {
-    match to_value(term, &mut Vec::new(), budget) {
+    match to_value(term, 0, budget) {
         Ok(v) => Ok(Some(v)),
+        Err(Stop::Invalid { key, path }) => {
+            let at: String = path.iter().rev().map(|seg| pointer_segment(seg)).collect();
+            Err(if key {
+                DocError::InvalidKey(at)
+            } else {
+                DocError::InvalidValue(at)
+            })
+        }
         Err(Stop::Refused(e)) => Err(e),
         Err(Stop::OverBudget) => Ok(None),
     }
@@ -57,33 +85,34 @@ fn spend(budget: &mut usize, cost: usize) -> Result<(), Stop> {
     Ok(())
 }
 
-fn to_value(term: Term, path: &mut Vec<String>, budget: &mut usize) -> Result<Value, Stop> {
-    let invalid = |path: &[String]| Stop::Refused(DocError::InvalidValue(pointer(path)));
-    if path.len() > MAX_DEPTH {
+/// `term` at `depth` segments below the document.
+fn to_value(term: Term, depth: usize, budget: &mut usize) -> Result<Value, Stop> {
+    if depth > MAX_DEPTH {
         return Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")).into());
     }
     spend(budget, 16)?;
     match term.get_type() {
         TermType::Map => {
-            let iter = MapIterator::new(term).ok_or_else(|| invalid(path))?;
-            let mut m = Map::new();
+            let size = term.map_size().map_err(|_| Stop::invalid())?;
+            let iter = MapIterator::new(term).ok_or_else(Stop::invalid)?;
+            let mut members = Vec::with_capacity(size);
             for (k, v) in iter {
                 let Ok(key) = k.decode::<String>() else {
-                    path.push(format!("{k:?}"));
-                    let e = DocError::InvalidKey(pointer(path));
-                    path.pop();
-                    return Err(e.into());
+                    return Err(Stop::Invalid {
+                        key: true,
+                        path: vec![format!("{k:?}")],
+                    });
                 };
                 spend(budget, key.len())?;
-                path.push(key);
-                let value = to_value(v, path, budget)?;
-                let key = path.pop().unwrap_or_default();
-                m.insert(key, value);
+                let value = to_value(v, depth + 1, budget).map_err(|e| e.within(|| key.clone()))?;
+                members.push((key, value));
             }
-            Ok(Value::Object(m))
+            // Small Erlang maps iterate in key order: collecting builds the tree from sorted
+            // members in one pass, where inserting one by one searched it each time.
+            Ok(Value::Object(Map::from_iter(members)))
         }
         TermType::Binary => {
-            let s = term.decode::<String>().map_err(|_| invalid(path))?;
+            let s = term.decode::<String>().map_err(|_| Stop::invalid())?;
             spend(budget, s.len())?;
             Ok(Value::String(s))
         }
@@ -93,17 +122,17 @@ fn to_value(term: Term, path: &mut Vec<String>, budget: &mut usize) -> Result<Va
             } else if let Ok(u) = term.decode::<u64>() {
                 Ok(Value::from(u))
             } else {
-                Err(invalid(path))
+                Err(Stop::invalid())
             }
         }
         TermType::Float => {
-            let f = term.decode::<f64>().map_err(|_| invalid(path))?;
+            let f = term.decode::<f64>().map_err(|_| Stop::invalid())?;
             Number::from_f64(f)
                 .map(Value::Number)
-                .ok_or_else(|| invalid(path))
+                .ok_or_else(Stop::invalid)
         }
         TermType::Atom => {
-            let a = term.decode::<Atom>().map_err(|_| invalid(path))?;
+            let a = term.decode::<Atom>().map_err(|_| Stop::invalid())?;
             if a == rustler::types::atom::true_() {
                 Ok(Value::Bool(true))
             } else if a == rustler::types::atom::false_() {
@@ -111,22 +140,22 @@ fn to_value(term: Term, path: &mut Vec<String>, budget: &mut usize) -> Result<Va
             } else if a == atoms::null() || a == atoms::nil() {
                 Ok(Value::Null)
             } else {
-                Err(invalid(path))
+                Err(Stop::invalid())
             }
         }
         TermType::List => {
             // Check properness first: iterating an improper list panics in rustler.
-            term.list_length().map_err(|_| invalid(path))?;
-            let iter = term.into_list_iterator().map_err(|_| invalid(path))?;
-            let mut out = Vec::new();
+            let len = term.list_length().map_err(|_| Stop::invalid())?;
+            let iter = term.into_list_iterator().map_err(|_| Stop::invalid())?;
+            let mut out = Vec::with_capacity(len);
             for (i, item) in iter.enumerate() {
-                path.push(i.to_string());
-                out.push(to_value(item, path, budget)?);
-                path.pop();
+                out.push(
+                    to_value(item, depth + 1, budget).map_err(|e| e.within(|| i.to_string()))?,
+                );
             }
             Ok(Value::Array(out))
         }
-        _ => Err(invalid(path)),
+        _ => Err(Stop::invalid()),
     }
 }
 
