@@ -340,14 +340,37 @@ fn winner_entries(id: &str, rec: &DocRecord) -> Result<Option<Vec<Vec<u8>>>> {
     }
 }
 
-/// Index writes in key order: `(key, true)` to put, `(key, false)` to delete.
+/// Index writes, put in key order into a batch: every key in one buffer (a document's thirty
+/// keys would otherwise be thirty allocations, made and freed again by the indexer), each
+/// write a span of it.
 #[derive(Default)]
-pub(crate) struct IndexWrites(Vec<(Vec<u8>, bool)>);
+pub(crate) struct IndexWrites {
+    keys: Vec<u8>,
+    writes: Vec<IndexWrite>,
+}
+
+/// One key of [`IndexWrites`]: `keys[at..at + len]`, put or deleted.
+#[derive(Clone, Copy)]
+struct IndexWrite {
+    at: usize,
+    len: u32,
+    put: bool,
+}
 
 impl IndexWrites {
+    fn push(&mut self, barrel: u64, entry: &[u8], id: &str, put: bool) {
+        let at = self.keys.len();
+        keys::index_into(&mut self.keys, barrel, entry, id);
+        self.writes.push(IndexWrite {
+            at,
+            len: (self.keys.len() - at) as u32,
+            put,
+        });
+    }
+
     /// Writes entry `entry` of document `id`.
     pub(crate) fn put(&mut self, barrel: u64, entry: &[u8], id: &str) {
-        self.0.push((keys::index(barrel, entry, id), true));
+        self.push(barrel, entry, id, true);
     }
 
     /// The difference between two sorted entry lists of document `id`.
@@ -360,11 +383,11 @@ impl IndexWrites {
                     j += 1;
                 }
                 (Some(o), n) if n.is_none_or(|n| o < n) => {
-                    self.0.push((keys::index(barrel, o, id), false));
+                    self.push(barrel, o, id, false);
                     i += 1;
                 }
                 (_, Some(n)) => {
-                    self.0.push((keys::index(barrel, n, id), true));
+                    self.push(barrel, n, id, true);
                     j += 1;
                 }
                 _ => break,
@@ -372,12 +395,23 @@ impl IndexWrites {
         }
     }
 
+    fn key(&self, w: &IndexWrite) -> &[u8] {
+        &self.keys[w.at..w.at + w.len as usize]
+    }
+
+    /// The writes in key order, `(key, put)`.
+    fn sorted(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
+        let mut writes = std::mem::take(&mut self.writes);
+        writes.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
+        self.writes = writes;
+        self.writes.iter().map(|w| (self.key(w), w.put))
+    }
+
     /// Adds the writes to `batch` in key order: inserting sorted keys lets RocksDB's skip list
     /// start each search where the previous one ended (one document's entries span the whole
     /// index otherwise).
     pub(crate) fn into_batch(mut self, batch: &mut WriteBatch) {
-        self.0.sort_unstable();
-        for (key, put) in self.0 {
+        for (key, put) in self.sorted() {
             if put {
                 batch.put(key, []);
             } else {
@@ -790,7 +824,7 @@ mod tests {
         let e = |s: &str| s.as_bytes().to_vec();
         let mut w = IndexWrites::default();
         w.diff(1, "d", &[e("a"), e("b"), e("d")], &[e("b"), e("c")]);
-        let got: Vec<(Vec<u8>, bool)> = w.0;
+        let got: Vec<(Vec<u8>, bool)> = w.sorted().map(|(k, put)| (k.to_vec(), put)).collect();
         assert_eq!(
             got,
             vec![

@@ -294,13 +294,19 @@ pub(crate) mod keys {
         k
     }
 
-    /// An index entry: `<barrel><path and value><doc id>`.
+    /// An index entry's key, as [`index_into`] writes it.
+    #[cfg(test)]
     pub fn index(barrel: u64, entry: &[u8], id: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(8 + entry.len() + id.len());
-        k.extend_from_slice(&prefix(barrel));
-        k.extend_from_slice(entry);
-        k.extend_from_slice(id.as_bytes());
+        index_into(&mut k, barrel, entry, id);
         k
+    }
+
+    /// Appends an index entry's key, `<barrel><path and value><doc id>`, to `out`.
+    pub fn index_into(out: &mut Vec<u8>, barrel: u64, entry: &[u8], id: &str) {
+        out.extend_from_slice(&prefix(barrel));
+        out.extend_from_slice(entry);
+        out.extend_from_slice(id.as_bytes());
     }
 
     pub fn catalog(name: &str) -> Vec<u8> {
