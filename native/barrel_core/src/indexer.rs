@@ -502,8 +502,11 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
     drop_orphans(store)?;
     let db = &store.db;
     let pending = cf(db, CF_PENDING)?;
-    // Per document, the old body of its earliest mark, and every mark's key.
-    let mut docs: HashMap<(u64, String), Option<Vec<u8>>> = HashMap::new();
+    // Per document, the old bodies of its marks, and every mark's key. Every one of them
+    // counts, not only the earliest: a crash between an indexer batch and the deletion of its
+    // marks leaves marks whose writes are indexed, so the index may hold the entries of any
+    // of those bodies (the earliest mark's, or a later one's once the batch went through).
+    let mut docs: HashMap<(u64, String), Vec<Vec<u8>>> = HashMap::new();
     let mut marks = Vec::new();
     for item in db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
         let (k, v) = item?;
@@ -514,8 +517,10 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
             .ok_or_else(|| Error::Corrupt("pending index mark".into()))?;
         let (id, old) =
             decode_mark(&v).ok_or_else(|| Error::Corrupt("pending index mark".into()))?;
-        docs.entry((barrel, id))
-            .or_insert_with(|| old.map(<[u8]>::to_vec));
+        let olds = docs.entry((barrel, id)).or_default();
+        if let Some(old) = old {
+            olds.push(old.to_vec());
+        }
         marks.push(k);
     }
     if marks.is_empty() {
@@ -523,8 +528,13 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
     }
     let mut writes = IndexWrites::default();
     let docs_cf = store.cf(CF_DOCS);
-    for ((barrel, id), old) in &docs {
-        let old = body_entries(id, old.as_deref())?;
+    for ((barrel, id), olds) in &docs {
+        let mut old = Vec::new();
+        for body in olds {
+            old.extend(body_entries(id, Some(body))?);
+        }
+        old.sort_unstable();
+        old.dedup();
         let new = match db.get_cf(docs_cf, keys::doc(*barrel, id))? {
             Some(raw) => {
                 let rec = DocRecord::decode(&raw)
@@ -668,6 +678,52 @@ mod tests {
             .iterator_cf(pending, rocksdb::IteratorMode::Start)
             .next()
             .is_none());
+    }
+
+    /// A crash after the indexer wrote a batch but before it deleted the batch's marks, with a
+    /// later write of the same document committed but not indexed: the index then holds the
+    /// middle revision's entries, which neither the first mark's old body nor the winner has.
+    #[test]
+    fn recovery_removes_the_entries_of_every_pending_old_body() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, b) = new_barrel(dir.path());
+            let pending = store.cf(CF_PENDING);
+            let marks = |store: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
+                store
+                    .db
+                    .iterator_cf(pending, rocksdb::IteratorMode::Start)
+                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                    .collect()
+            };
+            let a0 = save(&b, json!({"id": "a", "x": 0}));
+            assert_eq!(find(&b, "$/x/0"), ["a"]);
+            assert!(marks(&store).is_empty());
+            store.indexer.set_paused(true);
+            let a1 = save(&b, json!({"id": "a", "_rev": a0.to_string(), "x": 1}));
+            let first_mark = marks(&store);
+            assert_eq!(first_mark.len(), 1);
+            store.indexer.set_paused(false);
+            assert_eq!(find(&b, "$/x/1"), ["a"]);
+            assert!(marks(&store).is_empty());
+            store.indexer.set_paused(true);
+            save(&b, json!({"id": "a", "_rev": a1.to_string(), "x": 2}));
+            store.indexer.forget_queued();
+            // The first batch's mark deletion never reached the disk.
+            let (k, v) = &first_mark[0];
+            store.db.put_cf(pending, k, v).unwrap();
+            assert_eq!(marks(&store).len(), 2);
+        }
+        let store = open(dir.path());
+        let b = store.open_barrel("b").unwrap();
+        assert_eq!(find(&b, "$/x/2"), ["a"]);
+        assert!(
+            find(&b, "$/x/1").is_empty(),
+            "the middle revision's entry is gone"
+        );
+        assert!(find(&b, "$/x/0").is_empty());
+        // a: id and x.
+        assert_eq!(index_keys(&store).len(), 2);
     }
 
     #[test]
