@@ -50,8 +50,10 @@ pub struct DocInput {
     /// Everything else, as canonical JSON; encoded (and hashed) when the input is built, on the
     /// caller's thread, so the store's writer thread does as little per document as it can.
     body: Vec<u8>,
-    /// MD5 of `body`, the body's part of the revision hash.
-    digest: [u8; 16],
+    /// MD5 of `body`, the body's part of the revision hash; `None` until needed when the input
+    /// carries its revision history (`_revisions`: a replicated write, which keeps its
+    /// revision and never hashes the body).
+    digest: Option<[u8; 16]>,
     /// The body's path-index entries (see [`crate::index`]), sorted.
     index: Vec<Vec<u8>>,
     /// Attachments given with the write, until [`DocInput::resolve_attachments`] turns them
@@ -137,7 +139,7 @@ impl DocInput {
             deleted,
             revisions,
             body: Vec::new(),
-            digest: [0; 16],
+            digest: None,
             index: Vec::new(),
             pending: None,
             blobs: Vec::new(),
@@ -153,7 +155,8 @@ impl DocInput {
 
     fn set_body(&mut self, body: &Body) -> Result<(), DocError> {
         self.index = crate::index::body_entries(body)?;
-        (self.body, self.digest) = encode_checked(body)?;
+        self.body = encode_checked(body)?;
+        self.digest = self.revisions.is_none().then(|| body_digest(&self.body));
         Ok(())
     }
 
@@ -207,34 +210,39 @@ impl DocInput {
     /// The revision this input creates when it extends `parent` (see [`rev_hash`]).
     pub fn next_rev(&self, parent: Option<&Rev>) -> Rev {
         let gen = parent.map_or(1, |p| p.gen + 1);
-        Rev::new(gen, rev_hash(parent, self.deleted, &self.digest))
+        let digest = self.digest.unwrap_or_else(|| body_digest(&self.body));
+        Rev::new(gen, rev_hash(parent, self.deleted, &digest))
     }
 }
 
-/// Encodes a body and checks its size; returns the bytes and their MD5.
-fn encode_checked(body: &Body) -> Result<(Vec<u8>, [u8; 16]), DocError> {
+/// Encodes a body and checks its size.
+fn encode_checked(body: &Body) -> Result<Vec<u8>, DocError> {
     let json = encode_body(body);
     if json.len() > MAX_DOC_SIZE {
         return Err(DocError::TooLarge(format!(
             "body over {MAX_DOC_SIZE} bytes"
         )));
     }
-    let digest: [u8; 16] = Md5::digest(&json).into();
-    Ok((json, digest))
+    Ok(json)
+}
+
+/// MD5 of an encoded body, its part of the revision hash.
+fn body_digest(json: &[u8]) -> [u8; 16] {
+    Md5::digest(json).into()
 }
 
 impl DocInput {
     /// The deletion of revision `rev` of document `id` (what `delete_doc` writes).
     pub fn tombstone(id: &str, rev: Rev) -> Result<DocInput, DocError> {
         check_doc_id(id)?;
-        let (body, digest) = encode_checked(&Body::new())?;
+        let body = encode_checked(&Body::new())?;
         Ok(DocInput {
             id: Some(id.to_string()),
             rev: Some(rev),
             deleted: true,
             revisions: None,
+            digest: Some(body_digest(&body)),
             body,
-            digest,
             index: Vec::new(),
             pending: None,
             blobs: Vec::new(),
@@ -504,6 +512,18 @@ mod tests {
         let deleted = input(json!({"b": 1, "a": 2, "_deleted": true})).unwrap();
         assert_ne!(r, deleted.next_rev(Some(&p)));
         assert_ne!(r, input(json!({})).unwrap().next_rev(Some(&p)));
+    }
+
+    #[test]
+    fn an_input_with_its_history_hashes_its_body_only_when_asked() {
+        let plain = input(json!({"a": 1, "_rev": "1-aa"})).unwrap();
+        let replicated =
+            input(json!({"a": 1, "_rev": "1-aa", "_revisions": {"start": 1, "ids": ["aa"]}}))
+                .unwrap();
+        assert!(plain.digest.is_some());
+        assert!(replicated.digest.is_none());
+        let p = Rev::new(1, "aa");
+        assert_eq!(plain.next_rev(Some(&p)), replicated.next_rev(Some(&p)));
     }
 
     #[test]
