@@ -14,7 +14,7 @@ use crate::changes::{Change, LiveChange};
 use crate::doc::{generate_id, DocInput, DocRecord};
 use crate::error::{DocError, Error, Result};
 use crate::index;
-use crate::indexer::{self, IndexJob, IndexWrites, NewEntries};
+use crate::indexer::{self, Backlog, IndexJob, IndexWrites, NewEntries};
 use crate::revtree::{Rev, RevTree};
 use crate::store::{
     keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_META, CF_PENDING, CF_REVS, CF_SEQS,
@@ -97,13 +97,13 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts the writer thread of `store` (a weak reference, so the thread does not keep the
-    /// store open).
-    pub(crate) fn start(store: Weak<Store>) -> Result<Committer> {
+    /// store open); `backlog` is the store's indexer's.
+    pub(crate) fn start(store: Weak<Store>, backlog: Backlog) -> Result<Committer> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("barrel-writer".into())
-            .spawn(move || writer_loop(&thread_shared, &store))
+            .spawn(move || writer_loop(&thread_shared, &store, &backlog))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Committer {
             shared,
@@ -165,7 +165,7 @@ impl Drop for Committer {
     }
 }
 
-fn writer_loop(shared: &Shared, store: &Weak<Store>) {
+fn writer_loop(shared: &Shared, store: &Weak<Store>, backlog: &Backlog) {
     let mut poll = false;
     loop {
         let idle_since = Instant::now();
@@ -199,9 +199,7 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>) {
             let _ = catch_unwind(AssertUnwindSafe(|| reply(result)));
         }
         // Back pressure: no new group while the indexer is too far behind.
-        if let Some(store) = store.upgrade() {
-            store.indexer.wait_below_limit();
-        }
+        backlog.wait_below_limit();
     }
 }
 

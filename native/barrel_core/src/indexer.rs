@@ -144,6 +144,20 @@ pub(crate) struct Indexer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Waits for the indexer's backlog to shrink (see [`Indexer::backlog`]).
+pub(crate) struct Backlog(Arc<Shared>);
+
+impl Backlog {
+    /// Blocks while more than [`MAX_PENDING`] documents or [`MAX_PENDING_BYTES`] wait to be
+    /// indexed (returns once the indexer stops).
+    pub(crate) fn wait_below_limit(&self) {
+        let mut st = self.0.state.lock();
+        while (st.queue.len() > MAX_PENDING || st.bytes > MAX_PENDING_BYTES) && !st.stop {
+            self.0.progress.wait(&mut st);
+        }
+    }
+}
+
 impl Indexer {
     /// Starts the indexer thread: marks in `db`, entries in `index_db`.
     pub(crate) fn start(db: Arc<DB>, index_db: Arc<DB>) -> Result<Indexer> {
@@ -181,13 +195,11 @@ impl Indexer {
         }
     }
 
-    /// Blocks while more than [`MAX_PENDING`] documents or [`MAX_PENDING_BYTES`] wait to be
-    /// indexed.
-    pub(crate) fn wait_below_limit(&self) {
-        let mut st = self.shared.state.lock();
-        while (st.queue.len() > MAX_PENDING || st.bytes > MAX_PENDING_BYTES) && !st.stop {
-            self.shared.progress.wait(&mut st);
-        }
+    /// The indexer's back pressure, for the writer thread: it holds this instead of the store,
+    /// so the writer never holds the last reference to a store being dropped (the store
+    /// would then close on the writer thread, after its owner had moved on).
+    pub(crate) fn backlog(&self) -> Backlog {
+        Backlog(self.shared.clone())
     }
 
     /// Blocks until every queued job is written.

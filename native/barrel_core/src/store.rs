@@ -474,7 +474,7 @@ impl Store {
         let indexer = Indexer::start(db.clone(), index_db.clone())?;
         let mut started = Ok(());
         let store = Arc::new_cyclic(|weak| {
-            let committer = Committer::start(weak.clone());
+            let committer = Committer::start(weak.clone(), indexer.backlog());
             let committer = committer.unwrap_or_else(|e| {
                 started = Err(e);
                 Committer::stopped()
