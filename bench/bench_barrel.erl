@@ -36,7 +36,6 @@ indexed(B, Fun) ->
 wait_indexed(B) ->
     {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}).
 
-
 close(Barrel) ->
     ok = barrel:close(Barrel),
     ok = application:stop(barrel).

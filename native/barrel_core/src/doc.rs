@@ -47,8 +47,9 @@ pub struct DocInput {
     pub deleted: bool,
     /// `_revisions` as a path, newest first, when given.
     pub revisions: Option<Vec<Rev>>,
-    /// Everything else, as canonical JSON; encoded (and hashed) when the input is built, on the
-    /// caller's thread, so the store's writer thread does as little per document as it can.
+    /// Everything else, as canonical JSON; encoded (and hashed, see `digest`) when the input is
+    /// built, on the caller's thread, so the store's writer thread does as little per document
+    /// as it can.
     body: Vec<u8>,
     /// MD5 of `body`, the body's part of the revision hash; `None` until needed when the input
     /// carries its revision history (`_revisions`: a replicated write, which keeps its

@@ -89,15 +89,22 @@ fn get_escaped(buf: &[u8], pos: &mut usize) -> Option<String> {
 /// Encodes one segment.
 pub fn encode_segment(out: &mut Vec<u8>, seg: &Segment) {
     match seg {
-        Segment::Key(k) => {
-            out.push(SEG_KEY);
-            put_escaped(out, k);
-        }
-        Segment::Index(i) => {
-            out.push(SEG_INDEX);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
+        Segment::Key(k) => put_key_segment(out, k),
+        Segment::Index(i) => put_index_segment(out, *i),
     }
+}
+
+/// Encodes an object member's segment (what [`encode_segment`] does for a `Segment::Key`,
+/// without one).
+fn put_key_segment(out: &mut Vec<u8>, k: &str) {
+    out.push(SEG_KEY);
+    put_escaped(out, k);
+}
+
+/// Encodes an array element's segment.
+fn put_index_segment(out: &mut Vec<u8>, i: u32) {
+    out.push(SEG_INDEX);
+    out.extend_from_slice(&i.to_be_bytes());
 }
 
 fn sortable_f64(f: f64) -> [u8; 8] {
@@ -231,7 +238,7 @@ pub fn entries(id: &str, body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
 /// The entry of the document id itself (`$/id/<id>`), when the id is short enough to index.
 pub fn id_entry(id: &str) -> Option<Vec<u8>> {
     let mut path = Vec::new();
-    encode_segment(&mut path, &Segment::Key("id".into()));
+    put_key_segment(&mut path, "id");
     let mut out = Vec::new();
     push_entry(&mut out, &path, &Value::String(id.to_string()));
     out.pop()
@@ -247,7 +254,7 @@ pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
         if k == "_attachments" {
             continue;
         }
-        walk_member(&mut out, &mut path, k, v)?;
+        walk_below(&mut out, &mut path, |p| put_key_segment(p, k), v)?;
     }
     // The walk visits members in key order and elements in index order, which is the order of
     // their encodings: this sort only confirms it.
@@ -277,15 +284,15 @@ fn value_len_hint(v: &Value) -> usize {
     }
 }
 
-fn walk_member(
+/// Walks `v`, one segment (appended by `seg`) below `path`, and cuts `path` back.
+fn walk_below(
     out: &mut Vec<Vec<u8>>,
     path: &mut Vec<u8>,
-    k: &str,
+    seg: impl FnOnce(&mut Vec<u8>),
     v: &Value,
 ) -> Result<(), DocError> {
     let len = path.len();
-    path.push(SEG_KEY);
-    put_escaped(path, k);
+    seg(path);
     let walked = walk(out, path, v);
     path.truncate(len);
     walked
@@ -295,16 +302,12 @@ fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<u8>, v: &Value) -> Result<(), Doc
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                walk_member(out, path, k, v)?;
+                walk_below(out, path, |p| put_key_segment(p, k), v)?;
             }
         }
         Value::Array(a) => {
             for (i, v) in a.iter().enumerate() {
-                let len = path.len();
-                encode_segment(path, &Segment::Index(i as u32));
-                let walked = walk(out, path, v);
-                path.truncate(len);
-                walked?;
+                walk_below(out, path, |p| put_index_segment(p, i as u32), v)?;
             }
         }
         scalar => {
@@ -626,7 +629,7 @@ mod tests {
             let mut out = Vec::new();
             let mut path = Vec::new();
             for (k, v) in &body(doc.clone()) {
-                walk_member(&mut out, &mut path, k, v).unwrap();
+                walk_below(&mut out, &mut path, |p| put_key_segment(p, k), v).unwrap();
             }
             prop_assert!(path.is_empty());
             prop_assert_eq!(&out, &body_entries(&body(doc)).unwrap());

@@ -369,6 +369,13 @@ struct IndexWrite {
     put: bool,
 }
 
+impl IndexWrite {
+    /// This write's key in `keys`, the buffer of its [`IndexWrites`].
+    fn key<'k>(&self, keys: &'k [u8]) -> &'k [u8] {
+        &keys[self.at..self.at + self.len as usize]
+    }
+}
+
 impl IndexWrites {
     fn push(&mut self, barrel: u64, entry: &[u8], id: &str, put: bool) {
         let at = self.keys.len();
@@ -407,16 +414,12 @@ impl IndexWrites {
         }
     }
 
-    fn key(&self, w: &IndexWrite) -> &[u8] {
-        &self.keys[w.at..w.at + w.len as usize]
-    }
-
     /// The writes in key order, `(key, put)`.
     fn sorted(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
-        let mut writes = std::mem::take(&mut self.writes);
-        writes.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
-        self.writes = writes;
-        self.writes.iter().map(|w| (self.key(w), w.put))
+        let keys = &self.keys;
+        self.writes
+            .sort_unstable_by(|a, b| a.key(keys).cmp(b.key(keys)));
+        self.writes.iter().map(move |w| (w.key(keys), w.put))
     }
 
     /// Adds the writes to `batch` in key order: inserting sorted keys lets RocksDB's skip list

@@ -271,22 +271,21 @@ fn pass(
     // is cancelled: a checkpoint is two more writes a batch, one of them maybe remote. A
     // restart repeats at most that much, which `revs_diff` then finds already there.
     let mut checkpointed: Option<Instant> = None;
-    let mut unsaved: Option<u64> = None;
+    // Whether batches went to the target since the last checkpoint (they end at `since`).
+    let mut unsaved = false;
     loop {
         if control.is_cancelled() {
             // Best effort: without it, a restart repeats at most a second of work.
-            if let Some(seq) = unsaved {
-                if checkpoint(source, target, rep_id, seq).is_ok() {
-                    control.update(|p| p.last_seq = seq);
-                }
+            if unsaved && checkpoint(source, target, rep_id, since).is_ok() {
+                control.update(|p| p.last_seq = since);
             }
             return Ok(());
         }
         let (changed, last) = source.changes(since, batch, &opts.filter)?;
         if changed.is_empty() {
-            if last > since || unsaved.is_some() {
+            if last > since || unsaved {
                 checkpoint(source, target, rep_id, last.max(since))?;
-                unsaved = None;
+                unsaved = false;
                 since = last.max(since);
                 report(&control.update(|p| p.last_seq = since));
             }
@@ -311,10 +310,8 @@ fn pass(
         if save_now {
             checkpoint(source, target, rep_id, last)?;
             checkpointed = Some(Instant::now());
-            unsaved = None;
-        } else {
-            unsaved = Some(last);
         }
+        unsaved = !save_now;
         since = last;
         report(&control.update(|p| {
             p.docs_read += read;
