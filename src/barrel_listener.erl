@@ -5,8 +5,9 @@
 %% trees of your own).
 %%
 %% How it works. The listener subscribes to the engine (which then sends it the
-%% matching changes of every commit from its notifier thread, never making a
-%% writer wait), then replays the changes feed from `since' in chunks. Live
+%% matching changes of every commit, from its notifier thread or, for a small
+%% commit, its writer thread, never making a writer wait), then replays the
+%% changes feed from `since' in chunks. Live
 %% changes that arrive meanwhile are held (at most one window of them) and
 %% passed on after the replay, skipping those the replay already covered: the
 %% listener remembers the sequence of the last change it passed on and only

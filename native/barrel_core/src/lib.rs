@@ -40,6 +40,7 @@ pub use barrel::{
 };
 pub use changes::{
     Change, ChangeSink, ChangesCursor, ChangesOptions, Pattern, SubscribeOptions, Subscription,
+    INLINE_DELIVERIES,
 };
 pub use doc::{Body, DocInput};
 pub use error::{DocError, Error, Result};

@@ -293,3 +293,89 @@ fn deleting_the_barrel_tells_subscribers() {
     wait_for(|| rec.behind.load(Ordering::SeqCst) == 1);
     assert!(b.changes_cursor(0, ChangesOptions::default()).is_err());
 }
+
+/// A sink that records each change with the name of the thread that delivered it, and can
+/// hold up the notifier's first delivery.
+#[derive(Default)]
+struct Threads {
+    got: Mutex<Vec<(u64, String)>>,
+    notifier_delay: Mutex<Option<Duration>>,
+}
+
+struct ThreadSink(Arc<Threads>);
+
+impl ChangeSink for ThreadSink {
+    fn deliver(&self, changes: Vec<Change>) -> bool {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        if name == "barrel-notifier" {
+            if let Some(d) = self.0.notifier_delay.lock().take() {
+                std::thread::sleep(d);
+            }
+        }
+        let mut got = self.0.got.lock();
+        got.extend(changes.into_iter().map(|c| (c.seq, name.clone())));
+        true
+    }
+    fn fell_behind(&self) -> bool {
+        true
+    }
+}
+
+fn subscribe_threads(b: &Barrel) -> (Arc<Threads>, Arc<barrel_core::Subscription>) {
+    let rec = Arc::new(Threads::default());
+    let opts = SubscribeOptions {
+        patterns: Vec::new(),
+        include_docs: false,
+        all_docs: false,
+        window: 1_000_000,
+    };
+    let sub = b
+        .subscribe(opts, Box::new(ThreadSink(rec.clone())))
+        .unwrap();
+    (rec, sub)
+}
+
+fn save_many(b: &Barrel, prefix: &str, n: usize) {
+    let docs = (0..n)
+        .map(|i| DocInput::from_value(json!({"id": format!("{prefix}{i}")})).map_err(Into::into))
+        .collect();
+    for r in b.save_docs(docs, &SaveOptions::default()).unwrap() {
+        r.unwrap();
+    }
+}
+
+#[test]
+fn a_small_commit_is_delivered_by_the_writer_a_large_one_by_the_notifier() {
+    let (_d, _s, b) = setup();
+    let (rec, _sub) = subscribe_threads(&b);
+    save(&b, json!({"id": "one"}));
+    wait_for(|| rec.got.lock().len() == 1);
+    save_many(&b, "many", barrel_core::INLINE_DELIVERIES + 1);
+    wait_for(|| rec.got.lock().len() == barrel_core::INLINE_DELIVERIES + 2);
+    let got = rec.got.lock().clone();
+    assert_eq!(got[0], (1, "barrel-writer".to_string()));
+    assert!(
+        got[1..].iter().all(|(_, t)| t == "barrel-notifier"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn small_commits_wait_for_the_notifier_to_keep_the_order() {
+    let (_d, _s, b) = setup();
+    let (rec, _sub) = subscribe_threads(&b);
+    // The notifier holds on to this batch while single writes commit behind it.
+    *rec.notifier_delay.lock() = Some(Duration::from_millis(200));
+    let batch = barrel_core::INLINE_DELIVERIES + 1;
+    save_many(&b, "batch", batch);
+    for i in 0..5 {
+        save(&b, json!({"id": format!("single{i}")}));
+    }
+    wait_for(|| rec.got.lock().len() == batch + 5);
+    let seqs: Vec<u64> = rec.got.lock().iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=(batch as u64 + 5)).collect::<Vec<_>>());
+    // Once the notifier has caught up, single writes go out from the writer again.
+    save(&b, json!({"id": "after"}));
+    wait_for(|| rec.got.lock().len() == batch + 6);
+    assert_eq!(rec.got.lock().last().unwrap().1, "barrel-writer");
+}
