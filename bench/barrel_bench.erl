@@ -409,9 +409,11 @@ run_workload(PeerId, Mod, State, W0 = #{id := Id}, Setup, Templates, Results) ->
             Results#{{PeerId, Id} => {skipped, Why}};
         false ->
             W = with_count(PeerId, W0, Results),
+            Q0 = erlang:monotonic_time(millisecond),
+            quiesce(Mod, State),
             T0 = erlang:monotonic_time(millisecond),
             R = measure(Mod, State, W, Templates),
-            log(PeerId, W, R, erlang:monotonic_time(millisecond) - T0),
+            log(PeerId, W, R, erlang:monotonic_time(millisecond) - T0, T0 - Q0),
             Results#{{PeerId, Id} => R}
     end.
 
@@ -434,6 +436,13 @@ with_count(PeerId, W = #{count_from := From}, Results) ->
 with_count(_PeerId, W, _Results) ->
     W.
 
+%% Untimed: the previous workloads' background work must not land in this one's figures.
+quiesce(Mod, State) ->
+    case erlang:function_exported(Mod, quiesce, 1) of
+        true -> ok = Mod:quiesce(State);
+        false -> ok
+    end.
+
 measure(Mod, State, W, Templates) ->
     try
         case erlang:function_exported(Mod, run, 2) of
@@ -453,7 +462,11 @@ short_error(exit, {worker_failed, {{badmatch, Value}, _}}) -> {badmatch, Value};
 short_error(exit, {worker_failed, {Reason, _Stack}}) -> Reason;
 short_error(_Class, Reason) -> Reason.
 
-log(PeerId, W = #{id := Id}, R, Ms) ->
+log(PeerId, W, R, Ms) ->
+    log(PeerId, W, R, Ms, 0).
+
+%% `QuietMs': the wait for the store to come to rest before the workload (shown from 0.1 s).
+log(PeerId, W = #{id := Id}, R, Ms, QuietMs) ->
     What = case R of
                {ok, #{bytes := B, log_bytes := L}} ->
                    io_lib:format("~ts (logs ~ts)", [bench_report:bytes(B), bench_report:bytes(L)]);
@@ -464,8 +477,12 @@ log(PeerId, W = #{id := Id}, R, Ms) ->
                                   bench_report:us(maps:get(p99_us, M))]);
                {Tag, Why} -> io_lib:format("~p: ~0p", [Tag, Why])
            end,
-    io:format("  ~-13ts ~-30ts ~ts [~.1fs]~n",
-              [PeerId, bench_report:workload_label(Id), What, Ms / 1000]).
+    Quiet = case QuietMs >= 100 of
+                true -> io_lib:format(" (at rest after ~.1fs)", [QuietMs / 1000]);
+                false -> ""
+            end,
+    io:format("  ~-13ts ~-30ts ~ts [~.1fs]~ts~n",
+              [PeerId, bench_report:workload_label(Id), What, Ms / 1000, Quiet]).
 
 %% All bytes, and those in write-ahead logs (`*.log': RocksDB, LevelDB; Mnesia's `*.LOG').
 dir_size(Dir) ->

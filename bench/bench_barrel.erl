@@ -2,7 +2,7 @@
 -module(bench_barrel).
 -behaviour(bench_peer).
 
--export([open/3, close/1, op/2]).
+-export([open/3, close/1, op/2, quiesce/1]).
 
 -define(NAME, <<"bench">>).
 %% The attachment workloads' one attachment a document (the same name in every peer).
@@ -35,6 +35,22 @@ indexed(B, Fun) ->
 %% A query waits until every write before it is in the index.
 wait_indexed(B) ->
     {ok, _} = barrel:find(B, {<<"$/id">>, #{equal => <<>>}}).
+
+%% Before each workload: until the store's background work (index, flushes, compactions) from
+%% the workloads before is done, at most a minute.
+quiesce(_Barrel) ->
+    quiesce_until(erlang:monotonic_time(millisecond) + 60000).
+
+quiesce_until(Deadline) ->
+    case barrel:store_info() of
+        {ok, #{idle := true}} ->
+            ok;
+        {ok, _} ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(50), quiesce_until(Deadline);
+                false -> ok
+            end
+    end.
 
 close(Barrel) ->
     ok = barrel:close(Barrel),

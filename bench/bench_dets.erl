@@ -3,7 +3,7 @@
 -module(bench_dets).
 -behaviour(bench_peer).
 
--export([open/3, close/1, op/2]).
+-export([open/3, close/1, op/2, quiesce/1]).
 
 open(Dir, _TemplatesFile, _Opts) ->
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
@@ -13,6 +13,10 @@ open(Dir, _TemplatesFile, _Opts) ->
 
 close(Tab) ->
     ok = dets:close(Tab).
+
+%% Before each workload: the writes so far on disk.
+quiesce(Tab) ->
+    ok = dets:sync(Tab).
 
 op(#{op := put, batch := 1}, T) ->
     fun({Key, Doc}) -> ok = dets:insert(T, {Key, Doc}) end;

@@ -4,6 +4,7 @@
 %% open <dir> <templates file>           -> ok
 %% run op=put ks=w1 start=0 count=N ...   -> ok ops=N secs=S p50_us=X p99_us=Y
 %%                                           (or: error unsupported <why>)
+%% quiesce                                -> ok (the store's background work done)
 %% close                                  -> ok
 %% '''
 %% The process times its own work, in its own runtime, over the same keys and document bytes
@@ -11,7 +12,7 @@
 -module(bench_external).
 -behaviour(bench_peer).
 
--export([open/3, close/1, run/2]).
+-export([open/3, close/1, run/2, quiesce/1]).
 
 -define(SETUP_MS, 600000).
 
@@ -29,6 +30,12 @@ close(#{port := Port, os_pid := OsPid} = State) ->
     _ = call(State, "close", ?SETUP_MS),
     catch port_close(Port),
     wait_exit(OsPid, 100).
+
+quiesce(State) ->
+    case call(State, "quiesce", ?SETUP_MS) of
+        {ok, _} -> ok;
+        {error, Why} -> error({quiesce_failed, Why})
+    end.
 
 run(W, State) ->
     %% `via' only for the replication workloads, `att_bytes' for the attachment ones, `rate'

@@ -25,4 +25,10 @@
            p99_us := number() | undefined}}
     | {unsupported, Why :: string()} | {error, Why :: term()}.
 
--optional_callbacks([op/2, run/2]).
+%% Waits, untimed, until the store's background work from the workloads before (flushes,
+%% compactions, log dumps, index) is done, so that each workload is measured on its own:
+%% called before every timed workload. Optional: a peer without background work (or without a
+%% way to wait for it) leaves it out.
+-callback quiesce(State :: term()) -> ok.
+
+-optional_callbacks([op/2, run/2, quiesce/1]).

@@ -10,6 +10,7 @@
 //                                -> ok ops=N secs=S p50_us=X p99_us=Y
 //   run op=changes_latency|replication_lag ks=cl count=N procs=P rate=R [flat=true] [via=local]
 //       deadline_ms=D            -> ok ops=N secs=S p50_us=X p99_us=Y (write call -> change)
+//   quiesce                      -> ok (leveldown has no way to wait for its compactions)
 //   close                        -> ok
 // Errors answer `error <why>`, an operation this peer cannot do `error unsupported <why>`.
 // A document is template (i + variant) mod K with "id" and "seq" in front, under _id
@@ -282,6 +283,9 @@ async function handle(line) {
     const r = await run(parse(words));
     return `ok ops=${r.ops} secs=${r.secs.toFixed(6)} ` +
       `p50_us=${percentile(r.lat, 0.5).toFixed(3)} p99_us=${percentile(r.lat, 0.99).toFixed(3)}`;
+  }
+  if (cmd === 'quiesce') {
+    return 'ok';
   }
   if (cmd === 'close') {
     if (db) await db.close();

@@ -701,6 +701,20 @@ defmodule Barrel do
   def compact, do: :barrel.compact()
 
   @doc """
+  The store's background work right now (see `:barrel.store_info/0`):
+  `:index_queue` (documents not in the path index yet), RocksDB's
+  `:flushes_running`, `:compactions_running`, `:flush_pending`,
+  `:compaction_pending`, `:pending_compaction_bytes` and `:memtable_bytes`;
+  `:idle` is `true` when nothing runs or is due.
+
+      iex> {:ok, %{idle: idle, index_queue: queued}} = Barrel.store_info()
+      iex> is_boolean(idle) and is_integer(queued)
+      true
+  """
+  @spec store_info() :: {:ok, map()} | {:error, reason()}
+  def store_info, do: :barrel.store_info()
+
+  @doc """
   Names of all the barrels of this node, sorted.
 
       iex> :ok = Barrel.create_barrel("docs-list")

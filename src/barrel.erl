@@ -32,6 +32,7 @@
 -module(barrel).
 
 -export([create_barrel/2, open/1, close/1, delete_barrel/1, list_barrels/0, compact/0,
+         store_info/0,
          barrel_infos/1,
          save_doc/2, save_doc/3, save_docs/2, save_docs/3,
          fetch_doc/2, fetch_doc/3, delete_doc/3, fold_docs/4,
@@ -191,6 +192,28 @@ delete_barrel(Name) ->
 -spec compact() -> ok | {error, reason()}.
 compact() ->
     barrel_nif:store_compact().
+
+%% @doc The store's background work right now: what still runs after writes
+%% have returned. `index_queue' (committed documents whose path-index entries
+%% are not written yet; queries wait for them), RocksDB's `flushes_running',
+%% `compactions_running', `flush_pending', `compaction_pending' (a level is
+%% over its target size), `pending_compaction_bytes' (RocksDB's estimate of
+%% what compactions still have to rewrite) and `memtable_bytes', summed over
+%% the store; `idle' is `true' when nothing runs or is due. For monitoring
+%% (a `pending_compaction_bytes' that keeps growing means writes outpace the
+%% disk) and for benchmarks that start from a store at rest.
+%% ```
+%% {ok, #{idle := Idle, index_queue := Queued}} = barrel:store_info().
+%% '''
+-spec store_info() -> {ok, #{idle := boolean(), index_queue := non_neg_integer(),
+                             flushes_running := non_neg_integer(),
+                             compactions_running := non_neg_integer(),
+                             flush_pending := boolean(), compaction_pending := boolean(),
+                             pending_compaction_bytes := non_neg_integer(),
+                             memtable_bytes := non_neg_integer()}}
+                      | {error, reason()}.
+store_info() ->
+    barrel_nif:store_info().
 
 %% @doc Names of all barrels of this node, sorted.
 -spec list_barrels() -> [barrel_name()] | {error, reason()}.

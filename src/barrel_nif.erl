@@ -3,7 +3,7 @@
 %% `priv/barrel_nif.so' when the module loads; `barrel' is the documented API.
 -module(barrel_nif).
 
--export([store_open/2, store_close/0, store_compact/0,
+-export([store_open/2, store_close/0, store_compact/0, store_info/0,
          create_barrel/2, open_barrel/1, close_barrel/1, delete_barrel/1, list_barrels/0,
          barrel_info/1,
          save_doc/3, save_docs/3, delete_doc/3,
@@ -40,6 +40,7 @@ priv_dir() ->
 store_open(_Dir, _Opts) -> ?NOT_LOADED.
 store_close() -> ?NOT_LOADED.
 store_compact() -> ?NOT_LOADED.
+store_info() -> ?NOT_LOADED.
 create_barrel(_Name, _Params) -> ?NOT_LOADED.
 open_barrel(_Name) -> ?NOT_LOADED.
 close_barrel(_Barrel) -> ?NOT_LOADED.

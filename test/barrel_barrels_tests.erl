@@ -16,7 +16,8 @@ barrels_test_() ->
       fun deleted_barrel_handle_is_not_found/0,
       fun delete_unknown_is_not_found/0,
       fun recreated_barrel_is_empty/0,
-      fun compact_gives_a_deleted_barrels_space_back/0]}.
+      fun compact_gives_a_deleted_barrels_space_back/0,
+      fun store_info_shows_background_work_until_the_store_rests/0]}.
 
 create_then_open() ->
     ?assertEqual(ok, barrel:create_barrel(<<"b-create">>, #{})),
@@ -124,3 +125,29 @@ compact_gives_a_deleted_barrels_space_back() ->
     %% The 16 MiB content left the disk.
     ?assert(Size() < Full - (12 bsl 20)),
     ?assertEqual({error, not_found}, barrel:open(Name)).
+
+store_info_shows_background_work_until_the_store_rests() ->
+    {_Name, B} = barrel_test_setup:fresh_barrel("store-info"),
+    Docs = [#{<<"id">> => integer_to_binary(I), <<"n">> => I} || I <- lists:seq(1, 2000)],
+    {ok, _} = barrel:save_docs(B, Docs),
+    {ok, Info} = barrel:store_info(),
+    ?assertEqual(lists:sort([idle, index_queue, flushes_running, compactions_running,
+                             flush_pending, compaction_pending, pending_compaction_bytes,
+                             memtable_bytes]),
+                 lists:sort(maps:keys(Info))),
+    #{memtable_bytes := Mem, index_queue := Queued, idle := Idle} = Info,
+    ?assert(Mem > 0),
+    ?assert(is_integer(Queued) andalso Queued >= 0),
+    ?assert(is_boolean(Idle)),
+    ?assert(wait_idle(300)),
+    ?assertMatch({ok, #{index_queue := 0, flushes_running := 0, compactions_running := 0}},
+                 barrel:store_info()),
+    ?assertMatch({ok, [_]}, barrel:find(B, {<<"$/n">>, #{equal => 1999}})).
+
+wait_idle(0) ->
+    false;
+wait_idle(Tries) ->
+    case barrel:store_info() of
+        {ok, #{idle := true}} -> true;
+        {ok, _} -> timer:sleep(100), wait_idle(Tries - 1)
+    end.

@@ -75,6 +75,16 @@ impl Peer for HttpPeer {
         Ok(peer)
     }
 
+    /// Until the store's background work is done (the same wait as the in-VM Barrel peer's,
+    /// through `Store::background`; at most a minute).
+    fn quiesce(&self) -> Result<(), String> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while !self.store.background().is_idle() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Writes are timed until their path-index entries are written too (a write returns once
     /// the document is committed; the index follows on the indexer thread): a query through the
     /// store waits for that, and its time is added.

@@ -8,6 +8,7 @@
 //!                               -> ok ops=50000 secs=0.31 p50_us=4.1 p99_us=19.0
 //! run op=att_put ks=a1m start=0 count=500 procs=1 ... att_bytes=1048576
 //!                               -> ok ops=500 secs=1.9 p50_us=3500.0 p99_us=6100.0
+//! quiesce                       -> ok (once the store's background work is done)
 //! close                         -> ok
 //! ```
 //!
@@ -27,6 +28,11 @@ pub trait Peer: Sized {
     fn open(dir: &str, templates: Templates) -> Result<Self, String>;
     /// Runs one workload.
     fn run(&self, w: &Workload) -> Result<Outcome, String>;
+    /// Waits (untimed, before a workload) until the store's background work from the previous
+    /// workloads is done, so each workload is measured on its own. Default: nothing to wait for.
+    fn quiesce(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Closes the store (so the driver measures the directory at rest).
     fn close(self) {}
 }
@@ -75,6 +81,10 @@ fn handle<P: Peer>(peer: &mut Option<P>, line: &str) -> Result<String, String> {
                 "ok ops={} secs={:.6} p50_us={:.3} p99_us={:.3}",
                 r.ops, r.secs, r.p50_us, r.p99_us
             ))
+        }
+        Some("quiesce") => {
+            peer.as_ref().ok_or("no store open")?.quiesce()?;
+            Ok("ok".into())
         }
         Some("close") => {
             if let Some(p) = peer.take() {

@@ -27,6 +27,25 @@ impl Peer for Floor {
         Ok(Floor { db, templates })
     }
 
+    /// Until RocksDB has no flush or compaction running or due (at most a minute).
+    fn quiesce(&self) -> Result<(), String> {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while [
+            "rocksdb.num-running-flushes",
+            "rocksdb.num-running-compactions",
+            "rocksdb.mem-table-flush-pending",
+            "rocksdb.compaction-pending",
+        ]
+        .iter()
+        .any(|p| int(p) > 0)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     fn run(&self, w: &Workload) -> Result<Outcome, String> {
         if w.op == Op::Fold {
             return self.fold(w.deadline);

@@ -202,6 +202,12 @@ impl Indexer {
         Backlog(self.shared.clone())
     }
 
+    /// Documents queued or being indexed.
+    pub(crate) fn pending(&self) -> usize {
+        let st = self.shared.state.lock();
+        st.queue.len() + st.busy
+    }
+
     /// Blocks until every queued job is written.
     pub(crate) fn drain(&self) {
         let mut st = self.shared.state.lock();
@@ -260,11 +266,6 @@ impl Indexer {
         let mut st = self.shared.state.lock();
         st.queue.clear();
         st.bytes = 0;
-    }
-
-    /// Jobs queued.
-    pub(crate) fn queued(&self) -> usize {
-        self.shared.state.lock().queue.len()
     }
 }
 
@@ -651,6 +652,32 @@ mod tests {
     }
 
     #[test]
+    fn background_work_shows_the_index_queue_and_memtables_then_comes_to_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, b) = new_barrel(dir.path());
+        store.indexer.set_paused(true);
+        for i in 0..5 {
+            save(&b, json!({"id": format!("d{i}"), "n": i}));
+        }
+        let bg = store.background();
+        assert_eq!(bg.index_queue, 5);
+        assert!(bg.memtable_bytes > 0);
+        assert!(!bg.is_idle());
+        store.indexer.set_paused(false);
+        store.flush().unwrap();
+        let t = Instant::now();
+        while !store.background().is_idle() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                store.background()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(find(&b, "$/n/3"), ["d3"]);
+    }
+
+    #[test]
     fn writes_committed_but_not_indexed_are_indexed_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let keys_after;
@@ -670,7 +697,7 @@ mod tests {
             );
             save(&b, json!({"id": "new", "y": 1}));
             b.delete_doc("c", c_rev).unwrap();
-            assert_eq!(store.indexer.queued(), 4);
+            assert_eq!(store.indexer.pending(), 4);
             // A crash: the documents and their marks are committed, the jobs are lost.
             store.indexer.forget_queued();
             keys_after = index_keys(&store).len();
@@ -769,12 +796,12 @@ mod tests {
                 save(&b2, json!({"id": format!("d{i}"), "n": i}));
             }
         });
-        while store.indexer.queued() <= MAX_PENDING {
+        while store.indexer.pending() <= MAX_PENDING {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(200));
         // One write past the limit, then the writer waits (a blocked write never finishes).
-        assert_eq!(store.indexer.queued(), MAX_PENDING + 1);
+        assert_eq!(store.indexer.pending(), MAX_PENDING + 1);
         assert!(!writer.is_finished());
         store.indexer.set_paused(false);
         writer.join().unwrap();
@@ -802,15 +829,15 @@ mod tests {
                 );
             }
         });
-        while store.indexer.queued() < limit {
+        while store.indexer.pending() < limit {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(200));
         // Far fewer documents than MAX_PENDING, but at the byte limit: the writer waits.
-        let queued = store.indexer.queued();
+        let queued = store.indexer.pending();
         assert!(queued <= limit + 1, "{queued} jobs queued");
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(store.indexer.queued(), queued);
+        assert_eq!(store.indexer.pending(), queued);
         assert!(!writer.is_finished());
         store.indexer.set_paused(false);
         writer.join().unwrap();

@@ -49,7 +49,8 @@ pub use query::{Query, QueryCursor, QueryRow, Select};
 pub use replicate::RevsDiff;
 pub use revtree::{Rev, RevTree};
 pub use store::{
-    tune_malloc, BarrelConfig, BarrelInfo, Stats, Store, StoreOptions, MALLOC_MMAP_THRESHOLD,
+    tune_malloc, Background, BarrelConfig, BarrelInfo, Stats, Store, StoreOptions,
+    MALLOC_MMAP_THRESHOLD,
 };
 
 /// The text of a caught panic payload, for [`Error::Internal`].

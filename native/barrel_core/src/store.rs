@@ -218,6 +218,38 @@ pub struct BarrelInfo {
     pub config: BarrelConfig,
 }
 
+/// The store's background work at one moment (see [`Store::background`]): what runs or waits
+/// after writes have returned. All zero and `false` once a store is at rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Background {
+    /// Committed documents whose path-index entries are not written yet.
+    pub index_queue: u64,
+    /// Memtable flushes running.
+    pub flushes_running: u64,
+    /// Compactions running.
+    pub compactions_running: u64,
+    /// Full memtables waiting to be flushed.
+    pub flush_pending: bool,
+    /// Some level is over its target size, so a compaction is due.
+    pub compaction_pending: bool,
+    /// RocksDB's estimate of the bytes compactions have to rewrite to bring every level back
+    /// under its target size.
+    pub pending_compaction_bytes: u64,
+    /// Bytes in memtables (active, immutable, and pinned ones).
+    pub memtable_bytes: u64,
+}
+
+impl Background {
+    /// Nothing running or due.
+    pub fn is_idle(&self) -> bool {
+        self.index_queue == 0
+            && self.flushes_running == 0
+            && self.compactions_running == 0
+            && !self.flush_pending
+            && !self.compaction_pending
+    }
+}
+
 /// The in-memory state of one barrel, shared by its handles and the committer.
 pub(crate) struct BarrelInner {
     pub id: u64,
@@ -698,6 +730,45 @@ impl Store {
         }
         self.index_db.flush()?;
         Ok(())
+    }
+
+    /// The store's background work now: the indexer's queue and RocksDB's flushes and
+    /// compactions, over the document and the index databases and all their column families.
+    /// For operators (is the store keeping up?) and for benchmarks that must start from rest.
+    pub fn background(&self) -> Background {
+        let mut bg = Background {
+            index_queue: self.indexer.pending() as u64,
+            ..Background::default()
+        };
+        let cfs: Vec<&ColumnFamily> = std::iter::once(CF_META)
+            .chain(DATA_CFS)
+            .map(|name| self.cf(name))
+            .collect();
+        for (db, cfs) in [(&*self.db, cfs), (&*self.index_db, Vec::new())] {
+            let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+            bg.flushes_running += int("rocksdb.num-running-flushes");
+            bg.compactions_running += int("rocksdb.num-running-compactions");
+            // Per column family (the default one when `cfs` is empty).
+            let per_cf = |name: &str| -> u64 {
+                if cfs.is_empty() {
+                    int(name)
+                } else {
+                    cfs.iter()
+                        .map(|cf| {
+                            db.property_int_value_cf(*cf, name)
+                                .ok()
+                                .flatten()
+                                .unwrap_or(0)
+                        })
+                        .sum()
+                }
+            };
+            bg.flush_pending |= per_cf("rocksdb.mem-table-flush-pending") > 0;
+            bg.compaction_pending |= per_cf("rocksdb.compaction-pending") > 0;
+            bg.pending_compaction_bytes += per_cf("rocksdb.estimate-pending-compaction-bytes");
+            bg.memtable_bytes += per_cf("rocksdb.size-all-mem-tables");
+        }
+        bg
     }
 
     /// Names of all barrels, sorted.

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 mod atoms {
     rustler::atoms! {
         ok, revs_limit, sync, block_cache_bytes, tune_malloc, name, docs_count, deleted_count, updated_seq,
-        data_size, disk_size,
+        data_size, disk_size, idle, index_queue, flushes_running, compactions_running,
+        flush_pending, compaction_pending, pending_compaction_bytes, memtable_bytes,
     }
 }
 
@@ -183,6 +184,50 @@ fn delete_barrel(env: Env, name: String) -> Term {
 fn store_compact(env: Env) -> Term {
     guarded(env, || {
         ok_or_error(env, current_store().and_then(|s| s.compact()))
+    })
+}
+
+/// `{ok, Info}`: the store's background work now (see `Store::background`).
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_info(env: Env) -> Term {
+    guarded(env, || match current_store() {
+        Ok(s) => {
+            let bg = s.background();
+            let pairs: Vec<(Term, Term)> = vec![
+                (atoms::idle().encode(env), bg.is_idle().encode(env)),
+                (atoms::index_queue().encode(env), bg.index_queue.encode(env)),
+                (
+                    atoms::flushes_running().encode(env),
+                    bg.flushes_running.encode(env),
+                ),
+                (
+                    atoms::compactions_running().encode(env),
+                    bg.compactions_running.encode(env),
+                ),
+                (
+                    atoms::flush_pending().encode(env),
+                    bg.flush_pending.encode(env),
+                ),
+                (
+                    atoms::compaction_pending().encode(env),
+                    bg.compaction_pending.encode(env),
+                ),
+                (
+                    atoms::pending_compaction_bytes().encode(env),
+                    bg.pending_compaction_bytes.encode(env),
+                ),
+                (
+                    atoms::memtable_bytes().encode(env),
+                    bg.memtable_bytes.encode(env),
+                ),
+            ];
+            let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
+            match Term::map_from_term_arrays(env, &k, &v) {
+                Ok(m) => (atoms::ok(), m).encode(env),
+                Err(_) => error::encode(env, &Error::Internal("store info map".into())),
+            }
+        }
+        Err(e) => error::encode(env, &e),
     })
 }
 
