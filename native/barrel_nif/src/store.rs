@@ -187,45 +187,43 @@ fn store_compact(env: Env) -> Term {
     })
 }
 
+/// `{ok, Map}` of atom keys, or an internal error naming `what` (the keys are distinct
+/// atoms, so building the map cannot fail).
+fn ok_map<'a>(env: Env<'a>, fields: &[(Atom, Term<'a>)], what: &str) -> Term<'a> {
+    let keys: Vec<Term> = fields.iter().map(|(k, _)| k.encode(env)).collect();
+    let values: Vec<Term> = fields.iter().map(|(_, v)| *v).collect();
+    match Term::map_from_term_arrays(env, &keys, &values) {
+        Ok(m) => (atoms::ok(), m).encode(env),
+        Err(_) => error::encode(env, &Error::Internal(format!("{what} map"))),
+    }
+}
+
 /// `{ok, Info}`: the store's background work now (see `Store::background`).
 #[rustler::nif(schedule = "DirtyIo")]
 fn store_info(env: Env) -> Term {
     guarded(env, || match current_store() {
         Ok(s) => {
             let bg = s.background();
-            let pairs: Vec<(Term, Term)> = vec![
-                (atoms::idle().encode(env), bg.is_idle().encode(env)),
-                (atoms::index_queue().encode(env), bg.index_queue.encode(env)),
+            let fields: [(Atom, Term); 8] = [
+                (atoms::idle(), bg.is_idle().encode(env)),
+                (atoms::index_queue(), bg.index_queue.encode(env)),
+                (atoms::flushes_running(), bg.flushes_running.encode(env)),
                 (
-                    atoms::flushes_running().encode(env),
-                    bg.flushes_running.encode(env),
-                ),
-                (
-                    atoms::compactions_running().encode(env),
+                    atoms::compactions_running(),
                     bg.compactions_running.encode(env),
                 ),
+                (atoms::flush_pending(), bg.flush_pending.encode(env)),
                 (
-                    atoms::flush_pending().encode(env),
-                    bg.flush_pending.encode(env),
-                ),
-                (
-                    atoms::compaction_pending().encode(env),
+                    atoms::compaction_pending(),
                     bg.compaction_pending.encode(env),
                 ),
                 (
-                    atoms::pending_compaction_bytes().encode(env),
+                    atoms::pending_compaction_bytes(),
                     bg.pending_compaction_bytes.encode(env),
                 ),
-                (
-                    atoms::memtable_bytes().encode(env),
-                    bg.memtable_bytes.encode(env),
-                ),
+                (atoms::memtable_bytes(), bg.memtable_bytes.encode(env)),
             ];
-            let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
-            match Term::map_from_term_arrays(env, &k, &v) {
-                Ok(m) => (atoms::ok(), m).encode(env),
-                Err(_) => error::encode(env, &Error::Internal("store info map".into())),
-            }
+            ok_map(env, &fields, "store info")
         }
         Err(e) => error::encode(env, &e),
     })
@@ -255,36 +253,17 @@ fn barrel_info<'a>(env: Env<'a>, which: Term<'a>) -> rustler::NifResult<Term<'a>
         };
         match info {
             Ok(i) => {
-                let pairs: Vec<(Term, Term)> = vec![
-                    (atoms::name().encode(env), i.name.as_str().encode(env)),
-                    (
-                        atoms::docs_count().encode(env),
-                        i.stats.docs_count.encode(env),
-                    ),
-                    (
-                        atoms::deleted_count().encode(env),
-                        i.stats.deleted_count.encode(env),
-                    ),
-                    (
-                        atoms::updated_seq().encode(env),
-                        i.stats.updated_seq.encode(env),
-                    ),
-                    (
-                        atoms::data_size().encode(env),
-                        i.stats.data_size.encode(env),
-                    ),
-                    (atoms::disk_size().encode(env), i.disk_size.encode(env)),
-                    (
-                        atoms::revs_limit().encode(env),
-                        i.config.revs_limit.encode(env),
-                    ),
-                    (atoms::sync().encode(env), i.config.sync.encode(env)),
+                let fields: [(Atom, Term); 8] = [
+                    (atoms::name(), i.name.as_str().encode(env)),
+                    (atoms::docs_count(), i.stats.docs_count.encode(env)),
+                    (atoms::deleted_count(), i.stats.deleted_count.encode(env)),
+                    (atoms::updated_seq(), i.stats.updated_seq.encode(env)),
+                    (atoms::data_size(), i.stats.data_size.encode(env)),
+                    (atoms::disk_size(), i.disk_size.encode(env)),
+                    (atoms::revs_limit(), i.config.revs_limit.encode(env)),
+                    (atoms::sync(), i.config.sync.encode(env)),
                 ];
-                let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
-                match Term::map_from_term_arrays(env, &k, &v) {
-                    Ok(m) => (atoms::ok(), m).encode(env),
-                    Err(_) => error::encode(env, &Error::Internal("info map".into())),
-                }
+                ok_map(env, &fields, "info")
             }
             Err(e) => error::encode(env, &e),
         }
