@@ -404,7 +404,10 @@ impl ChangesCursor {
     }
 }
 
-/// Where a subscription's changes go (the BEAM binding sends them to a process).
+/// Where a subscription's changes go (the BEAM binding sends them to a process). Called on the
+/// store's notifier thread, or on its writer thread for a small commit (see
+/// [`INLINE_DELIVERIES`]): an implementation must hand the changes over and return, never
+/// block (every write would wait behind it).
 pub trait ChangeSink: Send + Sync {
     /// Takes matching changes, in sequence order. Returns `false` when the receiver is gone,
     /// which cancels the subscription.
