@@ -162,7 +162,7 @@ impl DocInput {
     }
 
     /// `true` while attachments given with the write still need
-    /// [`DocInput::resolve_attachments`].
+    /// `DocInput::resolve_attachments`.
     pub fn has_pending_attachments(&self) -> bool {
         self.pending.is_some()
     }

@@ -12,13 +12,13 @@
 //! - `local`: `<barrel id><id>` → JSON body: local (non-replicated) documents such as
 //!   replication checkpoints (see [`crate::replicate`]).
 //! - `ixq`: `<barrel id><seq>` → doc id and the body indexed before: writes committed but not
-//!   yet in the index (see [`crate::indexer`]).
+//!   yet in the index (see the `indexer` module).
 //! - `atts`: attachment contents by digest, in chunks, and which revisions refer to them (see
 //!   [`crate::attachment`]). Stored in RocksDB blob files, so large values are not rewritten
 //!   by compactions.
 //!
 //! The path index lives in a second RocksDB instance in the `index/` subdirectory, written by
-//! the indexer thread (see [`crate::indexer`]): `<barrel id><path><value><doc id>` → nothing
+//! the indexer thread (see the `indexer` module): `<barrel id><path><value><doc id>` → nothing
 //! (see [`crate::index`]). Its own instance has its own write path, so the indexer's large
 //! batches never hold up a document write queued behind them in RocksDB's write queue (in one
 //! instance they did: 107 µs a `save_doc` instead of 42).
