@@ -63,6 +63,27 @@ fn barrels_routes() {
     let (st, v) = call("PUT", &format!("{}/barrels/b1", s.base), None);
     assert_eq!((st, v["error"].as_str()), (412, Some("file_exists")));
     assert_eq!(get(&format!("{}/barrels", s.base)).1, json!(["b1", "b2"]));
+    let (st, bg) = get(&format!("{}/_store", s.base));
+    assert_eq!(st, 200, "{bg}");
+    let mut keys: Vec<&str> = bg.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "compaction_pending",
+            "compactions_running",
+            "flush_pending",
+            "flushes_running",
+            "idle",
+            "index_queue",
+            "memtable_bytes",
+            "pending_compaction_bytes"
+        ]
+    );
+    assert!(
+        bg["idle"].is_boolean() && bg["index_queue"].is_u64(),
+        "{bg}"
+    );
     let (st, info) = get(&format!("{}/barrels/b1", s.base));
     assert_eq!(st, 200);
     assert_eq!(info["db_name"], json!("b1"));

@@ -298,6 +298,7 @@ pub(crate) fn router(app: Arc<App>, cfg: &ServerConfig) -> Router {
     let mut r = Router::new()
         .route("/", get(welcome))
         .route("/barrels", get(list_barrels).post(create_barrel_body))
+        .route("/_store", get(store_info))
         .route("/_replicate", post(replicate))
         .route(
             db,
@@ -483,6 +484,24 @@ async fn welcome() -> Response {
         json!({"barrel": "Welcome", "couchdb": "Welcome", "version": env!("CARGO_PKG_VERSION"),
                "vendor": {"name": "barrel"}}),
     )
+}
+
+/// `GET /_store`: the store's background work (see `Store::background`).
+async fn store_info(State(app): AppState) -> ApiResult {
+    let bg = blocking(move || Ok(app.store()?.background())).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "idle": bg.is_idle(),
+            "index_queue": bg.index_queue,
+            "flushes_running": bg.flushes_running,
+            "compactions_running": bg.compactions_running,
+            "flush_pending": bg.flush_pending,
+            "compaction_pending": bg.compaction_pending,
+            "pending_compaction_bytes": bg.pending_compaction_bytes,
+            "memtable_bytes": bg.memtable_bytes,
+        }),
+    ))
 }
 
 async fn list_barrels(State(app): AppState) -> ApiResult {
