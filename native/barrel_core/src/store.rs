@@ -740,29 +740,24 @@ impl Store {
             index_queue: self.indexer.pending() as u64,
             ..Background::default()
         };
-        let cfs: Vec<&ColumnFamily> = std::iter::once(CF_META)
+        // The documents' column families; the index instance has only its default one (`None`).
+        let doc_cfs: Vec<Option<&ColumnFamily>> = std::iter::once(CF_META)
             .chain(DATA_CFS)
-            .map(|name| self.cf(name))
+            .map(|name| Some(self.cf(name)))
             .collect();
-        for (db, cfs) in [(&*self.db, cfs), (&*self.index_db, Vec::new())] {
-            let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
-            bg.flushes_running += int("rocksdb.num-running-flushes");
-            bg.compactions_running += int("rocksdb.num-running-compactions");
-            // Per column family (the default one when `cfs` is empty).
-            let per_cf = |name: &str| -> u64 {
-                if cfs.is_empty() {
-                    int(name)
-                } else {
-                    cfs.iter()
-                        .map(|cf| {
-                            db.property_int_value_cf(*cf, name)
-                                .ok()
-                                .flatten()
-                                .unwrap_or(0)
-                        })
-                        .sum()
+        for (db, cfs) in [(&*self.db, doc_cfs), (&*self.index_db, vec![None])] {
+            let int = |cf: Option<&ColumnFamily>, name: &str| {
+                match cf {
+                    Some(cf) => db.property_int_value_cf(cf, name),
+                    None => db.property_int_value(name),
                 }
+                .ok()
+                .flatten()
+                .unwrap_or(0)
             };
+            bg.flushes_running += int(None, "rocksdb.num-running-flushes");
+            bg.compactions_running += int(None, "rocksdb.num-running-compactions");
+            let per_cf = |name: &str| -> u64 { cfs.iter().map(|cf| int(*cf, name)).sum() };
             bg.flush_pending |= per_cf("rocksdb.mem-table-flush-pending") > 0;
             bg.compaction_pending |= per_cf("rocksdb.compaction-pending") > 0;
             bg.pending_compaction_bytes += per_cf("rocksdb.estimate-pending-compaction-bytes");
