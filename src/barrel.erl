@@ -201,7 +201,8 @@ compact() ->
 %% what compactions still have to rewrite) and `memtable_bytes', summed over
 %% the store; `idle' is `true' when nothing runs or is due. For monitoring
 %% (a `pending_compaction_bytes' that keeps growing means writes outpace the
-%% disk) and for benchmarks that start from a store at rest.
+%% disk) and for benchmarks that start from a store at rest. `{error, closed}'
+%% when the store is not open (the `barrel' application is not running).
 %% ```
 %% {ok, #{idle := Idle, index_queue := Queued}} = barrel:store_info().
 %% '''

@@ -13,6 +13,7 @@ app_restart_test() ->
     ok = application:stop(barrel),
     %% With the store closed, old handles answer closed.
     ?assertEqual({error, closed}, barrel:fetch_doc(B1, <<"a">>)),
+    ?assertEqual({error, closed}, barrel:store_info()),
     {ok, _} = application:ensure_all_started(barrel),
     {ok, B2} = barrel:open(<<"keep">>),
     ?assertMatch({ok, #{<<"_rev">> := Rev, <<"v">> := 1}}, barrel:fetch_doc(B2, <<"a">>)),
