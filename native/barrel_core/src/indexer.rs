@@ -678,6 +678,71 @@ mod tests {
     }
 
     #[test]
+    fn queries_see_entries_and_removals_spread_over_several_unflushed_memtables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, b) = new_barrel(dir.path());
+        // ~200 entries a document: a few thousand fill several of the index's memtables.
+        let doc = |i: usize, v: &str| {
+            let mut d = serde_json::Map::new();
+            d.insert("id".into(), json!(format!("d{i:05}")));
+            d.insert("v".into(), json!(v));
+            for f in 0..200 {
+                d.insert(format!("field{f}"), json!(format!("value {i} {f}")));
+            }
+            DocInput::from_value(Value::Object(d)).unwrap()
+        };
+        let save_all = |docs: Vec<DocInput>| {
+            for r in b
+                .save_docs(docs.into_iter().map(Ok).collect(), &SaveOptions::default())
+                .unwrap()
+            {
+                r.unwrap();
+            }
+        };
+        let n = 3000;
+        let mut revs = Vec::new();
+        for start in (0..n).step_by(500) {
+            save_all((start..start + 500).map(|i| doc(i, "old")).collect());
+        }
+        assert_eq!(find(&b, "$/id/d00000"), ["d00000"]);
+        for i in 0..n {
+            revs.push(b.leaf_revs(&format!("d{i:05}")).unwrap()[0].clone());
+        }
+        // Every other document changes `v`: its old entries are removed by writes in newer
+        // memtables than the ones holding them.
+        for start in (0..n).step_by(500) {
+            save_all(
+                (start..start + 500)
+                    .filter(|i| i % 2 == 0)
+                    .map(|i| {
+                        let mut d = doc(i, "new");
+                        d.rev = Some(revs[i].clone());
+                        d
+                    })
+                    .collect(),
+            );
+        }
+        assert_eq!(find(&b, "$/v/new").len(), n / 2);
+        let unflushed = store
+            .index_db
+            .property_int_value("rocksdb.num-immutable-mem-table")
+            .unwrap()
+            .unwrap();
+        assert!(unflushed >= 1, "{unflushed} immutable memtables");
+        let old = find(&b, "$/v/old");
+        assert_eq!(old.len(), n / 2);
+        assert!(old
+            .iter()
+            .all(|id| id[1..].parse::<usize>().unwrap() % 2 == 1));
+        assert_eq!(find(&b, "$/field7/value 2998 7"), ["d02998"]);
+        // The same answers once everything is flushed and compacted.
+        store.flush().unwrap();
+        store.compact().unwrap();
+        assert_eq!(find(&b, "$/v/old"), old);
+        assert_eq!(find(&b, "$/v/new").len(), n / 2);
+    }
+
+    #[test]
     fn writes_committed_but_not_indexed_are_indexed_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let keys_after;
