@@ -64,6 +64,13 @@ const INDEX_MEMTABLE: usize = 8 * 1024 * 1024;
 const INDEX_MEMTABLES_MERGED: usize = 4;
 /// Bytes of the path index's level-0 files, as flushed.
 const INDEX_FLUSHED_FILE: usize = INDEX_MEMTABLES_MERGED * INDEX_MEMTABLE;
+/// Level-0 files of the path index that start a compaction (RocksDB's default is 4). The
+/// flushed files compress to about a sixth of [`INDEX_FLUSHED_FILE`], so an index of up to
+/// ~1M documents fits its base level, which is then the last level: every level-0
+/// compaction rewrites the whole index. Waiting for eight files halves those rewrites:
+/// loading 1M documents, index compactions wrote 253-264 MB instead of 340 MB and took about
+/// 20 s of CPU instead of 26 s (2 runs each); `$/id` queries afterwards were no slower.
+const INDEX_L0_COMPACTION_TRIGGER: i32 = 8;
 /// Seconds a bottommost-level file waits before RocksDB rewrites it only to zero its sequence
 /// numbers or drop what a released snapshot protected. Without a delay, the first file flushed
 /// after a load was rewritten about a second later: its blocks were cold again in the block
@@ -510,6 +517,7 @@ impl Store {
         index_opts.set_max_write_buffer_number(INDEX_MEMTABLES_MERGED as i32 + 2);
         index_opts.set_max_bytes_for_level_base(4 * INDEX_FLUSHED_FILE as u64);
         index_opts.set_target_file_size_base(INDEX_FLUSHED_FILE as u64);
+        index_opts.set_level_zero_file_num_compaction_trigger(INDEX_L0_COMPACTION_TRIGGER);
         index_opts.set_max_total_wal_size(128 * 1024 * 1024);
         let index_db = DB::open(&index_opts, &index_path)?;
         index_db.set_options(&[BOTTOMMOST_DELAY])?;
