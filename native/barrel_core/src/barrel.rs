@@ -152,6 +152,19 @@ fn merge_results(
 }
 
 /// Adds the special members of revision `rev` to `body`.
+/// A leaf revision as the store keeps it (see [`Barrel::stored_revs_latest`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRev {
+    /// The revision.
+    pub rev: Rev,
+    /// It is a deletion.
+    pub deleted: bool,
+    /// Its history, newest first (starting at `rev`).
+    pub history: Vec<Rev>,
+    /// Its body as stored: JSON, without the special members.
+    pub body: Vec<u8>,
+}
+
 pub(crate) fn decorate_doc(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
     body.insert(ID.into(), Value::String(id.to_string()));
     body.insert(REV.into(), Value::String(rev.to_string()));
@@ -532,19 +545,6 @@ impl Barrel {
         }
     }
 
-    /// The stored body of leaf `leaf` of a document, read with `ro`.
-    fn leaf_body(
-        &self,
-        store: &Store,
-        id: &str,
-        rec: &DocRecord,
-        winner: &Rev,
-        leaf: &Rev,
-        ro: &ReadOptions,
-    ) -> Result<Body> {
-        body_of(&self.leaf_body_json(store, id, rec, winner, leaf, ro)?)
-    }
-
     /// Fetches a document: the winning revision (or `opts.rev`), with `id` and `_rev`. An id
     /// that breaks the id rules is [`DocError::InvalidDocId`](crate::DocError::InvalidDocId).
     /// A deleted document (winner is a tombstone) is [`Error::NotFound`]; an explicit `rev` of a
@@ -665,6 +665,41 @@ impl Barrel {
         revs: bool,
         latest: bool,
     ) -> Result<Vec<OpenRev>> {
+        self.open_revs_stored(id, which, revs, latest)?
+            .into_iter()
+            .map(|r| match r {
+                Ok(s) => {
+                    let mut doc = decorate_doc(body_of(&s.body)?, id, &s.rev, s.deleted);
+                    if revs {
+                        doc.insert(REVISIONS.into(), revisions_value(&s.history));
+                    }
+                    Ok(OpenRev::Ok(doc))
+                }
+                Err(rev) => Ok(OpenRev::Missing(rev)),
+            })
+            .collect()
+    }
+
+    /// The leaf revisions `revs` stand for (as [`Barrel::fetch_open_revs_latest`] with
+    /// `latest`), as stored: body JSON and history, for a copy into another barrel of this
+    /// store ([`DocInput::from_stored`](crate::DocInput::from_stored)). Revisions that are not
+    /// leaves are left out.
+    pub fn stored_revs_latest(&self, id: &str, revs: &[Rev]) -> Result<Vec<StoredRev>> {
+        let which = OpenRevs::Revs(revs.to_vec());
+        let found = self.open_revs_stored(id, &which, true, true)?;
+        Ok(found.into_iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// The revisions `which` names (see [`Barrel::fetch_open_revs_latest`]) read from one
+    /// snapshot: each leaf as stored (its history only with `revs`), `Err(rev)` for one that
+    /// is not a leaf.
+    fn open_revs_stored(
+        &self,
+        id: &str,
+        which: &OpenRevs,
+        revs: bool,
+        latest: bool,
+    ) -> Result<Vec<std::result::Result<StoredRev, Rev>>> {
         crate::doc::check_doc_id(id)?;
         let store = self.store()?;
         let snapshot = store.db.snapshot();
@@ -706,15 +741,21 @@ impl Barrel {
             .into_iter()
             .map(|rev| {
                 if !rec.tree.is_leaf(&rev) {
-                    return Ok(OpenRev::Missing(rev));
+                    return Ok(Err(rev));
                 }
                 let deleted = rec.tree.is_deleted(&rev) == Some(true);
-                let body = self.leaf_body(&store, id, &rec, &winner.rev, &rev, &ro)?;
-                let mut doc = decorate_doc(body, id, &rev, deleted);
-                if revs {
-                    doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
-                }
-                Ok(OpenRev::Ok(doc))
+                let body = self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?;
+                let history = if revs {
+                    rec.tree.history(&rev)
+                } else {
+                    Vec::new()
+                };
+                Ok(Ok(StoredRev {
+                    rev,
+                    deleted,
+                    history,
+                    body,
+                }))
             })
             .collect()
     }

@@ -154,6 +154,46 @@ impl DocInput {
         Ok(doc)
     }
 
+    /// A revision copied as another barrel of this store keeps it: `body` as stored there
+    /// (JSON, without the special members), `revisions` its history newest first (starting at
+    /// `rev`). Written with `new_edits => false`. The body is neither decoded into values nor
+    /// encoded again; its index entries are read straight from the JSON. `Ok(None)` when the
+    /// body has attachments (their contents go another way) or is not a JSON object.
+    pub fn from_stored(
+        id: &str,
+        rev: Rev,
+        deleted: bool,
+        revisions: Vec<Rev>,
+        body: Vec<u8>,
+    ) -> Result<Option<DocInput>, DocError> {
+        check_doc_id(id)?;
+        if revisions.first() != Some(&rev) {
+            return Err(DocError::BadRevisions(format!(
+                "_revisions does not start at _rev {rev}"
+            )));
+        }
+        if body.len() > MAX_DOC_SIZE {
+            return Err(DocError::TooLarge(format!(
+                "body over {MAX_DOC_SIZE} bytes"
+            )));
+        }
+        let Some(index) = crate::index::json_body_entries(&body)? else {
+            return Ok(None);
+        };
+        Ok(Some(DocInput {
+            id: Some(id.to_string()),
+            rev: Some(rev),
+            deleted,
+            revisions: Some(revisions),
+            body,
+            digest: None,
+            index,
+            pending: None,
+            blobs: Vec::new(),
+            att_digests: Vec::new(),
+        }))
+    }
+
     fn set_body(&mut self, body: &Body) -> Result<(), DocError> {
         self.index = crate::index::body_entries(body)?;
         self.body = encode_checked(body)?;

@@ -124,18 +124,52 @@ pub fn encode_value(v: &Value) -> Option<Vec<u8>> {
     put_value(&mut out, v).then_some(out)
 }
 
+/// A scalar as the index encodes it: from a [`Value`], or straight from JSON being read.
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(&'a str),
+}
+
+impl Scalar<'_> {
+    /// `None` for arrays and objects.
+    fn of(v: &Value) -> Option<Scalar<'_>> {
+        Some(match v {
+            Value::Null => Scalar::Null,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Number(n) => Scalar::Number(n.clone()),
+            Value::String(s) => Scalar::Str(s),
+            Value::Array(_) | Value::Object(_) => return None,
+        })
+    }
+
+    /// About the bytes the encoding takes, to size an entry once.
+    fn len_hint(&self) -> usize {
+        match self {
+            Scalar::Str(s) => s.len() + 4,
+            _ => 25,
+        }
+    }
+}
+
 /// Appends the encoding of a scalar value to `out`; `false` (and `out` unchanged) for arrays,
 /// objects and over-long strings.
 fn put_value(out: &mut Vec<u8>, v: &Value) -> bool {
+    Scalar::of(v).is_some_and(|s| put_scalar(out, &s))
+}
+
+/// [`put_value`] of a scalar.
+fn put_scalar(out: &mut Vec<u8>, v: &Scalar<'_>) -> bool {
     match v {
-        Value::Null => out.push(VAL_NULL),
-        Value::Bool(false) => out.push(VAL_FALSE),
-        Value::Bool(true) => out.push(VAL_TRUE),
-        Value::Number(n) => {
+        Scalar::Null => out.push(VAL_NULL),
+        Scalar::Bool(false) => out.push(VAL_FALSE),
+        Scalar::Bool(true) => out.push(VAL_TRUE),
+        Scalar::Number(n) => {
             out.push(VAL_NUMBER);
             encode_number(out, n);
         }
-        Value::String(s) => {
+        Scalar::Str(s) => {
             if s.len() > MAX_INDEXED_STRING {
                 return false;
             }
@@ -149,7 +183,6 @@ fn put_value(out: &mut Vec<u8>, v: &Value) -> bool {
                 put_escaped(out, &normalize(s));
             }
         }
-        Value::Array(_) | Value::Object(_) => return false,
     }
     true
 }
@@ -240,7 +273,7 @@ pub fn id_entry(id: &str) -> Option<Vec<u8>> {
     let mut path = Vec::new();
     put_key_segment(&mut path, "id");
     let mut out = Vec::new();
-    push_entry(&mut out, &path, &Value::String(id.to_string()));
+    push_entry(&mut out, &path, &Scalar::Str(id)).ok()?;
     out.pop()
 }
 
@@ -263,25 +296,193 @@ pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
     Ok(out)
 }
 
-/// Appends the entry of the scalar `v` at the encoded `path`, unless the path is too long or
-/// the value is not indexed.
-fn push_entry(out: &mut Vec<Vec<u8>>, path: &[u8], v: &Value) {
-    if path.len() > MAX_INDEXED_PATH {
-        return;
+/// [`body_entries`] of a body given as JSON without duplicate keys (a stored body, as
+/// [`encode_body`](crate::doc::encode_body) wrote it), read without building its [`Value`]s:
+/// the same entries, and the same refusal past [`MAX_ENTRIES`] or deeper than
+/// [`MAX_DEPTH`](crate::doc::MAX_DEPTH). `Ok(None)` when the JSON is not an object, does not
+/// parse, or has `_attachments` (whose stubs the caller must resolve first).
+pub(crate) fn json_body_entries(json: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DocError> {
+    let mut walk = JsonWalk {
+        out: Vec::new(),
+        path: Vec::with_capacity(64),
+        refused: None,
+        attachments: false,
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let read = serde::de::DeserializeSeed::deserialize(JsonNode(&mut walk, 0), &mut de)
+        .and_then(|()| de.end());
+    if let Some(e) = walk.refused {
+        return Err(e);
     }
-    let mut key = Vec::with_capacity(path.len() + value_len_hint(v));
-    key.extend_from_slice(path);
-    if put_value(&mut key, v) {
-        out.push(key);
+    if read.is_err() || walk.attachments {
+        return Ok(None);
+    }
+    let mut out = walk.out;
+    out.sort();
+    out.dedup();
+    Ok(Some(out))
+}
+
+/// The state of [`json_body_entries`]: the entries so far and the encoded path being read.
+struct JsonWalk {
+    out: Vec<Vec<u8>>,
+    path: Vec<u8>,
+    /// Why the document is refused (the walk stops with a parse error then).
+    refused: Option<DocError>,
+    /// The top-level object has `_attachments`.
+    attachments: bool,
+}
+
+/// A JSON value at nesting `.1` (0: the body itself; its members' values are at 1, as in
+/// `check_depth`), read into the walk.
+struct JsonNode<'w>(&'w mut JsonWalk, usize);
+
+impl JsonNode<'_> {
+    fn scalar<E: serde::de::Error>(self, v: Scalar<'_>) -> Result<(), E> {
+        if self.1 == 0 {
+            return Err(E::custom("not an object"));
+        }
+        let w = self.0;
+        push_entry(&mut w.out, &w.path, &v).map_err(|e| {
+            w.refused = Some(e);
+            E::custom("refused")
+        })
+    }
+
+    /// Refuses a value nested deeper than the documents accepted.
+    fn check_depth<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        if self.1 > crate::doc::MAX_DEPTH {
+            self.0.refused = Some(DocError::TooLarge(format!(
+                "nested deeper than {}",
+                crate::doc::MAX_DEPTH
+            )));
+            return Err(E::custom("refused"));
+        }
+        Ok(())
     }
 }
 
-/// About the bytes `v`'s encoding takes, to size an entry once.
-fn value_len_hint(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len() + 4,
-        _ => 25,
+impl<'de> serde::de::DeserializeSeed<'de> for JsonNode<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
+        self.check_depth()?;
+        d.deserialize_any(self)
     }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonNode<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.scalar(Scalar::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<(), E> {
+        self.scalar(Scalar::Bool(b))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<(), E> {
+        self.scalar(Scalar::Number(i.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<(), E> {
+        self.scalar(Scalar::Number(u.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<(), E> {
+        match Number::from_f64(f) {
+            Some(n) => self.scalar(Scalar::Number(n)),
+            None => Err(E::custom("not a JSON number")),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.scalar(Scalar::Str(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.1 == 0 {
+            return Err(serde::de::Error::custom("not an object"));
+        }
+        let (w, depth) = (self.0, self.1);
+        let mut i: u32 = 0;
+        loop {
+            let len = w.path.len();
+            put_index_segment(&mut w.path, i);
+            let more = seq.next_element_seed(JsonNode(w, depth + 1))?;
+            w.path.truncate(len);
+            if more.is_none() {
+                return Ok(());
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (w, depth) = (self.0, self.1);
+        while let Some(k) = map.next_key_seed(JsonKey)? {
+            if depth == 0 && k == "_attachments" {
+                w.attachments = true;
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let len = w.path.len();
+            put_key_segment(&mut w.path, &k);
+            map.next_value_seed(JsonNode(w, depth + 1))?;
+            w.path.truncate(len);
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the JSON when it has no escapes.
+struct JsonKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonKey {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonKey {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(s.to_owned()))
+    }
+}
+
+/// Appends the entry of the scalar `v` at the encoded `path`, unless the path is too long or
+/// the value is not indexed; refuses the document past [`MAX_ENTRIES`] entries.
+fn push_entry(out: &mut Vec<Vec<u8>>, path: &[u8], v: &Scalar<'_>) -> Result<(), DocError> {
+    if path.len() <= MAX_INDEXED_PATH {
+        let mut key = Vec::with_capacity(path.len() + v.len_hint());
+        key.extend_from_slice(path);
+        if put_scalar(&mut key, v) {
+            out.push(key);
+        }
+    }
+    if out.len() > MAX_ENTRIES {
+        return Err(DocError::TooLarge(format!(
+            "more than {MAX_ENTRIES} indexed values"
+        )));
+    }
+    Ok(())
 }
 
 /// Walks `v`, one segment (appended by `seg`) below `path`, and cuts `path` back.
@@ -310,14 +511,10 @@ fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<u8>, v: &Value) -> Result<(), Doc
                 walk_below(out, path, |p| put_index_segment(p, i as u32), v)?;
             }
         }
-        scalar => {
-            push_entry(out, path, scalar);
-            if out.len() > MAX_ENTRIES {
-                return Err(DocError::TooLarge(format!(
-                    "more than {MAX_ENTRIES} indexed values"
-                )));
-            }
-        }
+        Value::Null => push_entry(out, path, &Scalar::Null)?,
+        Value::Bool(b) => push_entry(out, path, &Scalar::Bool(*b))?,
+        Value::Number(n) => push_entry(out, path, &Scalar::Number(n.clone()))?,
+        Value::String(s) => push_entry(out, path, &Scalar::Str(s))?,
     }
     Ok(())
 }
@@ -609,6 +806,45 @@ mod tests {
         })
     }
 
+    #[test]
+    fn entries_read_from_json_skip_what_needs_the_values() {
+        // Escapes, non-ASCII, numbers of every kind, nesting, an over-long string.
+        let doc = json!({"a": {"b\"c": ["X\u{e9}", 1, -2, 1.0, 2.5e300, 18446744073709551615u64,
+            null, true, [], {}]}, "long": "x".repeat(MAX_INDEXED_STRING + 1), "\u{0}": 0});
+        let json = crate::doc::encode_body(&body(doc));
+        let b = crate::doc::decode_body(&json).unwrap();
+        assert_eq!(
+            json_body_entries(&json).unwrap(),
+            Some(body_entries(&b).unwrap())
+        );
+        // Attachments, not an object, not JSON: left to the decoded path.
+        let atts = br#"{"_attachments":{"f":{"stub":true}},"a":1}"#;
+        assert_eq!(json_body_entries(atts).unwrap(), None);
+        assert_eq!(json_body_entries(b"[1]").unwrap(), None);
+        assert_eq!(json_body_entries(b"1").unwrap(), None);
+        assert_eq!(json_body_entries(b"{\"a\":").unwrap(), None);
+        assert_eq!(json_body_entries(b"{} 1").unwrap(), None);
+        // `_attachments` below the top is an ordinary member.
+        let nested = body(json!({"a": {"_attachments": 1}}));
+        let json = crate::doc::encode_body(&nested);
+        assert_eq!(
+            json_body_entries(&json).unwrap(),
+            Some(body_entries(&nested).unwrap())
+        );
+    }
+
+    #[test]
+    fn entries_read_from_json_refuse_what_the_values_refuse() {
+        let many = Value::Array((0..=MAX_ENTRIES).map(Value::from).collect());
+        let b = body(json!({ "a": many }));
+        assert!(matches!(body_entries(&b), Err(DocError::TooLarge(_))));
+        let json = crate::doc::encode_body(&b);
+        assert!(matches!(
+            json_body_entries(&json),
+            Err(DocError::TooLarge(_))
+        ));
+    }
+
     proptest! {
         #[test]
         fn value_encoding_preserves_order(a in arb_scalar(), b in arb_scalar()) {
@@ -633,6 +869,15 @@ mod tests {
             }
             prop_assert!(path.is_empty());
             prop_assert_eq!(&out, &body_entries(&body(doc)).unwrap());
+        }
+
+        #[test]
+        fn entries_read_from_json_are_the_entries_of_the_values(doc in arb_doc()) {
+            // Against the body decoded from the same JSON: serde_json's float parsing may land
+            // one unit in the last place away from the value that was encoded.
+            let json = crate::doc::encode_body(&body(doc));
+            let decoded = crate::doc::decode_body(&json).unwrap();
+            prop_assert_eq!(json_body_entries(&json).unwrap(), Some(body_entries(&decoded).unwrap()));
         }
 
         #[test]

@@ -36,7 +36,7 @@ pub mod store;
 pub use attachment::{AttMeta, AttSource, AttSpec, AttachmentReader, AttachmentWriter, NewBlob};
 pub use barrel::{
     Barrel, DocParts, DocRow, FetchOptions, FoldOptions, OpenRev, OpenRevs, SaveOptions,
-    SaveResults,
+    SaveResults, StoredRev,
 };
 pub use changes::{
     Change, ChangeSink, ChangesCursor, ChangesOptions, Pattern, SubscribeOptions, Subscription,

@@ -12,8 +12,8 @@ use barrel_core::replicate::endpoint::{
 use barrel_core::replicate::run::{run, RepControl, RepOptions, RepState, STREAM_THRESHOLD};
 use barrel_core::server::{self, ServerConfig, ServerHandle};
 use barrel_core::{
-    Barrel, BarrelConfig, ChangesOptions, DocInput, Error, OpenRev, OpenRevs, Pattern, Rev,
-    RevsDiff, SaveOptions, Store, StoreOptions,
+    Barrel, BarrelConfig, ChangesOptions, DocInput, Error, OpenRev, OpenRevs, Pattern, Query, Rev,
+    RevsDiff, SaveOptions, Select, Store, StoreOptions,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -185,6 +185,93 @@ fn local_to_local_with_conflicts_deletions_and_checkpoints() {
     );
     assert_eq!(state(&a), state(&b));
     assert_eq!(state(&a)["d0001"].0.len(), 2, "a conflict on both sides");
+}
+
+/// Every leaf of every document, with its history (`_revisions`).
+fn leaves_with_history(b: &Barrel) -> BTreeMap<String, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    let chunk = b
+        .changes_cursor(0, ChangesOptions::default())
+        .unwrap()
+        .next_chunk(10_000)
+        .unwrap();
+    for c in chunk {
+        let mut leaves: Vec<Value> = b
+            .fetch_open_revs(&c.id, &OpenRevs::All, true)
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| match l {
+                OpenRev::Ok(d) => Some(Value::Object(d)),
+                OpenRev::Missing(_) => None,
+            })
+            .collect();
+        leaves.sort_by_key(|l| l["_rev"].as_str().unwrap_or_default().to_string());
+        out.insert(c.id, leaves);
+    }
+    out
+}
+
+/// Ids and values a query finds.
+fn found(b: &Barrel, path: &str, select: Select) -> Vec<(String, Value)> {
+    let q = Query {
+        path: barrel_core::index::parse_path(path).unwrap(),
+        select,
+        descending: false,
+        include_docs: false,
+    };
+    let mut out = Vec::new();
+    b.query(&q, None, |r| {
+        out.push((r.id, r.value));
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn local_copies_keep_bodies_histories_and_index_entries() {
+    // Between two local barrels, revisions without attachments are copied as stored: the
+    // target has the same leaves, bodies and histories, and indexes them as its own writes.
+    let (_d, s) = store();
+    let a = barrel(&s, "a");
+    let b = barrel(&s, "b");
+    fill(&a, 30);
+    save(
+        &a,
+        json!({"id": "odd", "s": "Caf\u{e9} \"q\" \\ \u{0}", "n": [1, -2, 1.5, 1.0e300,
+            18446744073709551615u64], "deep": {"x": [{"y": null}, true]}, "": ""}),
+    );
+    // Mixed in: a document with an attachment (sent the other way) and one updated after it.
+    save(&a, json!({"id": "att", "kind": "photo"}));
+    attach(&a, "att", "f.bin", &bytes(3, 1000));
+    edit_keeping_attachments(&a, "att", "kind", json!("picture"));
+    let p = replicate(
+        &mut LocalEndpoint::new(a.clone()),
+        &mut LocalEndpoint::new(b.clone()),
+        &RepOptions {
+            batch_size: 7,
+            ..Default::default()
+        },
+    );
+    assert_eq!(p.state, RepState::Completed);
+    assert_eq!(p.docs_written, 30 + 1 + 1 + 2 + 1 + 1);
+    assert_eq!(leaves_with_history(&a), leaves_with_history(&b));
+    assert_eq!(content(&b, "att", "f.bin", None), bytes(3, 1000));
+    for (path, select) in [
+        ("type", Select::Equal(json!("odd"))),
+        ("n", Select::All),
+        ("n/*", Select::All),
+        ("s", Select::Prefix("café".into())),
+        ("deep/x/0/y", Select::All),
+        ("deep/x/1", Select::Equal(json!(true))),
+        ("kind", Select::All),
+        ("side", Select::All),
+        ("id", Select::Prefix("d00".into())),
+    ] {
+        let want = found(&a, path, select.clone());
+        assert!(!want.is_empty(), "{path}");
+        assert_eq!(found(&b, path, select), want, "{path}");
+    }
 }
 
 #[test]

@@ -166,6 +166,11 @@ pub trait Endpoint: Send {
     fn saves_streamed(&self) -> bool {
         false
     }
+    /// The barrel behind this side when it is one of this node's: between two of them,
+    /// revisions without attachments are copied as stored.
+    fn local(&self) -> Option<&Barrel> {
+        None
+    }
     /// Of these contents, the ones this side does not have.
     fn missing_contents(&mut self, _digests: &[Md5Digest]) -> Result<Vec<Md5Digest>> {
         Err(contents_unsupported(&self.describe()))
@@ -465,6 +470,10 @@ impl Endpoint for LocalEndpoint {
 
     fn stores_contents(&self) -> bool {
         true
+    }
+
+    fn local(&self) -> Option<&Barrel> {
+        Some(&self.barrel)
     }
 
     fn missing_contents(&mut self, digests: &[Md5Digest]) -> Result<Vec<Md5Digest>> {

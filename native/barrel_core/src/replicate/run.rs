@@ -28,7 +28,9 @@
 use super::endpoint::{couch_id, is_encoded, AttachmentData, ContentRef, Endpoint, MissingStub};
 use super::RevsDiff;
 use crate::attachment::{since_generation, ATTACHMENTS};
+use crate::barrel::{Barrel, SaveOptions};
 use crate::changes::Pattern;
+use crate::doc::DocInput;
 use crate::error::{Error, Result};
 use crate::revtree::Rev;
 use serde_json::{json, Value};
@@ -380,9 +382,23 @@ fn transfer(
     missing: &[(String, RevsDiff)],
 ) -> Result<Sent> {
     let mut sent = Sent::default();
+    let copied;
+    let missing = match (source.local(), target.local()) {
+        (Some(from), Some(to)) => {
+            let rest;
+            (rest, copied) = copy_stored(from, to, missing)?;
+            rest
+        }
+        _ => {
+            copied = 0;
+            missing.to_vec()
+        }
+    };
+    sent.revisions = copied;
     if missing.is_empty() {
         return Ok(sent);
     }
+    let missing = missing.as_slice();
     let apart = source.reads_contents() && (target.stores_contents() || target.saves_streamed());
     let (revisions, refused) = if apart {
         send_apart(source, target, missing, &mut sent)?
@@ -395,7 +411,7 @@ fn transfer(
             &mut sent,
         )?
     };
-    sent.revisions = revisions;
+    sent.revisions += revisions;
     if refused.is_empty() {
         return Ok(sent);
     }
@@ -426,6 +442,42 @@ fn transfer(
             "{reason} (document {id}, sent again with every content)"
         ))),
     }
+}
+
+/// Between two barrels of this node: copies the revisions `wanted` that have no attachments
+/// as the source stores them (body JSON and history, see [`DocInput::from_stored`]), in one
+/// write to the target, and returns the documents left for the other ways (those with a
+/// revision that has attachments) and how many revisions went.
+fn copy_stored(
+    source: &Barrel,
+    target: &Barrel,
+    wanted: &[(String, RevsDiff)],
+) -> Result<(Vec<(String, RevsDiff)>, u64)> {
+    let mut inputs = Vec::new();
+    let mut rest = Vec::new();
+    for (id, diff) in wanted {
+        let revs = match source.stored_revs_latest(id, &diff.missing) {
+            Ok(revs) => revs,
+            Err(Error::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let docs: Option<Vec<DocInput>> = revs
+            .into_iter()
+            .map(|r| DocInput::from_stored(id, r.rev, r.deleted, r.history, r.body))
+            .collect::<std::result::Result<_, _>>()?;
+        match docs {
+            Some(docs) => inputs.extend(docs),
+            None => rest.push((id.clone(), diff.clone())),
+        }
+    }
+    let copied = inputs.len() as u64;
+    if !inputs.is_empty() {
+        let inputs = inputs.into_iter().map(Ok).collect();
+        for r in target.save_docs(inputs, &SaveOptions { new_edits: false })? {
+            r?;
+        }
+    }
+    Ok((rest, copied))
 }
 
 /// Sends the revisions `wanted` with their attachments inline (`atts` as
