@@ -451,7 +451,18 @@ impl DocRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        #[test]
+        fn stored_floats_read_back_exactly(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let mut body = Body::new();
+            body.insert("f".into(), Value::from(f));
+            let back = decode_body(&encode_body(&body)).unwrap();
+            prop_assert_eq!(back["f"].as_f64(), Some(f));
+        }
+    }
 
     fn input(v: Value) -> Result<DocInput, DocError> {
         DocInput::from_value(v)
