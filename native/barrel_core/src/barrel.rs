@@ -151,7 +151,6 @@ fn merge_results(
         .collect()
 }
 
-/// Adds the special members of revision `rev` to `body`.
 /// A leaf revision as the store keeps it (see [`Barrel::stored_revs_latest`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredRev {
@@ -165,6 +164,7 @@ pub struct StoredRev {
     pub body: Vec<u8>,
 }
 
+/// Adds the special members of revision `rev` to `body`.
 pub(crate) fn decorate_doc(mut body: Body, id: &str, rev: &Rev, deleted: bool) -> Body {
     body.insert(ID.into(), Value::String(id.to_string()));
     body.insert(REV.into(), Value::String(rev.to_string()));

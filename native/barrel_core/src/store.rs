@@ -519,22 +519,6 @@ impl Store {
         index_opts.set_target_file_size_base(INDEX_FLUSHED_FILE as u64);
         index_opts.set_level_zero_file_num_compaction_trigger(INDEX_L0_COMPACTION_TRIGGER);
         index_opts.set_max_total_wal_size(128 * 1024 * 1024);
-        let xenv = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-        if xenv("XNOCOMP").is_some() {
-            index_opts.set_compression_type(DBCompressionType::None);
-        }
-        if let Some(v) = xenv("XBRI") {
-            let mut t = BlockBasedOptions::default();
-            t.set_block_cache(&cache);
-            t.set_block_restart_interval(v as i32);
-            index_opts.set_block_based_table_factory(&t);
-        }
-        if let Some(v) = xenv("XBS") {
-            let mut t = BlockBasedOptions::default();
-            t.set_block_cache(&cache);
-            t.set_block_size(v as usize);
-            index_opts.set_block_based_table_factory(&t);
-        }
         let index_db = DB::open(&index_opts, &index_path)?;
         index_db.set_options(&[BOTTOMMOST_DELAY])?;
         let index_db = Arc::new(index_db);
