@@ -121,11 +121,7 @@ impl DocInput {
             Some(v) => Some(parse_revisions(&v)?),
         };
         if let (Some(path), Some(rev)) = (&revisions, &rev) {
-            if path.first() != Some(rev) {
-                return Err(DocError::BadRevisions(format!(
-                    "_revisions does not start at _rev {rev}"
-                )));
-            }
+            check_revisions_start(path, rev)?;
         }
         for ignored in [CONFLICTS, "_deleted_conflicts", "_revs_info"] {
             body.remove(ignored);
@@ -167,16 +163,8 @@ impl DocInput {
         body: Vec<u8>,
     ) -> Result<Option<DocInput>, DocError> {
         check_doc_id(id)?;
-        if revisions.first() != Some(&rev) {
-            return Err(DocError::BadRevisions(format!(
-                "_revisions does not start at _rev {rev}"
-            )));
-        }
-        if body.len() > MAX_DOC_SIZE {
-            return Err(DocError::TooLarge(format!(
-                "body over {MAX_DOC_SIZE} bytes"
-            )));
-        }
+        check_revisions_start(&revisions, &rev)?;
+        check_size(&body)?;
         let Some(index) = crate::index::json_body_entries(&body)? else {
             return Ok(None);
         };
@@ -259,12 +247,33 @@ impl DocInput {
 /// Encodes a body and checks its size.
 fn encode_checked(body: &Body) -> Result<Vec<u8>, DocError> {
     let json = encode_body(body);
+    check_size(&json)?;
+    Ok(json)
+}
+
+/// Refuses an encoded body over [`MAX_DOC_SIZE`].
+fn check_size(json: &[u8]) -> Result<(), DocError> {
     if json.len() > MAX_DOC_SIZE {
         return Err(DocError::TooLarge(format!(
             "body over {MAX_DOC_SIZE} bytes"
         )));
     }
-    Ok(json)
+    Ok(())
+}
+
+/// Refuses a `_revisions` path that does not start at the revision it comes with.
+fn check_revisions_start(path: &[Rev], rev: &Rev) -> Result<(), DocError> {
+    if path.first() != Some(rev) {
+        return Err(DocError::BadRevisions(format!(
+            "_revisions does not start at _rev {rev}"
+        )));
+    }
+    Ok(())
+}
+
+/// The refusal of a document nested deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> DocError {
+    DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}"))
 }
 
 /// MD5 of an encoded body, its part of the revision hash.
@@ -350,9 +359,7 @@ fn check_depth(body: &Body) -> Result<(), DocError> {
     if body.values().all(|v| depth(v, 1)) {
         Ok(())
     } else {
-        Err(DocError::TooLarge(format!(
-            "nested deeper than {MAX_DEPTH}"
-        )))
+        Err(too_deep())
     }
 }
 

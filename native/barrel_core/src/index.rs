@@ -352,10 +352,7 @@ impl JsonNode<'_> {
     /// Refuses a value nested deeper than the documents accepted.
     fn check_depth<E: serde::de::Error>(&mut self) -> Result<(), E> {
         if self.1 > crate::doc::MAX_DEPTH {
-            self.0.refused = Some(DocError::TooLarge(format!(
-                "nested deeper than {}",
-                crate::doc::MAX_DEPTH
-            )));
+            self.0.refused = Some(crate::doc::too_deep());
             return Err(E::custom("refused"));
         }
         Ok(())
@@ -511,10 +508,11 @@ fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<u8>, v: &Value) -> Result<(), Doc
                 walk_below(out, path, |p| put_index_segment(p, i as u32), v)?;
             }
         }
-        Value::Null => push_entry(out, path, &Scalar::Null)?,
-        Value::Bool(b) => push_entry(out, path, &Scalar::Bool(*b))?,
-        Value::Number(n) => push_entry(out, path, &Scalar::Number(n.clone()))?,
-        Value::String(s) => push_entry(out, path, &Scalar::Str(s))?,
+        scalar => {
+            if let Some(s) = Scalar::of(scalar) {
+                push_entry(out, path, &s)?;
+            }
+        }
     }
     Ok(())
 }

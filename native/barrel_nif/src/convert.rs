@@ -88,7 +88,7 @@ fn spend(budget: &mut usize, cost: usize) -> Result<(), Stop> {
 /// `term` at `depth` segments below the document.
 fn to_value(term: Term, depth: usize, budget: &mut usize) -> Result<Value, Stop> {
     if depth > MAX_DEPTH {
-        return Err(DocError::TooLarge(format!("nested deeper than {MAX_DEPTH}")).into());
+        return Err(barrel_core::doc::too_deep().into());
     }
     spend(budget, 16)?;
     match term.get_type() {

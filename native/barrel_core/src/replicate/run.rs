@@ -381,24 +381,22 @@ fn transfer(
     target: &mut dyn Endpoint,
     missing: &[(String, RevsDiff)],
 ) -> Result<Sent> {
-    let mut sent = Sent::default();
-    let copied;
-    let missing = match (source.local(), target.local()) {
-        (Some(from), Some(to)) => {
-            let rest;
-            (rest, copied) = copy_stored(from, to, missing)?;
-            rest
-        }
-        _ => {
-            copied = 0;
-            missing.to_vec()
-        }
+    // Between two local barrels, only what `copy_stored` leaves goes the other ways.
+    let copied = match (source.local(), target.local()) {
+        (Some(from), Some(to)) => Some(copy_stored(from, to, missing)?),
+        _ => None,
     };
-    sent.revisions = copied;
+    let (missing, revisions) = match &copied {
+        Some((rest, n)) => (rest.as_slice(), *n),
+        None => (missing, 0),
+    };
+    let mut sent = Sent {
+        revisions,
+        ..Sent::default()
+    };
     if missing.is_empty() {
         return Ok(sent);
     }
-    let missing = missing.as_slice();
     let apart = source.reads_contents() && (target.stores_contents() || target.saves_streamed());
     let (revisions, refused) = if apart {
         send_apart(source, target, missing, &mut sent)?
