@@ -273,7 +273,8 @@ impl Barrel {
             docs: valid,
             new_edits: opts.new_edits,
         };
-        store.committer.submit_with(
+        store.committer.submit_save(
+            &store,
             op,
             Box::new(move |r| {
                 reply(r.and_then(|res| match res {

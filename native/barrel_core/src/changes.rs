@@ -405,7 +405,8 @@ impl ChangesCursor {
 }
 
 /// Where a subscription's changes go (the BEAM binding sends them to a process). Called on the
-/// store's notifier thread, or on its writer thread for a small commit (see
+/// store's notifier thread, or on its writer thread for a small commit (never on a thread that
+/// committed its own save, see `crate::commit`; see
 /// [`INLINE_DELIVERIES`]): an implementation must hand the changes over and return, never
 /// block (every write would wait behind it).
 pub trait ChangeSink: Send + Sync {
@@ -609,14 +610,23 @@ impl Notifier {
         })
     }
 
-    /// Hands committed changes to their subscribers without waiting. Called by the writer
-    /// only, in commit order. A small commit is delivered right here when the notifier has
+    /// Hands committed changes to their subscribers without waiting. Called by whoever
+    /// commits (holding the writer's role, so in commit order). With `may_deliver` (the
+    /// store's writer thread), a small commit is delivered right here when the notifier has
     /// nothing in hand (everything handed to it before is delivered, so the order holds) and
     /// no drop is waiting to be told; anything else is queued for the notifier, and dropped
-    /// (marking the barrel's subscribers behind) when the queue is full.
-    pub(crate) fn publish(&self, barrel: Arc<BarrelInner>, changes: Vec<LiveChange>) {
+    /// (marking the barrel's subscribers behind) when the queue is full. A caller committing
+    /// its own save never delivers: its thread may be one a sink cannot send from (the BEAM's
+    /// schedulers).
+    pub(crate) fn publish(
+        &self,
+        barrel: Arc<BarrelInner>,
+        changes: Vec<LiveChange>,
+        may_deliver: bool,
+    ) {
         let Some(tx) = &self.tx else { return };
-        let inline = self.pending.load(Ordering::Acquire) == 0
+        let inline = may_deliver
+            && self.pending.load(Ordering::Acquire) == 0
             && !barrel.listeners.lost.load(Ordering::Acquire)
             && changes.len().saturating_mul(barrel.listeners.len()) <= INLINE_DELIVERIES;
         if inline {

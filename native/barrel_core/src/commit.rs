@@ -8,6 +8,14 @@
 //! up and form the next group, so the busier the store, the larger the batches. Because a single
 //! thread applies writes, read-modify-write of revision trees needs no further locking: of
 //! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
+//!
+//! A small save to a barrel without subscribers that finds the store idle (no group being
+//! applied, nothing queued) is committed on the caller's thread instead ([`Committer::submit_save`]): handing it to the writer and
+//! the reply back cost two thread wake-ups, more than the commit itself when one process
+//! writes in a loop. The caller then holds the writer's role (`Shared::role`), so writes are
+//! still applied one group at a time. It never blocks: it reads only documents already in
+//! memory, asks RocksDB not to stall the write, and otherwise queues the write (or, once the
+//! batch is built, hands it to the writer thread to commit).
 
 use crate::attachment::{self as att, body_digests, Md5Digest};
 use crate::changes::{Change, LiveChange};
@@ -20,7 +28,7 @@ use crate::store::{
     keys, BarrelInner, Stats, Store, CF_ATTS, CF_DOCS, CF_META, CF_PENDING, CF_REVS, CF_SEQS,
 };
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::{ErrorKind, ReadOptions, ReadTier, WriteBatch, WriteOptions};
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +55,8 @@ pub(crate) enum Op {
         barrel: Arc<BarrelInner>,
         digest: Md5Digest,
     },
+    /// Commit a batch built by a caller whose own commit would have stalled (internal).
+    Commit(Box<Built>),
     /// Marks the end of a group (internal).
     End,
 }
@@ -81,6 +91,9 @@ struct Shared {
     wake: Condvar,
     /// Set when an operation is queued, so the writer can poll without the lock.
     queued: AtomicBool,
+    /// Held while operations are applied: by the writer thread for a queued group, or by a
+    /// caller committing its own save inline.
+    role: Mutex<()>,
 }
 
 /// How long the writer polls for more work before it sleeps. A caller that writes in a loop
@@ -89,10 +102,16 @@ struct Shared {
 /// polls while work keeps arriving within this time, so a lightly loaded store does not spin.
 const WRITER_POLL: Duration = Duration::from_micros(50);
 
+/// Most documents a save may have to be committed on the caller's thread (more go through the
+/// writer thread, so a scheduler thread never applies a large batch).
+const INLINE_MAX_DOCS: usize = 64;
+
 /// The group-commit queue of a store and its writer thread.
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The indexer's back pressure: no inline commit while it holds the writer back.
+    backlog: Option<Backlog>,
 }
 
 impl Committer {
@@ -101,13 +120,15 @@ impl Committer {
     pub(crate) fn start(store: Weak<Store>, backlog: Backlog) -> Result<Committer> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
+        let thread_backlog = backlog.clone();
         let thread = std::thread::Builder::new()
             .name("barrel-writer".into())
-            .spawn(move || writer_loop(&thread_shared, &store, &backlog))
+            .spawn(move || writer_loop(&thread_shared, &store, &thread_backlog))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Committer {
             shared,
             thread: Some(thread),
+            backlog: Some(backlog),
         })
     }
 
@@ -119,6 +140,7 @@ impl Committer {
         Committer {
             shared,
             thread: None,
+            backlog: None,
         }
     }
 
@@ -136,6 +158,86 @@ impl Committer {
         if q.pending.len() == 1 {
             self.shared.wake.notify_one();
         }
+    }
+
+    /// Commits a save of `store`: on the calling thread when the store is idle and the save
+    /// small (see the module documentation), `reply` then runs before this returns; otherwise
+    /// as [`Committer::submit_with`] does. Never blocks either way.
+    pub(crate) fn submit_save(&self, store: &Store, op: Op, reply: Reply) {
+        if let Some((op, reply)) = self.try_inline(store, op, reply) {
+            self.submit_with(op, reply);
+        }
+    }
+
+    /// Commits `op` inline if it can, or gives it back (untouched but for generated ids).
+    fn try_inline(&self, store: &Store, mut op: Op, reply: Reply) -> Option<(Op, Reply)> {
+        let Op::Save { barrel, docs, .. } = &mut op else {
+            return Some((op, reply));
+        };
+        // A synced write waits for the disk; attachments need reads of their contents. Writes
+        // to a barrel with subscribers stay with the writer thread, which delivers small
+        // commits itself (a caller's thread may not: see `Notifier::publish`), the shortest
+        // way from a write to its listeners.
+        let small = docs.len() <= INLINE_MAX_DOCS
+            && !barrel.config.sync
+            && !barrel.listeners.any()
+            && docs
+                .iter()
+                .all(|d| d.att_digests.is_empty() && d.blobs.is_empty());
+        if !small {
+            return Some((op, reply));
+        }
+        let Some(role) = self.shared.role.try_lock() else {
+            return Some((op, reply));
+        };
+        {
+            let q = self.shared.queue.lock();
+            if !q.pending.is_empty() || q.stop {
+                return Some((op, reply));
+            }
+        }
+        if self.backlog.as_ref().is_none_or(Backlog::over_limit) {
+            return Some((op, reply));
+        }
+        let mut w = GroupWriter::new(store);
+        let barrel = barrel.clone();
+        match w.read_from_memory(&barrel, docs) {
+            Ok(true) => {}
+            // Not all in memory, or a read failed (the writer thread reports it).
+            Ok(false) | Err(_) => return Some((op, reply)),
+        }
+        let mut ops = Some(vec![op]);
+        let built = catch_unwind(AssertUnwindSafe(|| w.build(ops.take().unwrap_or_default())));
+        let outcome = match built {
+            Ok(built) => commit(store, built, true),
+            Err(p) => Ok(vec![Err(Error::Internal(crate::panic_message(&p)))]),
+        };
+        match outcome {
+            Ok(mut results) => {
+                drop(role);
+                let result = results
+                    .pop()
+                    .unwrap_or_else(|| Err(Error::Internal("no result".into())));
+                reply(result);
+            }
+            Err(built) => {
+                // The write would stall: the writer thread commits the batch, first of all
+                // (queued while this thread still holds the role, so nothing comes between).
+                let mut q = self.shared.queue.lock();
+                q.pending.insert(
+                    0,
+                    Pending {
+                        op: Op::Commit(built),
+                        reply,
+                    },
+                );
+                self.shared.queued.store(true, Ordering::Release);
+                self.shared.wake.notify_one();
+                drop(q);
+                drop(role);
+            }
+        }
+        None
     }
 
     /// Runs `op` as part of a shared batch and waits for its result.
@@ -176,7 +278,7 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>, backlog: &Backlog) {
                 std::thread::yield_now();
             }
         }
-        let group = {
+        {
             let mut q = shared.queue.lock();
             while q.pending.is_empty() && !q.stop {
                 shared.wake.wait(&mut q);
@@ -184,6 +286,15 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>, backlog: &Backlog) {
             if q.pending.is_empty() {
                 return;
             }
+        }
+        // Back pressure: no group while the indexer is too far behind (inline commits are
+        // refused meanwhile, see `Committer::try_inline`).
+        backlog.wait_below_limit();
+        // The role first, then the group: an inline commit in progress finishes before, and
+        // none starts while the group is applied.
+        let role = shared.role.lock();
+        let group = {
+            let mut q = shared.queue.lock();
             shared.queued.store(false, Ordering::Release);
             std::mem::take(&mut q.pending)
         };
@@ -194,12 +305,11 @@ fn writer_loop(shared: &Shared, store: &Weak<Store>, backlog: &Backlog) {
             Some(store) => apply_ops(&store, ops),
             None => ops.iter().map(|_| Err(Error::Closed)).collect(),
         };
+        drop(role);
         for (reply, result) in replies.into_iter().zip(results) {
             // A failing reply (its receiver gone) must not stop the others.
             let _ = catch_unwind(AssertUnwindSafe(|| reply(result)));
         }
-        // Back pressure: no new group while the indexer is too far behind.
-        backlog.wait_below_limit();
     }
 }
 
@@ -247,7 +357,7 @@ fn apply_ops(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
     };
     for op in ops.into_iter().chain(std::iter::once(Op::End)) {
         match op {
-            Op::Reindex { .. } | Op::End => {
+            Op::Reindex { .. } | Op::Commit(_) | Op::End => {
                 if !run.is_empty() {
                     let n = run.len();
                     let mut batch = Some(std::mem::take(&mut run));
@@ -256,8 +366,21 @@ fn apply_ops(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
                         n,
                     ));
                 }
-                if let Op::Reindex { barrel } = op {
-                    results.extend(guarded(&mut || vec![reindex(store, &barrel)], 1));
+                match op {
+                    Op::Reindex { barrel } => {
+                        results.extend(guarded(&mut || vec![reindex(store, &barrel)], 1));
+                    }
+                    Op::Commit(built) => {
+                        let mut built = Some(built);
+                        results.extend(guarded(
+                            &mut || match built.take() {
+                                Some(b) => waited(commit(store, *b, false)),
+                                None => vec![Err(Error::Internal("commit taken".into()))],
+                            },
+                            1,
+                        ));
+                    }
+                    _ => {}
                 }
             }
             other => run.push(other),
@@ -317,89 +440,84 @@ pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     Ok(docs)
 }
 
+/// A group's writes, applied to a batch and not yet committed.
+pub(crate) struct Built {
+    batch: WriteBatch,
+    stats: HashMap<u64, (Arc<BarrelInner>, Stats)>,
+    live: Vec<(Arc<BarrelInner>, LiveChange)>,
+    unreferenced: Vec<(Arc<BarrelInner>, Md5Digest)>,
+    index_jobs: Vec<IndexJob>,
+    /// The write waits for the disk (a barrel asks for it, or one is dropped).
+    sync: bool,
+    /// Barrels dropped by the group: their indexes go once it is committed.
+    dropped: Vec<u64>,
+    /// One per operation, as they stand if the batch is committed.
+    results: Vec<Result<OpResult>>,
+}
+
 fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<Result<OpResult>> {
-    let mut w = GroupWriter {
-        store,
-        batch: WriteBatch::default(),
-        overlay: Overlay::default(),
-        stats: HashMap::new(),
-        live: Vec::new(),
-        registered: HashSet::new(),
-        unreferenced: Vec::new(),
-        index_jobs: Vec::new(),
-    };
-    let mut sync = false;
-    let mut dropped = Vec::new();
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        results.push(match op {
-            Op::Save {
-                barrel,
-                docs,
-                new_edits,
-            } => {
-                if barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
-                    Err(Error::NotFound)
-                } else {
-                    sync |= barrel.config.sync;
-                    let saved = docs
-                        .into_iter()
-                        .map(|d| w.save(&barrel, d, new_edits))
-                        .collect();
-                    Ok(OpResult::Saved(saved))
-                }
-            }
-            Op::Reindex { .. } | Op::End => {
-                Err(Error::Internal("reindex inside a write group".into()))
-            }
-            Op::Barrier => Ok(OpResult::Passed),
-            Op::Collect { barrel, digest } => {
-                w.unreferenced.push((barrel, digest));
-                Ok(OpResult::Passed)
-            }
-            Op::Drop { barrel } => {
-                // The index goes once the drop is committed: entries the indexer wrote after
-                // that would outlive the barrel.
-                store.indexer.drain();
-                store.drop_barrel_into(&mut w.batch, &barrel);
-                dropped.push(barrel.id);
-                w.stats.remove(&barrel.id);
-                sync = true;
-                Ok(OpResult::Dropped)
-            }
-        });
-    }
-    let meta = store.cf(CF_META);
-    for (id, (barrel, stats)) in &w.stats {
-        if !barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
-            w.batch.put_cf(meta, keys::stats(*id), stats.encode());
-        }
-    }
-    if !w.batch.is_empty() {
+    waited(commit(store, GroupWriter::new(store).build(ops), false))
+}
+
+/// The results of a [`commit`] allowed to wait (which never gives its group back).
+fn waited(
+    committed: std::result::Result<Vec<Result<OpResult>>, Box<Built>>,
+) -> Vec<Result<OpResult>> {
+    committed.unwrap_or_else(|b| {
+        b.results
+            .iter()
+            .map(|_| Err(Error::Internal("commit refused".into())))
+            .collect()
+    })
+}
+
+/// Writes a built group, then makes it visible: barrel stats, index jobs, live changes, the
+/// indexes of dropped barrels, contents no longer referenced. With `no_stall`, a write RocksDB
+/// would stall or slow down is not made and the group comes back; it is also what a caller
+/// committing its own save asks for, and its changes then go through the notifier thread.
+fn commit(
+    store: &Store,
+    mut b: Built,
+    no_stall: bool,
+) -> std::result::Result<Vec<Result<OpResult>>, Box<Built>> {
+    if !b.batch.is_empty() {
         let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        if let Err(e) = store.db.write_opt(std::mem::take(&mut w.batch), &wo) {
-            let e = Error::from(e);
-            return results.into_iter().map(|_| Err(e.clone())).collect();
+        wo.set_sync(b.sync);
+        let written = if no_stall {
+            wo.set_no_slowdown(true);
+            // RocksDB is given a copy: this batch stays, should the write be refused.
+            store
+                .db
+                .write_opt(WriteBatch::from_data(b.batch.data()), &wo)
+        } else {
+            store.db.write_opt(std::mem::take(&mut b.batch), &wo)
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if no_stall && e.kind() == ErrorKind::Incomplete => return Err(Box::new(b)),
+            Err(e) => {
+                let e = Error::from(e);
+                return Ok(b.results.into_iter().map(|_| Err(e.clone())).collect());
+            }
         }
-        for (barrel, stats) in w.stats.values() {
+        for (barrel, stats) in b.stats.values() {
             *barrel.stats.lock() = *stats;
         }
-        store.indexer.queue(std::mem::take(&mut w.index_jobs));
-        for id in dropped {
+        store.indexer.queue(std::mem::take(&mut b.index_jobs));
+        for id in b.dropped {
             if let Err(e) = store.drop_index(id) {
                 // Left for the next open to remove (see `indexer::recover`).
                 eprintln!("barrel: removing a deleted barrel's index failed: {e}");
             }
         }
-        publish(store, std::mem::take(&mut w.live));
+        publish(store, std::mem::take(&mut b.live), !no_stall);
     }
-    if let Err(e) = collect_garbage(store, std::mem::take(&mut w.unreferenced)) {
+    if let Err(e) = collect_garbage(store, std::mem::take(&mut b.unreferenced)) {
         // The writes are committed; unreferenced contents stay until a later write drops
         // another reference to them.
         eprintln!("barrel: attachment garbage collection failed: {e}");
     }
-    results
+    Ok(b.results)
 }
 
 /// Removes the contents no stored revision refers to any more, among those that lost a
@@ -449,22 +567,129 @@ fn collect_garbage(
     Ok(())
 }
 
-/// Hands the committed changes to the notifier, one event per barrel run.
-fn publish(store: &Store, live: Vec<(Arc<BarrelInner>, LiveChange)>) {
+/// Hands the committed changes to the notifier, one event per barrel run (`may_deliver`: see
+/// `Notifier::publish`).
+fn publish(store: &Store, live: Vec<(Arc<BarrelInner>, LiveChange)>, may_deliver: bool) {
     let mut run: Option<(Arc<BarrelInner>, Vec<LiveChange>)> = None;
     for (barrel, change) in live {
         match &mut run {
             Some((b, changes)) if Arc::ptr_eq(b, &barrel) => changes.push(change),
             _ => {
                 if let Some((b, changes)) = run.take() {
-                    store.notifier.publish(b, changes);
+                    store.notifier.publish(b, changes, may_deliver);
                 }
                 run = Some((barrel, vec![change]));
             }
         }
     }
     if let Some((b, changes)) = run {
-        store.notifier.publish(b, changes);
+        store.notifier.publish(b, changes, may_deliver);
+    }
+}
+
+impl<'a> GroupWriter<'a> {
+    fn new(store: &'a Store) -> GroupWriter<'a> {
+        GroupWriter {
+            store,
+            batch: WriteBatch::default(),
+            overlay: Overlay::default(),
+            stats: HashMap::new(),
+            live: Vec::new(),
+            registered: HashSet::new(),
+            unreferenced: Vec::new(),
+            index_jobs: Vec::new(),
+        }
+    }
+
+    /// Reads the records of `docs` (giving an id to those without one) into the overlay, from
+    /// memory only: `false` as soon as one would have to be read from disk.
+    fn read_from_memory(&mut self, barrel: &BarrelInner, docs: &mut [DocInput]) -> Result<bool> {
+        let mut ro = ReadOptions::default();
+        ro.set_read_tier(ReadTier::BlockCache);
+        for d in docs {
+            let key = keys::doc(barrel.id, d.id.get_or_insert_with(generate_id));
+            if self.overlay.records.contains_key(&key) {
+                continue;
+            }
+            let record = match self
+                .store
+                .db
+                .get_pinned_cf_opt(self.store.cf(CF_DOCS), &key, &ro)
+            {
+                Ok(None) => None,
+                Ok(Some(v)) => Some((
+                    DocRecord::decode(&v)
+                        .ok_or_else(|| Error::Corrupt("document record".into()))?,
+                    v.len(),
+                )),
+                Err(e) if e.kind() == ErrorKind::Incomplete => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            self.overlay.records.insert(key, record);
+        }
+        Ok(true)
+    }
+
+    /// Applies a group's operations, in order, to one batch.
+    fn build(mut self, ops: Vec<Op>) -> Built {
+        let w = &mut self;
+        let mut sync = false;
+        let mut dropped = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                Op::Save {
+                    barrel,
+                    docs,
+                    new_edits,
+                } => {
+                    if barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+                        Err(Error::NotFound)
+                    } else {
+                        sync |= barrel.config.sync;
+                        let saved = docs
+                            .into_iter()
+                            .map(|d| w.save(&barrel, d, new_edits))
+                            .collect();
+                        Ok(OpResult::Saved(saved))
+                    }
+                }
+                Op::Reindex { .. } | Op::Commit(_) | Op::End => Err(Error::Internal(
+                    "reindex or commit inside a write group".into(),
+                )),
+                Op::Barrier => Ok(OpResult::Passed),
+                Op::Collect { barrel, digest } => {
+                    w.unreferenced.push((barrel, digest));
+                    Ok(OpResult::Passed)
+                }
+                Op::Drop { barrel } => {
+                    // The index goes once the drop is committed: entries the indexer wrote after
+                    // that would outlive the barrel.
+                    w.store.indexer.drain();
+                    w.store.drop_barrel_into(&mut w.batch, &barrel);
+                    dropped.push(barrel.id);
+                    w.stats.remove(&barrel.id);
+                    sync = true;
+                    Ok(OpResult::Dropped)
+                }
+            });
+        }
+        let meta = w.store.cf(CF_META);
+        for (id, (barrel, stats)) in &w.stats {
+            if !barrel.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+                w.batch.put_cf(meta, keys::stats(*id), stats.encode());
+            }
+        }
+        Built {
+            batch: self.batch,
+            stats: self.stats,
+            live: self.live,
+            unreferenced: self.unreferenced,
+            index_jobs: self.index_jobs,
+            sync,
+            dropped,
+            results,
+        }
     }
 }
 
@@ -834,5 +1059,174 @@ impl GroupWriter<'_> {
         let len = value.len();
         self.overlay.records.insert(key, Some((record, len)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Barrel, BarrelConfig, FetchOptions, SaveOptions, StoreOptions};
+    use serde_json::json;
+    use std::sync::mpsc;
+    use std::thread::ThreadId;
+
+    fn new_barrel(dir: &std::path::Path) -> (Arc<Store>, Barrel) {
+        let store = Store::open(dir, &StoreOptions::default()).unwrap();
+        store.create_barrel("b", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("b").unwrap();
+        (store, b)
+    }
+
+    fn docs(ids: impl IntoIterator<Item = String>) -> Vec<Result<DocInput>> {
+        ids.into_iter()
+            .map(|id| Ok(DocInput::from_value(json!({"id": id, "v": 1})).unwrap()))
+            .collect()
+    }
+
+    /// Saves `docs` with `save_docs_with`: the replying thread and the results arrive on the
+    /// receiver.
+    fn save_async(
+        b: &Barrel,
+        docs: Vec<Result<DocInput>>,
+    ) -> mpsc::Receiver<(ThreadId, crate::SaveResults)> {
+        let (tx, rx) = mpsc::channel();
+        b.save_docs_with(docs, &SaveOptions::default(), move |r| {
+            let _ = tx.send((std::thread::current().id(), r));
+        });
+        rx
+    }
+
+    #[test]
+    fn a_small_save_on_an_idle_store_is_committed_on_the_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, b) = new_barrel(dir.path());
+        let rx = save_async(&b, docs(["a".to_string()]));
+        let (thread, result) = rx.try_recv().expect("answered before the call returned");
+        assert_eq!(thread, std::thread::current().id());
+        assert!(result.unwrap()[0].is_ok());
+        assert!(b.fetch_doc("a", &FetchOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn large_saves_and_saves_while_the_role_is_held_go_through_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, b) = new_barrel(dir.path());
+        let me = std::thread::current().id();
+        // More documents than an inline commit takes.
+        let rx = save_async(&b, docs((0..=INLINE_MAX_DOCS).map(|i| format!("l{i}"))));
+        let (thread, result) = rx.recv().unwrap();
+        assert_ne!(thread, me);
+        assert!(result.unwrap().iter().all(|r| r.is_ok()));
+        // While the role is held (a group being applied), a small save is queued, and
+        // committed once the role is free.
+        let role = store.committer.shared.role.lock();
+        let rx = save_async(&b, docs(["q".to_string()]));
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(role);
+        let (thread, result) = rx.recv().unwrap();
+        assert_ne!(thread, me);
+        assert!(result.unwrap()[0].is_ok());
+        // The queue is empty again: the next one is inline.
+        let (thread, result) = save_async(&b, docs(["r".to_string()])).try_recv().unwrap();
+        assert_eq!(thread, me);
+        assert!(result.unwrap()[0].is_ok());
+    }
+
+    #[test]
+    fn a_save_that_would_stall_is_committed_by_the_writer_once_writes_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, b) = new_barrel(dir.path());
+        b.save_doc(
+            DocInput::from_value(json!({"id": "first"})).unwrap(),
+            &SaveOptions::default(),
+        )
+        .unwrap();
+        // One level-0 file, no compaction to remove it, and writes stop at one: RocksDB stalls
+        // every write.
+        let docs_cf = store.cf(CF_DOCS);
+        store
+            .db
+            .set_options_cf(
+                docs_cf,
+                &[
+                    ("level0_file_num_compaction_trigger", "100"),
+                    ("level0_slowdown_writes_trigger", "1"),
+                    ("level0_stop_writes_trigger", "1"),
+                ],
+            )
+            .unwrap();
+        store.db.flush_cf(docs_cf).unwrap();
+        let rx = save_async(&b, docs(["stalled".to_string()]));
+        // The call returned without waiting for the stall (the writer thread waits).
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        store
+            .db
+            .set_options_cf(
+                docs_cf,
+                &[
+                    ("level0_file_num_compaction_trigger", "4"),
+                    ("level0_slowdown_writes_trigger", "20"),
+                    ("level0_stop_writes_trigger", "36"),
+                ],
+            )
+            .unwrap();
+        let (thread, result) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_ne!(thread, std::thread::current().id());
+        assert!(result.unwrap()[0].is_ok());
+        assert!(b.fetch_doc("stalled", &FetchOptions::default()).is_ok());
+        assert_eq!(b.info().unwrap().stats.docs_count, 2);
+    }
+
+    #[test]
+    fn inline_and_queued_updates_of_one_document_never_lose_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, b) = new_barrel(dir.path());
+        b.save_doc(
+            DocInput::from_value(json!({"id": "c", "n": 0})).unwrap(),
+            &SaveOptions::default(),
+        )
+        .unwrap();
+        let updaters: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for i in 0..300 {
+                        let cur = b.fetch_doc("c", &FetchOptions::default()).unwrap();
+                        let rev = cur
+                            .get("_rev")
+                            .and_then(|r| r.as_str())
+                            .unwrap()
+                            .to_string();
+                        let d = json!({"id": "c", "_rev": rev, "t": t, "i": i});
+                        match b.save_doc(DocInput::from_value(d).unwrap(), &SaveOptions::default())
+                        {
+                            Ok(_) => won += 1,
+                            Err(Error::Conflict) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        // Meanwhile, batches too large to be committed inline.
+        let batches = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for n in 0..20 {
+                    let ids = (0..100).map(|i| format!("batch{n}-{i}"));
+                    let r = b.save_docs(docs(ids), &SaveOptions::default()).unwrap();
+                    assert!(r.iter().all(|r| r.is_ok()));
+                }
+            })
+        };
+        let won: u64 = updaters.into_iter().map(|t| t.join().unwrap()).sum();
+        batches.join().unwrap();
+        let cur = b.fetch_doc("c", &FetchOptions::default()).unwrap();
+        let rev = cur.get("_rev").and_then(|r| r.as_str()).unwrap();
+        let generation: u64 = rev.split('-').next().unwrap().parse().unwrap();
+        assert_eq!(generation, 1 + won);
+        assert_eq!(b.info().unwrap().stats.docs_count, 1 + 20 * 100);
     }
 }

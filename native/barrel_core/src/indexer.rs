@@ -120,6 +120,11 @@ struct State {
 }
 
 impl State {
+    /// More documents or bytes wait than the writer may let in (see [`Backlog`]).
+    fn over_limit(&self) -> bool {
+        self.queue.len() > MAX_PENDING || self.bytes > MAX_PENDING_BYTES
+    }
+
     /// Nothing for the thread to take.
     fn idle(&self) -> bool {
         #[cfg(test)]
@@ -145,6 +150,7 @@ pub(crate) struct Indexer {
 }
 
 /// Waits for the indexer's backlog to shrink (see [`Indexer::backlog`]).
+#[derive(Clone)]
 pub(crate) struct Backlog(Arc<Shared>);
 
 impl Backlog {
@@ -152,9 +158,15 @@ impl Backlog {
     /// indexed (returns once the indexer stops).
     pub(crate) fn wait_below_limit(&self) {
         let mut st = self.0.state.lock();
-        while (st.queue.len() > MAX_PENDING || st.bytes > MAX_PENDING_BYTES) && !st.stop {
+        while st.over_limit() && !st.stop {
             self.0.progress.wait(&mut st);
         }
+    }
+
+    /// `true` while the writer would wait in [`Backlog::wait_below_limit`] (a caller that
+    /// must not block queues its write instead of committing it itself).
+    pub(crate) fn over_limit(&self) -> bool {
+        self.0.state.lock().over_limit()
     }
 }
 
