@@ -182,6 +182,39 @@ impl DocInput {
         }))
     }
 
+    /// A local edit whose body a binding encoded itself, for callers that never build the
+    /// body's [`Value`]s (the BEAM binding writes the JSON straight from the Erlang terms).
+    /// `body` must be exactly what [`encode_body`] writes for the body (members in key order,
+    /// no special members, no `_attachments`), and `index` its
+    /// [`body_entries`](crate::index::body_entries) (an
+    /// [`EntriesBuilder`](crate::index::EntriesBuilder) gives them): the revision hashes the
+    /// body's bytes, so other bytes would give another revision id for the same document.
+    pub fn from_encoded(
+        id: Option<String>,
+        rev: Option<Rev>,
+        deleted: bool,
+        body: Vec<u8>,
+        index: Vec<Vec<u8>>,
+    ) -> Result<DocInput, DocError> {
+        if let Some(id) = &id {
+            check_doc_id(id)?;
+        }
+        check_size(&body)?;
+        let digest = Some(body_digest(&body));
+        Ok(DocInput {
+            id,
+            rev,
+            deleted,
+            revisions: None,
+            body,
+            digest,
+            index,
+            pending: None,
+            blobs: Vec::new(),
+            att_digests: Vec::new(),
+        })
+    }
+
     fn set_body(&mut self, body: &Body) -> Result<(), DocError> {
         self.index = crate::index::body_entries(body)?;
         self.body = encode_checked(body)?;
@@ -229,6 +262,11 @@ impl DocInput {
     /// by the commit).
     pub(crate) fn take_blobs(&mut self) -> Vec<crate::attachment::NewBlob> {
         std::mem::take(&mut self.blobs)
+    }
+
+    /// The body's path-index entries (see [`crate::index`]), sorted.
+    pub fn index_entries(&self) -> &[Vec<u8>] {
+        &self.index
     }
 
     /// The body (everything but the special members) as canonical JSON.

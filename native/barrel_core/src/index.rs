@@ -296,6 +296,73 @@ pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
     Ok(out)
 }
 
+/// Builds a body's index entries while the caller walks the body in another form than
+/// [`Value`] (the BEAM binding walks Erlang terms): given the same members (`_attachments`
+/// left out), elements and scalars as [`body_entries`] visits, it finishes with the same
+/// entries. Enter a member or element, give its scalar or walk below it, then leave.
+#[derive(Debug, Default)]
+pub struct EntriesBuilder {
+    out: Vec<Vec<u8>>,
+    path: Vec<u8>,
+}
+
+impl EntriesBuilder {
+    /// An empty builder at the top of a body.
+    pub fn new() -> EntriesBuilder {
+        EntriesBuilder {
+            out: Vec::new(),
+            path: Vec::with_capacity(64),
+        }
+    }
+
+    /// Goes down into member `key`; returns the mark [`EntriesBuilder::leave`] takes.
+    pub fn enter_key(&mut self, key: &str) -> usize {
+        let mark = self.path.len();
+        put_key_segment(&mut self.path, key);
+        mark
+    }
+
+    /// Goes down into element `i`; returns the mark [`EntriesBuilder::leave`] takes.
+    pub fn enter_index(&mut self, i: usize) -> usize {
+        let mark = self.path.len();
+        put_index_segment(&mut self.path, i as u32);
+        mark
+    }
+
+    /// Comes back up to where `mark` was taken.
+    pub fn leave(&mut self, mark: usize) {
+        self.path.truncate(mark);
+    }
+
+    /// A `null` here.
+    pub fn null(&mut self) -> Result<(), DocError> {
+        push_entry(&mut self.out, &self.path, &Scalar::Null)
+    }
+
+    /// A boolean here.
+    pub fn bool(&mut self, b: bool) -> Result<(), DocError> {
+        push_entry(&mut self.out, &self.path, &Scalar::Bool(b))
+    }
+
+    /// A number here.
+    pub fn number(&mut self, n: Number) -> Result<(), DocError> {
+        push_entry(&mut self.out, &self.path, &Scalar::Number(n))
+    }
+
+    /// A string here.
+    pub fn string(&mut self, s: &str) -> Result<(), DocError> {
+        push_entry(&mut self.out, &self.path, &Scalar::Str(s))
+    }
+
+    /// The entries, sorted and without duplicates.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        let mut out = self.out;
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// [`body_entries`] of a body given as JSON without duplicate keys (a stored body, as
 /// [`encode_body`](crate::doc::encode_body) wrote it), read without building its [`Value`]s:
 /// the same entries, and the same refusal past [`MAX_ENTRIES`] or deeper than
@@ -879,6 +946,45 @@ mod tests {
             let entries = json_body_entries(&json).unwrap();
             prop_assert_eq!(&entries, &Some(body_entries(&b).unwrap()));
             prop_assert_eq!(entries, Some(body_entries(&decoded).unwrap()));
+        }
+
+        #[test]
+        fn entries_built_by_a_walk_are_the_entries_of_the_values(doc in arb_doc()) {
+            // How the BEAM binding drives the builder while it walks terms.
+            fn visit(b: &mut EntriesBuilder, v: &Value) -> Result<(), DocError> {
+                match v {
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            let mark = b.enter_key(k);
+                            visit(b, v)?;
+                            b.leave(mark);
+                        }
+                        Ok(())
+                    }
+                    Value::Array(a) => {
+                        for (i, v) in a.iter().enumerate() {
+                            let mark = b.enter_index(i);
+                            visit(b, v)?;
+                            b.leave(mark);
+                        }
+                        Ok(())
+                    }
+                    Value::Null => b.null(),
+                    Value::Bool(x) => b.bool(*x),
+                    Value::Number(n) => b.number(n.clone()),
+                    Value::String(s) => b.string(s),
+                }
+            }
+            let body = body(doc);
+            let mut builder = EntriesBuilder::new();
+            for (k, v) in &body {
+                if k != "_attachments" {
+                    let mark = builder.enter_key(k);
+                    visit(&mut builder, v).unwrap();
+                    builder.leave(mark);
+                }
+            }
+            prop_assert_eq!(builder.finish(), body_entries(&body).unwrap());
         }
 
         #[test]

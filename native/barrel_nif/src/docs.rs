@@ -8,6 +8,7 @@
 
 use crate::attachments::attachment_specs_within;
 use crate::convert::{json_to_term, map_to_term, term_to_value_within};
+use crate::doc_json::{self, Encoded};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 mod atoms {
     rustler::atoms! {
         ok, error, missing, all, undefined, inclusive, exclusive, invalid_doc_id, bad_rev, null,
-        would_block,
+        would_block, same, elsewhere, different,
     }
 }
 
@@ -83,6 +84,22 @@ fn decode_doc_within<'a>(
     if !term.is_map() {
         return Err(barrel_core::DocError::NotAnObject.into());
     }
+    match doc_json::encode_doc(term, budget) {
+        Encoded::Doc(doc) => Ok(Some(doc)),
+        Encoded::OverBudget => Ok(None),
+        Encoded::Elsewhere => decode_doc_general(term, budget),
+    }
+}
+
+/// [`decode_doc_within`] through `serde_json` values: every document, and the precise reason
+/// for a refused one.
+fn decode_doc_general<'a>(
+    term: Term<'a>,
+    budget: &mut usize,
+) -> Result<Option<DocInput>, Failure<'a>> {
+    if !term.is_map() {
+        return Err(barrel_core::DocError::NotAnObject.into());
+    }
     // `id` and `_rev` of the wrong type are reported as given.
     for (key, reason) in [("id", atoms::invalid_doc_id()), ("_rev", atoms::bad_rev())] {
         if let Ok(v) = term.map_get(key) {
@@ -108,6 +125,37 @@ fn decode_doc_within<'a>(
         None => Vec::new(),
     };
     Ok(Some(DocInput::from_map_and_attachments(body, specs)?))
+}
+
+/// For the test suite: converts `doc` both through `doc_json` and through the general
+/// conversion. `same` when both give the same document (id, `_rev`, `_deleted`, body bytes and
+/// index entries), `elsewhere` when `doc_json` does not take it, else `{different, Direct,
+/// General}` (the two body JSONs, or the general conversion's error).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn doc_encoding_check<'a>(env: Env<'a>, doc: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let (mut unlimited, mut unlimited_too) = (usize::MAX, usize::MAX);
+        let direct = match doc_json::encode_doc(doc, &mut unlimited) {
+            Encoded::Doc(d) => d,
+            _ => return atoms::elsewhere().encode(env),
+        };
+        let body = |d: &DocInput| String::from_utf8_lossy(d.body_json()).into_owned();
+        match decode_doc_general(doc, &mut unlimited_too) {
+            Ok(Some(general))
+                if direct.id == general.id
+                    && direct.rev.as_ref().map(Rev::to_string)
+                        == general.rev.as_ref().map(Rev::to_string)
+                    && direct.deleted == general.deleted
+                    && direct.body_json() == general.body_json()
+                    && direct.index_entries() == general.index_entries() =>
+            {
+                atoms::same().encode(env)
+            }
+            Ok(Some(general)) => (atoms::different(), body(&direct), body(&general)).encode(env),
+            Ok(None) => (atoms::different(), body(&direct), atoms::would_block()).encode(env),
+            Err(f) => (atoms::different(), body(&direct), encode_failure(env, &f)).encode(env),
+        }
+    })
 }
 
 /// `true` when a document term has attachments: saving it writes their contents (or reads the

@@ -4,6 +4,7 @@
 mod attachments;
 mod changes;
 mod convert;
+mod doc_json;
 mod docs;
 mod error;
 mod http;
@@ -33,4 +34,22 @@ where
     })
 }
 
-rustler::init!("barrel_nif");
+/// Checks, when the library is loaded, that this CPU runs the instructions RocksDB was compiled
+/// for (see `.cargo/config.toml`: SSE4.2 and PCLMUL on x86-64; `build.rs` tells), so an older
+/// CPU gets an error from `erlang:load_nif/2` instead of an illegal instruction taking the VM
+/// down later.
+fn load(_env: rustler::Env, _info: rustler::Term) -> bool {
+    #[cfg(all(target_arch = "x86_64", rocksdb_sse42))]
+    if !(std::arch::is_x86_feature_detected!("sse4.2")
+        && std::arch::is_x86_feature_detected!("pclmulqdq"))
+    {
+        eprintln!(
+            "barrel: this CPU lacks SSE4.2 or PCLMUL, which this build of the NIF needs; \
+             rebuild it with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" (see .cargo/config.toml)"
+        );
+        return false;
+    }
+    true
+}
+
+rustler::init!("barrel_nif", load = load);
