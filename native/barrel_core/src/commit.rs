@@ -206,12 +206,9 @@ impl Committer {
             // Not all in memory, or a read failed (the writer thread reports it).
             Ok(false) | Err(_) => return Some((op, reply)),
         }
-        let mut ops = Some(vec![op]);
-        let built = catch_unwind(AssertUnwindSafe(|| w.build(ops.take().unwrap_or_default())));
-        let outcome = match built {
-            Ok(built) => commit(store, built, true),
-            Err(p) => Ok(vec![Err(Error::Internal(crate::panic_message(&p)))]),
-        };
+        // A panic must still answer the caller (who may be waiting for a message).
+        let outcome = catch_unwind(AssertUnwindSafe(|| commit(store, w.build(vec![op]), true)))
+            .unwrap_or_else(|p| Ok(vec![Err(Error::Internal(crate::panic_message(&p)))]));
         match outcome {
             Ok(mut results) => {
                 drop(role);
