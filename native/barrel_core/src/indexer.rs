@@ -53,6 +53,9 @@ const MAX_BATCH: usize = 4096;
 const GATHER: Duration = Duration::from_millis(10);
 /// Queued documents that make a batch worth writing without waiting [`GATHER`].
 const GATHER_ENOUGH: usize = 2048;
+/// Documents committed at once (a `save_docs` batch, a replication batch) that end the wait:
+/// they come in bursts, and waiting for the next one only delays their indexing.
+const GATHER_BATCH: usize = 256;
 /// How long a query waits for the index to catch up before it fails.
 const QUERY_WAIT: Duration = Duration::from_secs(60);
 
@@ -118,6 +121,9 @@ struct State {
     bytes: usize,
     /// Queries (and drains) waiting for the indexer: it does not gather then.
     waiting: usize,
+    /// A commit brought a batch of at least [`GATHER_BATCH`] documents since the indexer last
+    /// took jobs: it does not gather then either.
+    batch_came: bool,
     stop: bool,
     /// Tests: jobs stay queued.
     #[cfg(test)]
@@ -201,13 +207,14 @@ impl Indexer {
         }
         let mut st = self.shared.state.lock();
         let was_empty = st.queue.is_empty();
+        st.batch_came |= jobs.len() >= GATHER_BATCH;
         for job in jobs {
             job.barrel.index_queued.fetch_max(job.seq, Ordering::SeqCst);
             st.bytes += job.weight();
             st.queue.push_back(job);
         }
         // The indexer sleeps on an empty queue, or gathers until enough jobs came.
-        if was_empty || st.queue.len() >= GATHER_ENOUGH {
+        if was_empty || st.queue.len() >= GATHER_ENOUGH || st.batch_came {
             self.shared.work.notify_one();
         }
     }
@@ -309,7 +316,7 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
                 return;
             }
             let gather_until = Instant::now() + GATHER;
-            while st.queue.len() < GATHER_ENOUGH && st.waiting == 0 && !st.stop {
+            while st.queue.len() < GATHER_ENOUGH && !st.batch_came && st.waiting == 0 && !st.stop {
                 if shared.work.wait_until(&mut st, gather_until).timed_out() {
                     break;
                 }
@@ -321,6 +328,7 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
                 n += 1;
             }
             st.busy = n;
+            st.batch_came = false;
             (st.queue.drain(..n).collect(), bytes)
         };
         let mut failures = 0;
