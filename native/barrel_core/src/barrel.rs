@@ -179,7 +179,7 @@ pub(crate) fn decorate_doc(mut body: Body, id: &str, rev: &Rev, deleted: bool) -
 pub const CACHED_FETCH_MAX: usize = 64 * 1024;
 
 /// A read error; "incomplete" (a memory-only read that needed I/O) becomes `WouldBlock`.
-fn read_error(e: rocksdb::Error) -> Error {
+pub(crate) fn read_error(e: rocksdb::Error) -> Error {
     if e.kind() == ErrorKind::Incomplete {
         Error::WouldBlock
     } else {

@@ -10,9 +10,9 @@
 //! concurrent edits to the same parent revision exactly one wins, the others get `conflict`.
 //!
 //! A small save to a barrel without subscribers that finds the store idle (no group being
-//! applied, nothing queued) is committed on the caller's thread instead ([`Committer::submit_save`]): handing it to the writer and
-//! the reply back cost two thread wake-ups, more than the commit itself when one process
-//! writes in a loop. The caller then holds the writer's role (`Shared::role`), so writes are
+//! applied, nothing queued) is committed on the caller's thread instead
+//! ([`Committer::submit_save`]): handing it to the writer and the reply back cost two thread
+//! wake-ups, more than the commit itself when one process writes in a loop. The caller then holds the writer's role (`Shared::role`), so writes are
 //! still applied one group at a time. It never blocks: it reads only documents already in
 //! memory, asks RocksDB not to stall the write, and otherwise queues the write (or, once the
 //! batch is built, hands it to the writer thread to commit).
@@ -200,8 +200,7 @@ impl Committer {
             return Some((op, reply));
         }
         let mut w = GroupWriter::new(store);
-        let barrel = barrel.clone();
-        match w.read_from_memory(&barrel, docs) {
+        match w.read_from_memory(barrel, docs) {
             Ok(true) => {}
             // Not all in memory, or a read failed (the writer thread reports it).
             Ok(false) | Err(_) => return Some((op, reply)),
@@ -608,21 +607,11 @@ impl<'a> GroupWriter<'a> {
             if self.overlay.records.contains_key(&key) {
                 continue;
             }
-            let record = match self
-                .store
-                .db
-                .get_pinned_cf_opt(self.store.cf(CF_DOCS), &key, &ro)
-            {
-                Ok(None) => None,
-                Ok(Some(v)) => Some((
-                    DocRecord::decode(&v)
-                        .ok_or_else(|| Error::Corrupt("document record".into()))?,
-                    v.len(),
-                )),
-                Err(e) if e.kind() == ErrorKind::Incomplete => return Ok(false),
-                Err(e) => return Err(e.into()),
+            match self.stored_record(&key, &ro) {
+                Ok(record) => self.overlay.records.insert(key, record),
+                Err(Error::WouldBlock) => return Ok(false),
+                Err(e) => return Err(e),
             };
-            self.overlay.records.insert(key, record);
         }
         Ok(true)
     }
@@ -695,7 +684,17 @@ impl GroupWriter<'_> {
         if let Some(r) = self.overlay.records.remove(key) {
             return Ok(r);
         }
-        match self.store.db.get_pinned_cf(self.store.cf(CF_DOCS), key)? {
+        self.stored_record(key, &ReadOptions::default())
+    }
+
+    /// The stored record under `key` and its encoded size, read with `ro` (an error of a
+    /// memory-only read that needed the disk becomes [`Error::WouldBlock`]).
+    fn stored_record(&self, key: &[u8], ro: &ReadOptions) -> Result<Option<(DocRecord, usize)>> {
+        let read = self
+            .store
+            .db
+            .get_pinned_cf_opt(self.store.cf(CF_DOCS), key, ro);
+        match read.map_err(crate::barrel::read_error)? {
             None => Ok(None),
             Some(v) => DocRecord::decode(&v)
                 .map(|r| Some((r, v.len())))

@@ -279,21 +279,13 @@ pub fn id_entry(id: &str) -> Option<Vec<u8>> {
 
 /// The index entries of a body (without the id entry), sorted and without duplicates.
 pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
-    let mut out = Vec::new();
-    // The encoded path of the value being walked: segments are appended going down and cut
-    // off coming back up, so no entry encodes its path again.
-    let mut path = Vec::with_capacity(64);
+    let mut entries = EntriesBuilder::new();
     for (k, v) in body {
-        if k == "_attachments" {
-            continue;
+        if k != "_attachments" {
+            walk_below(&mut entries, |e| e.enter_key(k), v)?;
         }
-        walk_below(&mut out, &mut path, |p| put_key_segment(p, k), v)?;
     }
-    // The walk visits members in key order and elements in index order, which is the order of
-    // their encodings: this sort only confirms it.
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(entries.finish())
 }
 
 /// Builds a body's index entries while the caller walks the body in another form than
@@ -303,6 +295,8 @@ pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
 #[derive(Debug, Default)]
 pub struct EntriesBuilder {
     out: Vec<Vec<u8>>,
+    /// The encoded path of the value being walked: segments are appended going down and cut
+    /// off coming back up, so no entry encodes its path again.
     path: Vec<u8>,
 }
 
@@ -336,25 +330,31 @@ impl EntriesBuilder {
 
     /// A `null` here.
     pub fn null(&mut self) -> Result<(), DocError> {
-        push_entry(&mut self.out, &self.path, &Scalar::Null)
+        self.scalar(&Scalar::Null)
     }
 
     /// A boolean here.
     pub fn bool(&mut self, b: bool) -> Result<(), DocError> {
-        push_entry(&mut self.out, &self.path, &Scalar::Bool(b))
+        self.scalar(&Scalar::Bool(b))
     }
 
     /// A number here.
     pub fn number(&mut self, n: Number) -> Result<(), DocError> {
-        push_entry(&mut self.out, &self.path, &Scalar::Number(n))
+        self.scalar(&Scalar::Number(n))
     }
 
     /// A string here.
     pub fn string(&mut self, s: &str) -> Result<(), DocError> {
-        push_entry(&mut self.out, &self.path, &Scalar::Str(s))
+        self.scalar(&Scalar::Str(s))
     }
 
-    /// The entries, sorted and without duplicates.
+    fn scalar(&mut self, v: &Scalar<'_>) -> Result<(), DocError> {
+        push_entry(&mut self.out, &self.path, v)
+    }
+
+    /// The entries, sorted and without duplicates. The walks visit members in key order and
+    /// elements in index order, which is the order of their encodings: the sort only confirms
+    /// it.
     pub fn finish(self) -> Vec<Vec<u8>> {
         let mut out = self.out;
         out.sort();
@@ -370,8 +370,7 @@ impl EntriesBuilder {
 /// parse, or has `_attachments` (whose stubs the caller must resolve first).
 pub(crate) fn json_body_entries(json: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DocError> {
     let mut walk = JsonWalk {
-        out: Vec::new(),
-        path: Vec::with_capacity(64),
+        entries: EntriesBuilder::new(),
         refused: None,
         attachments: false,
     };
@@ -384,16 +383,12 @@ pub(crate) fn json_body_entries(json: &[u8]) -> Result<Option<Vec<Vec<u8>>>, Doc
     if read.is_err() || walk.attachments {
         return Ok(None);
     }
-    let mut out = walk.out;
-    out.sort();
-    out.dedup();
-    Ok(Some(out))
+    Ok(Some(walk.entries.finish()))
 }
 
-/// The state of [`json_body_entries`]: the entries so far and the encoded path being read.
+/// The state of [`json_body_entries`]: the entries so far and the path being read.
 struct JsonWalk {
-    out: Vec<Vec<u8>>,
-    path: Vec<u8>,
+    entries: EntriesBuilder,
     /// Why the document is refused (the walk stops with a parse error then).
     refused: Option<DocError>,
     /// The top-level object has `_attachments`.
@@ -410,7 +405,7 @@ impl JsonNode<'_> {
             return Err(E::custom("not an object"));
         }
         let w = self.0;
-        push_entry(&mut w.out, &w.path, &v).map_err(|e| {
+        w.entries.scalar(&v).map_err(|e| {
             w.refused = Some(e);
             E::custom("refused")
         })
@@ -474,17 +469,15 @@ impl<'de> serde::de::Visitor<'de> for JsonNode<'_> {
             return Err(serde::de::Error::custom("not an object"));
         }
         let (w, depth) = (self.0, self.1);
-        let mut i: u32 = 0;
-        loop {
-            let len = w.path.len();
-            put_index_segment(&mut w.path, i);
+        for i in 0.. {
+            let mark = w.entries.enter_index(i);
             let more = seq.next_element_seed(JsonNode(w, depth + 1))?;
-            w.path.truncate(len);
+            w.entries.leave(mark);
             if more.is_none() {
-                return Ok(());
+                break;
             }
-            i = i.wrapping_add(1);
         }
+        Ok(())
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -495,10 +488,9 @@ impl<'de> serde::de::Visitor<'de> for JsonNode<'_> {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             }
-            let len = w.path.len();
-            put_key_segment(&mut w.path, &k);
+            let mark = w.entries.enter_key(&k);
             map.next_value_seed(JsonNode(w, depth + 1))?;
-            w.path.truncate(len);
+            w.entries.leave(mark);
         }
         Ok(())
     }
@@ -549,35 +541,33 @@ fn push_entry(out: &mut Vec<Vec<u8>>, path: &[u8], v: &Scalar<'_>) -> Result<(),
     Ok(())
 }
 
-/// Walks `v`, one segment (appended by `seg`) below `path`, and cuts `path` back.
+/// Goes down into `v` (`enter` appends its segment), walks it, and comes back up.
 fn walk_below(
-    out: &mut Vec<Vec<u8>>,
-    path: &mut Vec<u8>,
-    seg: impl FnOnce(&mut Vec<u8>),
+    entries: &mut EntriesBuilder,
+    enter: impl FnOnce(&mut EntriesBuilder) -> usize,
     v: &Value,
 ) -> Result<(), DocError> {
-    let len = path.len();
-    seg(path);
-    let walked = walk(out, path, v);
-    path.truncate(len);
+    let mark = enter(entries);
+    let walked = walk(entries, v);
+    entries.leave(mark);
     walked
 }
 
-fn walk(out: &mut Vec<Vec<u8>>, path: &mut Vec<u8>, v: &Value) -> Result<(), DocError> {
+fn walk(entries: &mut EntriesBuilder, v: &Value) -> Result<(), DocError> {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                walk_below(out, path, |p| put_key_segment(p, k), v)?;
+                walk_below(entries, |e| e.enter_key(k), v)?;
             }
         }
         Value::Array(a) => {
             for (i, v) in a.iter().enumerate() {
-                walk_below(out, path, |p| put_index_segment(p, i as u32), v)?;
+                walk_below(entries, |e| e.enter_index(i), v)?;
             }
         }
         scalar => {
             if let Some(s) = Scalar::of(scalar) {
-                push_entry(out, path, &s)?;
+                entries.scalar(&s)?;
             }
         }
     }
@@ -927,13 +917,12 @@ mod tests {
         #[test]
         fn entries_come_sorted_from_the_walk(doc in arb_doc()) {
             // What `body_entries` sorts is already in order: the walk's order is the index's.
-            let mut out = Vec::new();
-            let mut path = Vec::new();
+            let mut entries = EntriesBuilder::new();
             for (k, v) in &body(doc.clone()) {
-                walk_below(&mut out, &mut path, |p| put_key_segment(p, k), v).unwrap();
+                walk_below(&mut entries, |e| e.enter_key(k), v).unwrap();
             }
-            prop_assert!(path.is_empty());
-            prop_assert_eq!(&out, &body_entries(&body(doc)).unwrap());
+            prop_assert!(entries.path.is_empty());
+            prop_assert_eq!(&entries.out, &body_entries(&body(doc)).unwrap());
         }
 
         #[test]

@@ -13,8 +13,13 @@ use rustler::types::map::MapIterator;
 use rustler::{Encoder, Env, Term, TermType};
 use serde_json::{Map, Number, Value};
 
-mod atoms {
+pub(crate) mod atoms {
     rustler::atoms! { null, nil }
+}
+
+/// The atoms a document may give JSON null as: `null` and `nil` (Elixir's).
+pub(crate) fn is_null_atom(a: Atom) -> bool {
+    a == atoms::null() || a == atoms::nil()
 }
 
 /// `/segment` of a JSON pointer, with `~` and `/` escaped.
@@ -137,7 +142,7 @@ fn to_value(term: Term, depth: usize, budget: &mut usize) -> Result<Value, Stop>
                 Ok(Value::Bool(true))
             } else if a == rustler::types::atom::false_() {
                 Ok(Value::Bool(false))
-            } else if a == atoms::null() || a == atoms::nil() {
+            } else if is_null_atom(a) {
                 Ok(Value::Null)
             } else {
                 Err(Stop::invalid())

@@ -10,6 +10,7 @@
 //! refused document) goes through the general conversion, which also reports what is wrong.
 //! The test suite checks both give the same documents (`barrel_nif:doc_encoding_check/1`).
 
+use crate::convert::{atoms, is_null_atom};
 use barrel_core::doc::MAX_DEPTH;
 use barrel_core::index::EntriesBuilder;
 use barrel_core::{DocInput, Rev};
@@ -19,10 +20,6 @@ use rustler::{Term, TermType};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Number;
 use std::cell::RefCell;
-
-mod atoms {
-    rustler::atoms! { null, nil }
-}
 
 /// What [`encode_doc`] made of a term.
 // Returned once per document and taken apart at once: boxing the document would only add an
@@ -74,8 +71,7 @@ fn nullable_str<'a>(t: Term<'a>) -> Option<Option<&'a str>> {
 }
 
 fn is_null(t: Term) -> bool {
-    t.decode::<Atom>()
-        .is_ok_and(|a| a == atoms::null() || a == atoms::nil())
+    t.decode::<Atom>().is_ok_and(is_null_atom)
 }
 
 /// The members of a map term, in key order (`None` for a key that is not a UTF-8 binary).
