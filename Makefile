@@ -27,7 +27,6 @@ endif
 # The project has no hex dependencies; never let Mix go looking for them.
 export HEX_OFFLINE := 1
 
-APT_PACKAGES := erlang-nox erlang-dev elixir rebar3 clang libclang-dev nodejs npm
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 CT_SUITES := $(wildcard test/*_SUITE.erl)
 
@@ -40,16 +39,18 @@ CT_SUITES := $(wildcard test/*_SUITE.erl)
         lint fmt rustfmt-check clippy mix-format-check clean
 
 deps:
-	@missing=""; \
-	for cmd in erl elixir mix rebar3 clang c++ node npm; do \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; \
-	done; \
+	@pkgs=""; \
+	command -v erl >/dev/null 2>&1 || pkgs="$$pkgs erlang-nox erlang-dev"; \
+	command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || pkgs="$$pkgs elixir"; \
+	command -v rebar3 >/dev/null 2>&1 || pkgs="$$pkgs rebar3"; \
+	command -v clang >/dev/null 2>&1 || pkgs="$$pkgs clang"; \
 	[ -n "$${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 \
-	  || missing="$$missing libclang"; \
-	if [ -n "$$missing" ]; then \
-	  pkgs="$(APT_PACKAGES)"; \
-	  command -v c++ >/dev/null 2>&1 || pkgs="$$pkgs g++"; \
-	  echo "deps: missing$$missing; installing $$pkgs from apt"; \
+	  || pkgs="$$pkgs libclang-dev"; \
+	command -v c++ >/dev/null 2>&1 || pkgs="$$pkgs g++"; \
+	command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
+	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
+	if [ -n "$$pkgs" ]; then \
+	  echo "deps: installing$$pkgs from apt"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs; \
 	else \
