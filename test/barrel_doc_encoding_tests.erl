@@ -11,7 +11,8 @@ encoding_test_() ->
      [fun random_documents_convert_the_same_both_ways/0,
       fun edge_cases_convert_the_same_both_ways/0,
       fun what_the_direct_path_leaves_to_the_general_one/0,
-      fun revision_ids_hash_the_canonical_json/0]}.
+      fun revision_ids_hash_the_canonical_json/0,
+      fun random_documents_read_back_as_written/0]}.
 
 %% Thousands of random documents (nested maps small and large, lists, every
 %% scalar kind, Unicode and escaped strings): every one is taken by the direct
@@ -103,6 +104,53 @@ revision_ids_hash_the_canonical_json() ->
                                       #{<<"id">> => <<"pad">>, <<"p">> => Pad}])),
     ?assertEqual({ok, Doc#{<<"id">> => <<"one">>, <<"_rev">> => Expected}},
                  barrel:fetch_doc(B, <<"one">>)).
+
+%% Stored JSON is read back into terms by a fast decoder (escape-free
+%% strings, `id', `_rev' and `_revisions' merged in key order among the
+%% stored members) or, for anything it does not take, by serde_json: either
+%% way the document comes back as it was saved (`nil' as `null'), with keys
+%% that sort before, between and after the added members.
+random_documents_read_back_as_written() ->
+    Saved = rand:export_seed(),
+    rand:seed(exsss, {5, 3, 2026}),
+    try
+        ok = barrel:create_barrel(<<"readback">>, #{}),
+        {ok, B} = barrel:open(<<"readback">>),
+        Around = [<<>>, <<"Z">>, <<"a">>, <<"i">>, <<"ia">>, <<"id2">>, <<"ie">>,
+                  <<"z">>, <<"~">>, <<"\"e\"">>, <<"back\\slash">>, <<"new\nline">>],
+        Docs = [begin
+                    D = random_doc(),
+                    Extra = maps:from_list([{K, pick([value(2), <<"tab\there">>, <<"end\\">>])}
+                                            || K <- Around, rand:uniform(2) =:= 1]),
+                    (maps:merge(D, Extra))#{<<"id">> => integer_to_binary(N)}
+                end || N <- lists:seq(1, 1500)],
+        {ok, Results} = barrel:save_docs(B, Docs),
+        Wrong = [{Doc, Got}
+                 || {Doc, {ok, Id, Rev}} <- lists:zip(Docs, Results),
+                    Opts <- [#{}, #{revs => true}],
+                    Got <- [barrel:fetch_doc(B, Id, Opts)],
+                    Got =/= {ok, expected(Doc, Rev, Opts)}],
+        ?assertEqual([], Wrong)
+    after
+        restore(Saved)
+    end.
+
+expected(Doc, Rev, Opts) ->
+    [N, Hash] = binary:split(Rev, <<"-">>),
+    Revisions = case Opts of
+                    #{revs := true} ->
+                        #{<<"_revisions">> => #{<<"start">> => binary_to_integer(N),
+                                                <<"ids">> => [Hash]}};
+                    _ -> #{}
+                end,
+    maps:merge(nil_to_null(Doc#{<<"_rev">> => Rev}), Revisions).
+
+pick(L) -> lists:nth(rand:uniform(length(L)), L).
+
+nil_to_null(nil) -> null;
+nil_to_null(M) when is_map(M) -> maps:map(fun(_, V) -> nil_to_null(V) end, M);
+nil_to_null(L) when is_list(L) -> [nil_to_null(V) || V <- L];
+nil_to_null(V) -> V.
 
 hex(Bin) -> << <<(hex_digit(N))>> || <<N:4>> <= Bin >>.
 hex_digit(N) when N < 10 -> $0 + N;

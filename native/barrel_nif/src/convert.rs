@@ -217,6 +217,8 @@ pub(crate) fn json_to_term<'a>(
         pos: 0,
         depth: 0,
         null_atom,
+        keys: Vec::with_capacity(64),
+        values: Vec::with_capacity(64),
     };
     if let Some(term) = fast.document(extra) {
         return Ok(term);
@@ -264,6 +266,11 @@ struct FastJson<'a, 'j> {
     pos: usize,
     depth: usize,
     null_atom: Atom,
+    /// The keys of the objects being read, innermost last (one buffer for the whole
+    /// document instead of two vectors an object).
+    keys: Vec<Term<'a>>,
+    /// The values of the objects and the items of the arrays being read, innermost last.
+    values: Vec<Term<'a>>,
 }
 
 impl<'a, 'j> FastJson<'a, 'j> {
@@ -319,13 +326,18 @@ impl<'a, 'j> FastJson<'a, 'j> {
     /// A string without escapes or control characters (else `None`).
     fn string(&mut self) -> Option<&'j str> {
         let start = self.pos + 1;
-        let len = self.text.as_bytes()[start..]
+        let rest = self.text.as_bytes().get(start..)?;
+        // The first quote ends the string unless an escape comes before it, and then the
+        // string is left to serde_json: one fast search, then one branch-free pass (the
+        // compiler vectorizes it) over the bytes for escapes and control characters.
+        let len = memchr::memchr(b'"', rest)?;
+        let special = rest[..len]
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        let end = start + len;
-        if self.text.as_bytes()[end] != b'"' {
+            .fold(false, |seen, &b| seen | (b == b'\\') | (b < 0x20));
+        if special {
             return None;
         }
+        let end = start + len;
         self.pos = end + 1;
         self.text.get(start..end)
     }
@@ -404,36 +416,62 @@ impl<'a, 'j> FastJson<'a, 'j> {
 
     fn array(&mut self) -> Option<Term<'a>> {
         self.enter()?;
-        let mut items = Vec::new();
+        let base = self.values.len();
         self.members(b']', |p| {
-            items.push(p.value()?);
+            let item = p.value()?;
+            p.values.push(item);
             Some(())
         })?;
         self.depth -= 1;
-        Some(items.encode(self.env))
+        let list = self.values[base..].encode(self.env);
+        self.values.truncate(base);
+        Some(list)
     }
 
     fn object(&mut self, extra: Option<&Map<String, Value>>) -> Option<Term<'a>> {
         self.enter()?;
-        let mut keys = Vec::with_capacity(16);
-        let mut values = Vec::with_capacity(16);
+        let (key_base, value_base) = (self.keys.len(), self.values.len());
+        // `extra`'s members go in among the stored ones in key order (both are sorted): the
+        // map is then built from sorted keys, which the VM checks in one pass instead of
+        // moving each added key down to its place.
+        let mut extra = extra.into_iter().flatten().peekable();
+        let (env, null_atom) = (self.env, self.null_atom);
+        let mut push_extra_below = |keys: &mut Vec<Term<'a>>,
+                                    values: &mut Vec<Term<'a>>,
+                                    below: Option<&str>| {
+            while let Some((k, v)) = extra.next_if(|(k, _)| below.is_none_or(|b| k.as_str() < b)) {
+                keys.push(k.as_str().encode(env));
+                values.push(value_to_term(env, v, null_atom));
+            }
+        };
         self.members(b'}', |p| {
             p.ws();
             if p.peek()? != b'"' {
                 return None;
             }
-            keys.push(p.string()?.encode(p.env));
+            let key = p.string()?;
+            push_extra_below(&mut p.keys, &mut p.values, Some(key));
+            p.keys.push(key.encode(p.env));
             p.ws();
             if p.next()? != b':' {
                 return None;
             }
-            values.push(p.value()?);
+            let value = p.value()?;
+            p.values.push(value);
             Some(())
         })?;
-        push_members(self.env, extra, self.null_atom, &mut keys, &mut values);
+        push_extra_below(&mut self.keys, &mut self.values, None);
         self.depth -= 1;
         // A duplicate key fails here: serde_json's path reports it.
-        Term::map_from_term_arrays(self.env, &keys, &values).ok()
+        let map = Term::map_from_term_arrays(
+            self.env,
+            &self.keys[key_base..],
+            &self.values[value_base..],
+        )
+        .ok();
+        self.keys.truncate(key_base);
+        self.values.truncate(value_base);
+        map
     }
 }
 
