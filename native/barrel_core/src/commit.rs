@@ -424,8 +424,8 @@ pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         }
         let id = std::str::from_utf8(&k[start.len()..])
             .map_err(|_| Error::Corrupt("document id".into()))?;
-        for entry in indexer::body_entries(id, Some(&rec.winner_body))? {
-            writes.put(barrel.id, &entry, id);
+        for entry in indexer::body_entries(id, Some(&rec.winner_body))?.iter() {
+            writes.put(barrel.id, entry, id);
         }
         docs += 1;
         if docs % 1000 == 0 {
@@ -899,7 +899,7 @@ impl GroupWriter<'_> {
         key: Vec<u8>,
         old: Option<(DocRecord, usize)>,
         tree: RevTree,
-        new_body: (Rev, Vec<u8>, Vec<Vec<u8>>, Vec<Md5Digest>),
+        new_body: (Rev, Vec<u8>, index::Entries, Vec<Md5Digest>),
     ) -> Result<()> {
         let winner = tree
             .winner()
@@ -954,11 +954,7 @@ impl GroupWriter<'_> {
             NewEntries::Nothing
         } else if winner.rev == new_rev {
             let mut e = new_index;
-            if let Some(id_entry) = index::id_entry(id) {
-                if let Err(at) = e.binary_search(&id_entry) {
-                    e.insert(at, id_entry);
-                }
-            }
+            e.add_id(id);
             NewEntries::Entries(e)
         } else {
             NewEntries::Body(winner_body.clone())

@@ -56,7 +56,7 @@ pub struct DocInput {
     /// revision and never hashes the body).
     digest: Option<[u8; 16]>,
     /// The body's path-index entries (see [`crate::index`]), sorted.
-    index: Vec<Vec<u8>>,
+    index: crate::index::Entries,
     /// Attachments given with the write, until [`DocInput::resolve_attachments`] turns them
     /// into stubs (the body is encoded then).
     pending: Option<Box<PendingAtts>>,
@@ -137,7 +137,7 @@ impl DocInput {
             revisions,
             body: Vec::new(),
             digest: None,
-            index: Vec::new(),
+            index: Default::default(),
             pending: None,
             blobs: Vec::new(),
             att_digests: Vec::new(),
@@ -194,7 +194,7 @@ impl DocInput {
         rev: Option<Rev>,
         deleted: bool,
         body: Vec<u8>,
-        index: Vec<Vec<u8>>,
+        index: crate::index::Entries,
     ) -> Result<DocInput, DocError> {
         if let Some(id) = &id {
             check_doc_id(id)?;
@@ -254,7 +254,7 @@ impl DocInput {
     }
 
     /// Takes the encoded body and its index entries out of the input.
-    pub(crate) fn into_body_and_index(self) -> (Vec<u8>, Vec<Vec<u8>>) {
+    pub(crate) fn into_body_and_index(self) -> (Vec<u8>, crate::index::Entries) {
         (self.body, self.index)
     }
 
@@ -265,7 +265,7 @@ impl DocInput {
     }
 
     /// The body's path-index entries (see [`crate::index`]), sorted.
-    pub fn index_entries(&self) -> &[Vec<u8>] {
+    pub fn index_entries(&self) -> &crate::index::Entries {
         &self.index
     }
 
@@ -331,7 +331,7 @@ impl DocInput {
             revisions: None,
             digest: Some(body_digest(&body)),
             body,
-            index: Vec::new(),
+            index: Default::default(),
             pending: None,
             blobs: Vec::new(),
             att_digests: Vec::new(),

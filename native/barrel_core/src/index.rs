@@ -256,29 +256,144 @@ fn decode_value(buf: &[u8], pos: &mut usize) -> Option<Value> {
     })
 }
 
-/// The index entries (path and value, without barrel prefix or doc id) of a document body and
-/// its id, sorted and without duplicates.
-pub fn entries(id: &str, body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
-    let mut out = body_entries(body)?;
-    if let Some(e) = id_entry(id) {
-        if let Err(at) = out.binary_search(&e) {
-            out.insert(at, e);
+/// A document's index entries (path and value, without barrel prefix or doc id), sorted and
+/// without duplicates, all in one buffer.
+///
+/// A document has some thirty entries, made on the thread that takes the write and dropped by
+/// the indexer thread: one buffer is two allocations to make and free instead of one an entry
+/// (freeing memory another thread allocated is the allocator's slow path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    bytes: Vec<u8>,
+    /// Where each entry ends in `bytes` (it starts where the one before ends).
+    ends: Vec<u32>,
+}
+
+impl Entries {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// `true` when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Entry `i`, in order.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.bytes.get(start..end)
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+
+    /// Bytes of all entries together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Adds `entry` where it sorts, unless it is there already.
+    pub fn insert(&mut self, entry: &[u8]) {
+        let (mut at, mut hi) = (0, self.len());
+        while at < hi {
+            let mid = at + (hi - at) / 2;
+            match self.get(mid).unwrap_or_default().cmp(entry) {
+                std::cmp::Ordering::Less => at = mid + 1,
+                std::cmp::Ordering::Equal => return,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        let start = if at == 0 {
+            0
+        } else {
+            self.ends[at - 1] as usize
+        };
+        self.bytes.splice(start..start, entry.iter().copied());
+        let grow = entry.len() as u32;
+        for end in &mut self.ends[at..] {
+            *end += grow;
+        }
+        self.ends.insert(at, start as u32 + grow);
+    }
+
+    /// Adds the entry of the document id itself (`$/id/<id>`), when the id is short enough to
+    /// index.
+    pub fn add_id(&mut self, id: &str) {
+        if let Some(e) = id_entry(id) {
+            self.insert(&e);
         }
     }
+
+    /// The entries of every list, sorted and without duplicates.
+    pub fn union<'a>(lists: impl IntoIterator<Item = &'a Entries>) -> Entries {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for list in lists {
+            let base = bytes.len() as u32;
+            bytes.extend_from_slice(&list.bytes);
+            ends.extend(list.ends.iter().map(|e| e + base));
+        }
+        Entries::sorted(bytes, ends)
+    }
+
+    /// Entries in any order, with duplicates, sorted and deduplicated.
+    fn sorted(bytes: Vec<u8>, ends: Vec<u32>) -> Entries {
+        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for &end in &ends {
+            spans.push((start, end));
+            start = end;
+        }
+        let span = |&(a, b): &(u32, u32)| &bytes[a as usize..b as usize];
+        spans.sort_unstable_by(|a, b| span(a).cmp(span(b)));
+        spans.dedup_by(|a, b| span(a) == span(b));
+        let mut out = Entries {
+            bytes: Vec::with_capacity(bytes.len()),
+            ends: Vec::with_capacity(spans.len()),
+        };
+        for s in &spans {
+            out.bytes.extend_from_slice(span(s));
+            out.ends.push(out.bytes.len() as u32);
+        }
+        out
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for Entries {
+    /// The entries given, sorted and without duplicates.
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(entries: I) -> Entries {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for e in entries {
+            bytes.extend_from_slice(e);
+            ends.push(bytes.len() as u32);
+        }
+        Entries::sorted(bytes, ends)
+    }
+}
+
+/// The index entries of a document body and its id, sorted and without duplicates.
+pub fn entries(id: &str, body: &Body) -> Result<Entries, DocError> {
+    let mut out = body_entries(body)?;
+    out.add_id(id);
     Ok(out)
 }
 
 /// The entry of the document id itself (`$/id/<id>`), when the id is short enough to index.
 pub fn id_entry(id: &str) -> Option<Vec<u8>> {
-    let mut path = Vec::new();
-    put_key_segment(&mut path, "id");
-    let mut out = Vec::new();
-    push_entry(&mut out, &path, &Scalar::Str(id)).ok()?;
-    out.pop()
+    let mut b = EntriesBuilder::new();
+    b.enter_key("id");
+    b.string(id).ok()?;
+    b.finish().get(0).map(<[u8]>::to_vec)
 }
 
 /// The index entries of a body (without the id entry), sorted and without duplicates.
-pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
+pub fn body_entries(body: &Body) -> Result<Entries, DocError> {
     let mut entries = EntriesBuilder::new();
     for (k, v) in body {
         if k != "_attachments" {
@@ -292,19 +407,31 @@ pub fn body_entries(body: &Body) -> Result<Vec<Vec<u8>>, DocError> {
 /// [`Value`] (the BEAM binding walks Erlang terms): given the same members (`_attachments`
 /// left out), elements and scalars as [`body_entries`] visits, it finishes with the same
 /// entries. Enter a member or element, give its scalar or walk below it, then leave.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EntriesBuilder {
-    out: Vec<Vec<u8>>,
+    /// The entries so far, in the order given.
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    /// Every entry so far came after the one before: nothing to sort.
+    in_order: bool,
     /// The encoded path of the value being walked: segments are appended going down and cut
     /// off coming back up, so no entry encodes its path again.
     path: Vec<u8>,
+}
+
+impl Default for EntriesBuilder {
+    fn default() -> EntriesBuilder {
+        EntriesBuilder::new()
+    }
 }
 
 impl EntriesBuilder {
     /// An empty builder at the top of a body.
     pub fn new() -> EntriesBuilder {
         EntriesBuilder {
-            out: Vec::new(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            in_order: true,
             path: Vec::with_capacity(64),
         }
     }
@@ -348,18 +475,49 @@ impl EntriesBuilder {
         self.scalar(&Scalar::Str(s))
     }
 
+    /// Adds the entry of the scalar `v` at the current path, unless the path is too long or
+    /// the value is not indexed; refuses the document past [`MAX_ENTRIES`] entries.
     fn scalar(&mut self, v: &Scalar<'_>) -> Result<(), DocError> {
-        push_entry(&mut self.out, &self.path, v)
+        if self.path.len() <= MAX_INDEXED_PATH {
+            let start = self.bytes.len();
+            self.bytes.reserve(self.path.len() + v.len_hint());
+            self.bytes.extend_from_slice(&self.path);
+            if put_scalar(&mut self.bytes, v) {
+                if self.in_order {
+                    let prev = match self.ends.len() {
+                        0 => None,
+                        1 => Some(0),
+                        n => Some(self.ends[n - 2] as usize),
+                    };
+                    if let Some(prev) = prev {
+                        self.in_order = self.bytes[prev..start] < self.bytes[start..];
+                    }
+                }
+                self.ends.push(self.bytes.len() as u32);
+            } else {
+                self.bytes.truncate(start);
+            }
+        }
+        if self.ends.len() > MAX_ENTRIES {
+            return Err(DocError::TooLarge(format!(
+                "more than {MAX_ENTRIES} indexed values"
+            )));
+        }
+        Ok(())
     }
 
     /// The entries, sorted and without duplicates. The walks visit members in key order and
-    /// elements in index order, which is the order of their encodings: the sort only confirms
-    /// it.
-    pub fn finish(self) -> Vec<Vec<u8>> {
-        let mut out = self.out;
-        out.sort();
-        out.dedup();
-        out
+    /// elements in index order, which is the order of their encodings: the entries are sorted
+    /// only when they did not come in order.
+    pub fn finish(self) -> Entries {
+        if self.in_order {
+            Entries {
+                bytes: self.bytes,
+                ends: self.ends,
+            }
+        } else {
+            Entries::sorted(self.bytes, self.ends)
+        }
     }
 }
 
@@ -368,7 +526,7 @@ impl EntriesBuilder {
 /// the same entries, and the same refusal past [`MAX_ENTRIES`] or deeper than
 /// [`MAX_DEPTH`](crate::doc::MAX_DEPTH). `Ok(None)` when the JSON is not an object, does not
 /// parse, or has `_attachments` (whose stubs the caller must resolve first).
-pub(crate) fn json_body_entries(json: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DocError> {
+pub(crate) fn json_body_entries(json: &[u8]) -> Result<Option<Entries>, DocError> {
     let mut walk = JsonWalk {
         entries: EntriesBuilder::new(),
         refused: None,
@@ -521,24 +679,6 @@ impl<'de> serde::de::Visitor<'de> for JsonKey {
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
         Ok(std::borrow::Cow::Owned(s.to_owned()))
     }
-}
-
-/// Appends the entry of the scalar `v` at the encoded `path`, unless the path is too long or
-/// the value is not indexed; refuses the document past [`MAX_ENTRIES`] entries.
-fn push_entry(out: &mut Vec<Vec<u8>>, path: &[u8], v: &Scalar<'_>) -> Result<(), DocError> {
-    if path.len() <= MAX_INDEXED_PATH {
-        let mut key = Vec::with_capacity(path.len() + v.len_hint());
-        key.extend_from_slice(path);
-        if put_scalar(&mut key, v) {
-            out.push(key);
-        }
-    }
-    if out.len() > MAX_ENTRIES {
-        return Err(DocError::TooLarge(format!(
-            "more than {MAX_ENTRIES} indexed values"
-        )));
-    }
-    Ok(())
 }
 
 /// Goes down into `v` (`enter` appends its segment), walks it, and comes back up.
@@ -711,7 +851,7 @@ mod tests {
             .unwrap()
             .iter()
             .map(|k| {
-                let mut key = k.clone();
+                let mut key = k.to_vec();
                 key.extend_from_slice(id.as_bytes());
                 let e = decode_entry(&key).unwrap();
                 assert_eq!(e.id, id);
@@ -745,6 +885,29 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn entries_out_of_order_and_twice_are_sorted_once() {
+        let mut b = EntriesBuilder::new();
+        for (k, v) in [("b", 1), ("a", 2), ("b", 1)] {
+            let mark = b.enter_key(k);
+            b.number(v.into()).unwrap();
+            b.leave(mark);
+        }
+        assert!(!b.in_order);
+        let got = b.finish();
+        let want = body_entries(&body(json!({"a": 2, "b": 1}))).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 2);
+        let mut with_id = got.clone();
+        with_id.add_id("x");
+        with_id.add_id("x");
+        assert_eq!(
+            with_id,
+            entries("x", &body(json!({"a": 2, "b": 1}))).unwrap()
+        );
+        assert_eq!(with_id.len(), 3);
     }
 
     #[test]
@@ -915,6 +1078,55 @@ mod tests {
         }
 
         #[test]
+        fn entries_are_a_sorted_set(
+            lists in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(0u8..4, 0..4), 0..12),
+                1..4,
+            ),
+            extra in proptest::collection::vec(0u8..4, 0..4),
+        ) {
+            // Model: a sorted vector of distinct byte strings.
+            let model = |v: &mut Vec<Vec<u8>>| {
+                v.sort();
+                v.dedup();
+            };
+            let as_vecs = |e: &Entries| e.iter().map(<[u8]>::to_vec).collect::<Vec<_>>();
+            let mut all = Vec::new();
+            let mut built = Vec::new();
+            for list in &lists {
+                let e: Entries = list.iter().map(Vec::as_slice).collect();
+                let mut want = list.clone();
+                model(&mut want);
+                prop_assert_eq!(as_vecs(&e), want.clone());
+                prop_assert_eq!(e.len(), want.len());
+                prop_assert_eq!(e.byte_len(), want.iter().map(Vec::len).sum::<usize>());
+                prop_assert_eq!(e.get(want.len()), None);
+                let mut inserted = e.clone();
+                inserted.insert(&extra);
+                let mut want_inserted = want.clone();
+                want_inserted.push(extra.clone());
+                model(&mut want_inserted);
+                prop_assert_eq!(as_vecs(&inserted), want_inserted);
+                all.extend(want);
+                built.push(e);
+            }
+            model(&mut all);
+            prop_assert_eq!(as_vecs(&Entries::union(&built)), all);
+        }
+
+        #[test]
+        fn entries_given_out_of_order_are_sorted(doc in arb_doc()) {
+            // A caller walking members in another order than the index's still gets the
+            // entries sorted.
+            let body = body(doc);
+            let mut builder = EntriesBuilder::new();
+            for (k, v) in body.iter().rev() {
+                walk_below(&mut builder, |e| e.enter_key(k), v).unwrap();
+            }
+            prop_assert_eq!(builder.finish(), body_entries(&body).unwrap());
+        }
+
+        #[test]
         fn entries_come_sorted_from_the_walk(doc in arb_doc()) {
             // What `body_entries` sorts is already in order: the walk's order is the index's.
             let mut entries = EntriesBuilder::new();
@@ -922,7 +1134,8 @@ mod tests {
                 walk_below(&mut entries, |e| e.enter_key(k), v).unwrap();
             }
             prop_assert!(entries.path.is_empty());
-            prop_assert_eq!(&entries.out, &body_entries(&body(doc)).unwrap());
+            prop_assert!(entries.in_order);
+            prop_assert_eq!(entries.finish(), body_entries(&body(doc)).unwrap());
         }
 
         #[test]

@@ -21,7 +21,7 @@
 
 use crate::doc::{decode_body, DocRecord};
 use crate::error::{Error, Result};
-use crate::index;
+use crate::index::{self, Entries};
 #[cfg(test)]
 use crate::store::INDEX_DIR_FOR_TESTS;
 use crate::store::{keys, BarrelInner, Store, CF_DOCS, CF_PENDING};
@@ -64,7 +64,7 @@ pub(crate) enum NewEntries {
     /// None: the winning revision is a deletion.
     Nothing,
     /// Computed already (sorted, the id entry included).
-    Entries(Vec<Vec<u8>>),
+    Entries(Entries),
     /// Those of this stored winning body.
     Body(Vec<u8>),
 }
@@ -85,7 +85,7 @@ impl IndexJob {
     fn weight(&self) -> usize {
         let new = match &self.new {
             NewEntries::Nothing => 0,
-            NewEntries::Entries(e) => e.iter().map(|k| k.len() + 24).sum(),
+            NewEntries::Entries(e) => e.byte_len() + 4 * e.len(),
             NewEntries::Body(b) => b.len(),
         };
         64 + self.id.len() + self.old.as_ref().map_or(0, Vec::len) + new
@@ -361,9 +361,9 @@ fn indexer_loop(shared: &Shared, db: &DB, index_db: &DB) {
 }
 
 /// Index entries (sorted) of a stored body; none without a body.
-pub(crate) fn body_entries(id: &str, body: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn body_entries(id: &str, body: Option<&[u8]>) -> Result<Entries> {
     let Some(body) = body else {
-        return Ok(Vec::new());
+        return Ok(Entries::default());
     };
     let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
     // A stored body was accepted once, so it is within the limits.
@@ -371,7 +371,7 @@ pub(crate) fn body_entries(id: &str, body: Option<&[u8]>) -> Result<Vec<Vec<u8>>
 }
 
 /// Index entries of a stored document's winning revision, `None` when that is a deletion.
-fn winner_entries(id: &str, rec: &DocRecord) -> Result<Option<Vec<Vec<u8>>>> {
+fn winner_entries(id: &str, rec: &DocRecord) -> Result<Option<Entries>> {
     match rec.tree.winner() {
         Some(w) if !w.deleted => Ok(Some(body_entries(id, Some(&rec.winner_body))?)),
         _ => Ok(None),
@@ -419,7 +419,7 @@ impl IndexWrites {
     }
 
     /// The difference between two sorted entry lists of document `id`.
-    fn diff(&mut self, barrel: u64, id: &str, old: &[Vec<u8>], new: &[Vec<u8>]) {
+    fn diff(&mut self, barrel: u64, id: &str, old: &Entries, new: &Entries) {
         let (mut i, mut j) = (0, 0);
         loop {
             match (old.get(i), new.get(j)) {
@@ -510,12 +510,13 @@ fn apply(db: &DB, index_db: &DB, jobs: &[IndexJob]) -> Result<()> {
         let (barrel, id) = key;
         let old = body_entries(id, old)?;
         let computed;
+        let none = Entries::default();
         let new = match new {
-            NewEntries::Nothing => &[][..],
-            NewEntries::Entries(e) => e.as_slice(),
+            NewEntries::Nothing => &none,
+            NewEntries::Entries(e) => e,
             NewEntries::Body(body) => {
                 computed = body_entries(id, Some(body))?;
-                computed.as_slice()
+                &computed
             }
         };
         writes.diff(barrel, id, &old, new);
@@ -570,19 +571,18 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
     let mut writes = IndexWrites::default();
     let docs_cf = store.cf(CF_DOCS);
     for ((barrel, id), olds) in &docs {
-        let mut old = Vec::new();
-        for body in olds {
-            old.extend(body_entries(id, Some(body))?);
-        }
-        old.sort_unstable();
-        old.dedup();
+        let old = olds
+            .iter()
+            .map(|body| body_entries(id, Some(body)))
+            .collect::<Result<Vec<_>>>()?;
+        let old = Entries::union(&old);
         let new = match db.get_cf(docs_cf, keys::doc(*barrel, id))? {
             Some(raw) => {
                 let rec = DocRecord::decode(&raw)
                     .ok_or_else(|| Error::Corrupt("document record".into()))?;
                 winner_entries(id, &rec)?.unwrap_or_default()
             }
-            None => Vec::new(),
+            None => Entries::default(),
         };
         writes.diff(*barrel, id, &old, &new);
     }
@@ -1009,9 +1009,9 @@ mod tests {
 
     #[test]
     fn diff_puts_and_deletes() {
-        let e = |s: &str| s.as_bytes().to_vec();
+        let e = |v: &[&str]| v.iter().map(|s| s.as_bytes()).collect::<Entries>();
         let mut w = IndexWrites::default();
-        w.diff(1, "d", &[e("a"), e("b"), e("d")], &[e("b"), e("c")]);
+        w.diff(1, "d", &e(&["a", "b", "d"]), &e(&["b", "c"]));
         let got: Vec<(Vec<u8>, bool)> = w.sorted().map(|(k, put)| (k.to_vec(), put)).collect();
         assert_eq!(
             got,
