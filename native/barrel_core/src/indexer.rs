@@ -448,9 +448,9 @@ impl IndexWrites {
         self.writes.iter().map(move |w| (w.key(keys), w.put))
     }
 
-    /// Adds the writes to `batch` in key order: inserting sorted keys lets RocksDB's skip list
-    /// start each search where the previous one ended (one document's entries span the whole
-    /// index otherwise).
+    /// Adds the writes to `batch` in key order: with the index's insert hint (see
+    /// `Store::open`), RocksDB's skip list starts each insert where the previous one ended
+    /// (one document's entries span the whole index otherwise).
     pub(crate) fn into_batch(mut self, batch: &mut WriteBatch) {
         for (key, put) in self.sorted() {
             if put {
