@@ -283,8 +283,12 @@ impl Entries {
     /// Entry `i`, in order.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         let end = *self.ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.bytes.get(start..end)
+        self.bytes.get(self.start(i)..end)
+    }
+
+    /// Where entry `i` starts in `bytes` (where entry `i - 1` ends); `i` may be `len()`.
+    fn start(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |p| self.ends[p] as usize)
     }
 
     /// The entries in order.
@@ -308,11 +312,7 @@ impl Entries {
                 std::cmp::Ordering::Greater => hi = mid,
             }
         }
-        let start = if at == 0 {
-            0
-        } else {
-            self.ends[at - 1] as usize
-        };
+        let start = self.start(at);
         self.bytes.splice(start..start, entry.iter().copied());
         let grow = entry.len() as u32;
         for end in &mut self.ends[at..] {
@@ -331,18 +331,18 @@ impl Entries {
 
     /// The entries of every list, sorted and without duplicates.
     pub fn union<'a>(lists: impl IntoIterator<Item = &'a Entries>) -> Entries {
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
-        for list in lists {
-            let base = bytes.len() as u32;
-            bytes.extend_from_slice(&list.bytes);
-            ends.extend(list.ends.iter().map(|e| e + base));
-        }
-        Entries::sorted(bytes, ends)
+        lists.into_iter().flat_map(Entries::iter).collect()
     }
 
-    /// Entries in any order, with duplicates, sorted and deduplicated.
-    fn sorted(bytes: Vec<u8>, ends: Vec<u32>) -> Entries {
+    /// Appends `entry`, wherever it sorts.
+    fn push(&mut self, entry: &[u8]) {
+        self.bytes.extend_from_slice(entry);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    /// These entries, which may be in any order and have duplicates, sorted and deduplicated.
+    fn sorted(self) -> Entries {
+        let Entries { bytes, ends } = self;
         let mut spans: Vec<(u32, u32)> = Vec::with_capacity(ends.len());
         let mut start = 0;
         for &end in &ends {
@@ -357,8 +357,7 @@ impl Entries {
             ends: Vec::with_capacity(spans.len()),
         };
         for s in &spans {
-            out.bytes.extend_from_slice(span(s));
-            out.ends.push(out.bytes.len() as u32);
+            out.push(span(s));
         }
         out
     }
@@ -367,13 +366,11 @@ impl Entries {
 impl<'a> FromIterator<&'a [u8]> for Entries {
     /// The entries given, sorted and without duplicates.
     fn from_iter<I: IntoIterator<Item = &'a [u8]>>(entries: I) -> Entries {
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
+        let mut out = Entries::default();
         for e in entries {
-            bytes.extend_from_slice(e);
-            ends.push(bytes.len() as u32);
+            out.push(e);
         }
-        Entries::sorted(bytes, ends)
+        out.sorted()
     }
 }
 
@@ -386,10 +383,10 @@ pub fn entries(id: &str, body: &Body) -> Result<Entries, DocError> {
 
 /// The entry of the document id itself (`$/id/<id>`), when the id is short enough to index.
 pub fn id_entry(id: &str) -> Option<Vec<u8>> {
-    let mut b = EntriesBuilder::new();
-    b.enter_key("id");
-    b.string(id).ok()?;
-    b.finish().get(0).map(<[u8]>::to_vec)
+    let scalar = Scalar::Str(id);
+    let mut e = Vec::with_capacity(8 + scalar.len_hint());
+    put_key_segment(&mut e, "id");
+    put_scalar(&mut e, &scalar).then_some(e)
 }
 
 /// The index entries of a body (without the id entry), sorted and without duplicates.
@@ -410,8 +407,7 @@ pub fn body_entries(body: &Body) -> Result<Entries, DocError> {
 #[derive(Debug)]
 pub struct EntriesBuilder {
     /// The entries so far, in the order given.
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
+    entries: Entries,
     /// Every entry so far came after the one before: nothing to sort.
     in_order: bool,
     /// The encoded path of the value being walked: segments are appended going down and cut
@@ -429,8 +425,7 @@ impl EntriesBuilder {
     /// An empty builder at the top of a body.
     pub fn new() -> EntriesBuilder {
         EntriesBuilder {
-            bytes: Vec::new(),
-            ends: Vec::new(),
+            entries: Entries::default(),
             in_order: true,
             path: Vec::with_capacity(64),
         }
@@ -479,26 +474,22 @@ impl EntriesBuilder {
     /// the value is not indexed; refuses the document past [`MAX_ENTRIES`] entries.
     fn scalar(&mut self, v: &Scalar<'_>) -> Result<(), DocError> {
         if self.path.len() <= MAX_INDEXED_PATH {
-            let start = self.bytes.len();
-            self.bytes.reserve(self.path.len() + v.len_hint());
-            self.bytes.extend_from_slice(&self.path);
-            if put_scalar(&mut self.bytes, v) {
+            let e = &mut self.entries;
+            let start = e.bytes.len();
+            e.bytes.reserve(self.path.len() + v.len_hint());
+            e.bytes.extend_from_slice(&self.path);
+            if put_scalar(&mut e.bytes, v) {
                 if self.in_order {
-                    let prev = match self.ends.len() {
-                        0 => None,
-                        1 => Some(0),
-                        n => Some(self.ends[n - 2] as usize),
-                    };
-                    if let Some(prev) = prev {
-                        self.in_order = self.bytes[prev..start] < self.bytes[start..];
+                    if let Some(last) = e.len().checked_sub(1).and_then(|i| e.get(i)) {
+                        self.in_order = last < &e.bytes[start..];
                     }
                 }
-                self.ends.push(self.bytes.len() as u32);
+                e.ends.push(e.bytes.len() as u32);
             } else {
-                self.bytes.truncate(start);
+                e.bytes.truncate(start);
             }
         }
-        if self.ends.len() > MAX_ENTRIES {
+        if self.entries.len() > MAX_ENTRIES {
             return Err(DocError::TooLarge(format!(
                 "more than {MAX_ENTRIES} indexed values"
             )));
@@ -511,12 +502,9 @@ impl EntriesBuilder {
     /// only when they did not come in order.
     pub fn finish(self) -> Entries {
         if self.in_order {
-            Entries {
-                bytes: self.bytes,
-                ends: self.ends,
-            }
+            self.entries
         } else {
-            Entries::sorted(self.bytes, self.ends)
+            self.entries.sorted()
         }
     }
 }
