@@ -29,13 +29,13 @@ config() ->
     Base = case Quick of
                true -> #{writes => 2000, reads => 5000, att_mib => 50, sizes => [1000, 10000],
                          read_size => 10000, fold_size => 10000, query_size => 10000,
-                         deadline_ms => 5000,
+                         deadline_ms => 5000, rep_deadline_ms => 30000,
                          load_deadline_ms => 60000};
                false -> #{writes => 50000, reads => 100000, att_mib => 500,
                           sizes => [10000, 100000, 1000000],
                           read_size => 100000, fold_size => 1000000,
-                          query_size => 1000000, deadline_ms => 10000,
-                          load_deadline_ms => 180000}
+                          query_size => 1000000, deadline_ms => 6000,
+                          rep_deadline_ms => 60000, load_deadline_ms => 180000}
            end,
     Sizes = maps:get(sizes, Base) ++ [10000000 || Full, not Quick],
     Base#{quick => Quick, full => Full, sizes => Sizes,
@@ -68,8 +68,9 @@ peers(#{full := Full}) ->
     Floor = filename:join(cargo_target_dir(), "release/rocksdb_floor"),
     Http = filename:join(cargo_target_dir(), "release/http_peer"),
     %% Loading 1M documents takes Mnesia (whose log dumps fall behind) and PouchDB two minutes
-    %% or more each, and the 1M step of Barrel HTTP (load, fetch, fold) about two: a default run
-    %% stops them at 100k to stay under 15 minutes.
+    %% or more each, DETS (10k inserts a second) 100-110 s, and the 1M step of Barrel HTTP
+    %% (load, fetch, fold) about two: a default run stops them at 100k to stay under 15
+    %% minutes on a slow 2-core machine.
     Slow = fun(Why) when Full -> {1000000, Why};
               (_Why) -> {100000, "1M documents only with BENCH_FULL=1 (the load alone takes "
                                  "minutes)"}
@@ -84,7 +85,7 @@ peers(#{full := Full}) ->
      #{id => mnesia_dirty, name => "Mnesia dirty", mod => bench_mnesia, opts => #{mode => dirty},
        max_docs => Slow(InRam)},
      #{id => dets, name => "DETS", mod => bench_dets, opts => #{},
-       max_docs => {1000000, "a DETS file holds at most 2 GB"}},
+       max_docs => Slow("a DETS file holds at most 2 GB")},
      #{id => rocksdb, name => "RocksDB", mod => bench_external,
        opts => #{exe => Floor, args => []}},
      #{id => pouchdb, name => "PouchDB", mod => bench_external,
@@ -121,7 +122,8 @@ peers(#{full := Full}) ->
 %% </ul>
 %% Adding a workload is adding a map here (and a clause to the peers' `op/2' for a new `op').
 workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size := RS,
-            fold_size := FS, query_size := QS, deadline_ms := D, load_deadline_ms := LD}) ->
+            fold_size := FS, query_size := QS, deadline_ms := D, rep_deadline_ms := RD,
+            load_deadline_ms := LD}) ->
     Writes = [w(save_doc_1, "save_doc, 1 process", put, <<"w1">>, W, 1, #{}),
               w(save_doc_16, "save_doc, 16 processes", put, <<"w16">>, W, 16, #{}),
               w(save_doc_64, "save_doc, 64 processes", put, <<"w64">>, W, 64, #{}),
@@ -211,10 +213,10 @@ workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size :=
             end,
     %% Replication (Barrel and PouchDB): every document of a loaded barrel to a new one, in one
     %% one-shot replication each. Their own store, so the copies stay out of disk_100k. A
-    %% deadline of its own: a replication of 100k documents takes 10-25 s.
+    %% deadline of its own: a replication of 100k documents takes 5-50 s (PouchDB the 50).
     Replication = fun(N) ->
                           Store = #{store => {replication, N}, peers => [barrel, pouchdb]},
-                          Rep = Store#{deadline_ms => 6 * D},
+                          Rep = Store#{deadline_ms => RD},
                           [w({replication_load, N}, "load " ++ count_label(N)
                              ++ " (replication source)", put, <<"s">>, N, 1,
                              Store#{batch => 1000, setup => true, main => false,

@@ -234,18 +234,19 @@ markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results :
                          integer_to_list(P), integer_to_list(B)]
                         || #{id := Id, store := S, count := N, procs := P, batch := B} <- Ws]]),
      "\n",
-     io_lib:format("Each workload stops after ~b s (loads: ~b s); a peer that is cut short "
-                   "reports the documents it did in that time, and a store whose load was cut "
-                   "short skips its other workloads. Before each workload the driver waits, "
-                   "untimed, until the peer's store is at rest, so no workload pays for the "
-                   "background work of the ones before it: Barrel until `barrel:store_info()` "
-                   "says `idle` (path index written, no RocksDB flush or compaction running or "
-                   "due), the Barrel HTTP peer the same through the engine, raw RocksDB until no "
-                   "flush or compaction is running or due, Mnesia `mnesia:dump_log()`, DETS "
-                   "`dets:sync/1`; PouchDB (leveldown) has no way to wait for its compactions. "
-                   "A workload's own background work after its last call is not in its "
-                   "figure (loads run long enough to include theirs).~n~n",
-                   [maps:get(deadline_ms, C) div 1000, maps:get(load_deadline_ms, C) div 1000]),
+     io_lib:format("Each workload stops after ~b s (loads: ~b s, replications: ~b s); a peer "
+                   "that is cut short reports the documents it did in that time, and a store "
+                   "whose load was cut short skips its other workloads. Before each workload "
+                   "the driver waits, untimed, until the peer's store is at rest, so no "
+                   "workload pays for the background work of the ones before it: Barrel until "
+                   "`barrel:store_info()` says `idle` (path index written, no RocksDB flush or "
+                   "compaction running or due), the Barrel HTTP peer the same through the "
+                   "engine, raw RocksDB until no flush or compaction is running or due, Mnesia "
+                   "`mnesia:dump_log()`, DETS `dets:sync/1`; PouchDB (leveldown) has no way to "
+                   "wait for its compactions. A workload's own background work after its last "
+                   "call is not in its figure (loads run long enough to include theirs).~n~n",
+                   [maps:get(deadline_ms, C) div 1000, maps:get(load_deadline_ms, C) div 1000,
+                    maps:get(rep_deadline_ms, C) div 1000]),
      "## Notes\n\n", notes(Peers, Ws, Results)].
 
 latency(#{peers := Peers, results := Results} = Report) ->
