@@ -57,12 +57,16 @@ pub enum PathPattern {
 
 /// Appends `s` escaped (NUL as `00 FF`) and terminated (`00 01`), which keeps bytewise order.
 fn put_escaped(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
-        }
+    // Copied in runs between NULs (most strings have none): a byte at a time was a tenth of
+    // the work of computing a document's entries.
+    let mut rest = s.as_bytes();
+    out.reserve(rest.len() + 2);
+    while let Some(i) = memchr::memchr(0, rest) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xFF);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0x00, 0x01]);
 }
 
@@ -1056,6 +1060,22 @@ mod tests {
         fn value_encoding_preserves_order(a in arb_scalar(), b in arb_scalar()) {
             let (ea, eb) = (encode_value(&a).unwrap(), encode_value(&b).unwrap());
             prop_assert_eq!(ea.cmp(&eb), model_cmp(&a, &b), "{:?} vs {:?}", a, b);
+        }
+
+        #[test]
+        fn escaped_strings_read_back_and_keep_their_order(
+            a in "[a\u{0}\u{1}\u{ff}é]{0,8}",
+            b in "[a\u{0}\u{1}\u{ff}é]{0,8}",
+        ) {
+            let (mut ea, mut eb) = (vec![7], vec![7]);
+            put_escaped(&mut ea, &a);
+            put_escaped(&mut eb, &b);
+            ea.push(0x02);
+            let (mut pa, mut pb) = (1, 1);
+            prop_assert_eq!(get_escaped(&ea, &mut pa), Some(a.clone()));
+            prop_assert_eq!(get_escaped(&eb, &mut pb), Some(b.clone()));
+            prop_assert_eq!((pa, pb), (ea.len() - 1, eb.len()));
+            prop_assert_eq!(ea[..ea.len() - 1].cmp(&eb[..]), a.as_bytes().cmp(b.as_bytes()));
         }
 
         #[test]
