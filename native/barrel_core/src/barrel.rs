@@ -522,19 +522,15 @@ impl Barrel {
         DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
     }
 
-    /// The stored body of leaf `leaf` of a document, read with `ro`, as JSON.
-    fn leaf_body_json(
+    /// The stored body of leaf `leaf` of a document, not its winner (whose body is in its
+    /// record), read with `ro`, as JSON.
+    fn loser_body_json(
         &self,
         store: &Store,
         id: &str,
-        rec: &DocRecord,
-        winner: &Rev,
         leaf: &Rev,
         ro: &ReadOptions,
     ) -> Result<Vec<u8>> {
-        if leaf == winner {
-            return Ok(rec.winner_body.clone());
-        }
         let k = keys::rev(self.inner.id, id, leaf);
         match store
             .db
@@ -613,7 +609,7 @@ impl Barrel {
         let body = if rev == winner.rev {
             std::mem::take(&mut rec.winner_body)
         } else {
-            self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?
+            self.loser_body_json(&store, id, &rev, &ro)?
         };
         let mut doc = decorate_doc(Body::new(), id, &rev, deleted);
         if opts.revs {
@@ -691,6 +687,57 @@ impl Barrel {
         Ok(found.into_iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// [`Barrel::stored_revs_latest`] of several documents, read from one snapshot with one
+    /// batched lookup (RocksDB's `MultiGet`): for each `(id, revs)` of `wanted`, in order, its
+    /// revisions as stored, or the error reading that document gave ([`Error::NotFound`] for
+    /// one never written, a [`DocError`](crate::DocError) for an id that breaks the id rules).
+    /// An error of the store itself fails the whole call.
+    pub fn stored_revs_latest_many(
+        &self,
+        wanted: &[(&str, &[Rev])],
+    ) -> Result<Vec<Result<Vec<StoredRev>>>> {
+        let store = self.store()?;
+        let snapshot = store.db.snapshot();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snapshot);
+        let checked: Vec<Result<()>> = wanted
+            .iter()
+            .map(|(id, _)| crate::doc::check_doc_id(id).map_err(Error::from))
+            .collect();
+        let keys: Vec<Vec<u8>> = wanted
+            .iter()
+            .zip(&checked)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|((id, _), _)| keys::doc(self.inner.id, id))
+            .collect();
+        let mut found = store
+            .db
+            .batched_multi_get_cf_opt(store.cf(CF_DOCS), &keys, false, &ro)
+            .into_iter();
+        let mut out = Vec::with_capacity(wanted.len());
+        for ((id, revs), ok) in wanted.iter().zip(checked) {
+            if let Err(e) = ok {
+                out.push(Err(e));
+                continue;
+            }
+            let raw = found
+                .next()
+                .ok_or_else(|| Error::Internal("MultiGet answered fewer keys".into()))?
+                .map_err(read_error)?;
+            let Some(raw) = raw else {
+                out.push(Err(Error::NotFound));
+                continue;
+            };
+            let rec =
+                DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))?;
+            drop(raw);
+            let which = OpenRevs::Revs(revs.to_vec());
+            let leaves = self.revs_of_record(&store, id, rec, &which, true, true, &ro)?;
+            out.push(Ok(leaves.into_iter().filter_map(|r| r.ok()).collect()));
+        }
+        Ok(out)
+    }
+
     /// The revisions `which` names (see [`Barrel::fetch_open_revs_latest`]) read from one
     /// snapshot: each leaf as stored (its history only with `revs`), `Err(rev)` for one that
     /// is not a leaf.
@@ -707,6 +754,22 @@ impl Barrel {
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&snapshot);
         let rec = self.read_record(&store, id, &ro)?;
+        self.revs_of_record(&store, id, rec, which, revs, latest, &ro)
+    }
+
+    /// [`Barrel::open_revs_stored`] of a record read with `ro` (whose snapshot also serves
+    /// the bodies of leaves other than the winner). The winner's body moves out of `rec`.
+    #[allow(clippy::too_many_arguments)]
+    fn revs_of_record(
+        &self,
+        store: &Store,
+        id: &str,
+        mut rec: DocRecord,
+        which: &OpenRevs,
+        revs: bool,
+        latest: bool,
+        ro: &ReadOptions,
+    ) -> Result<Vec<std::result::Result<StoredRev, Rev>>> {
         let winner = rec
             .tree
             .winner()
@@ -738,6 +801,9 @@ impl Barrel {
             }
             OpenRevs::Revs(list) => list.clone(),
         };
+        // The winner's body is moved out at its last use, copied before (a list may name a
+        // revision twice).
+        let mut winner_uses = wanted.iter().filter(|r| **r == winner.rev).count();
         wanted
             .into_iter()
             .map(|rev| {
@@ -745,7 +811,16 @@ impl Barrel {
                     return Ok(Err(rev));
                 }
                 let deleted = rec.tree.is_deleted(&rev) == Some(true);
-                let body = self.leaf_body_json(&store, id, &rec, &winner.rev, &rev, &ro)?;
+                let body = if rev == winner.rev {
+                    winner_uses -= 1;
+                    if winner_uses == 0 {
+                        std::mem::take(&mut rec.winner_body)
+                    } else {
+                        rec.winner_body.clone()
+                    }
+                } else {
+                    self.loser_body_json(store, id, &rev, ro)?
+                };
                 let history = if revs {
                     rec.tree.history(&rev)
                 } else {

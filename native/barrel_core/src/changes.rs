@@ -33,7 +33,7 @@ use crate::barrel::Barrel;
 use crate::doc::{decode_body, DocRecord, DELETED, ID, REV};
 use crate::error::{Error, Result};
 use crate::index::normalize;
-use crate::revtree::Rev;
+use crate::revtree::{Rev, RevTree};
 use crate::store::{keys, BarrelInner, Stats, Store, CF_DOCS, CF_META, CF_SEQS};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
@@ -254,9 +254,9 @@ pub struct ChangesOptions {
     pub filter: Vec<Pattern>,
 }
 
-fn leaves_of(rec: &DocRecord, winner: &Rev, all_docs: bool) -> Vec<Rev> {
+fn leaves_of(tree: &RevTree, winner: &Rev, all_docs: bool) -> Vec<Rev> {
     if all_docs {
-        rec.tree.leaves_winner_first(winner)
+        tree.leaves_winner_first(winner)
     } else {
         vec![winner.clone()]
     }
@@ -363,32 +363,29 @@ impl ChangesCursor {
     }
 
     fn read_change(&self, id: String, seq: u64) -> Result<Option<Change>> {
+        // Pinned, and decoded in place: only a feed with the documents copies a body.
         let Some(raw) = self
             .snapshot
-            .get_cf(self.store.cf(CF_DOCS), keys::doc(self.barrel, &id))?
+            .get_pinned_cf(self.store.cf(CF_DOCS), keys::doc(self.barrel, &id))?
         else {
             return Err(Error::Corrupt(format!("feed entry for missing doc {id}")));
         };
-        let rec =
-            DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))?;
-        let winner = rec
-            .tree
+        let (_, tree, body) = DocRecord::decode_parts(&raw)
+            .ok_or_else(|| Error::Corrupt("document record".into()))?;
+        let winner = tree
             .winner()
             .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
         if !self.opts.filter.is_empty() {
             let body = if winner.deleted {
                 None
             } else {
-                Some(
-                    decode_body(&rec.winner_body)
-                        .ok_or_else(|| Error::Corrupt("document body".into()))?,
-                )
+                Some(decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?)
             };
             if !any_matches(&self.opts.filter, &id, body.as_ref()) {
                 return Ok(None);
             }
         }
-        let changes = leaves_of(&rec, &winner.rev, self.opts.all_docs);
+        let changes = leaves_of(&tree, &winner.rev, self.opts.all_docs);
         Ok(Some(Change {
             id,
             seq,
@@ -396,7 +393,7 @@ impl ChangesCursor {
             changes,
             deleted: winner.deleted,
             doc: if self.opts.include_docs {
-                Some(Arc::from(rec.winner_body))
+                Some(Arc::from(body))
             } else {
                 None
             },

@@ -474,6 +474,17 @@ impl DocRecord {
 
     /// Reads a record written by [`DocRecord::encode`].
     pub fn decode(buf: &[u8]) -> Option<DocRecord> {
+        let (seq, tree, body) = DocRecord::decode_parts(buf)?;
+        Some(DocRecord {
+            seq,
+            tree,
+            winner_body: body.to_vec(),
+        })
+    }
+
+    /// [`DocRecord::decode`] without copying the winner's body: the sequence, the tree, and
+    /// the body as a slice of `buf`.
+    pub fn decode_parts(buf: &[u8]) -> Option<(u64, RevTree, &[u8])> {
         if buf.first() != Some(&RECORD_VERSION) {
             return None;
         }
@@ -485,11 +496,7 @@ impl DocRecord {
         if used != tlen {
             return None;
         }
-        Some(DocRecord {
-            seq,
-            tree,
-            winner_body: buf[end..].to_vec(),
-        })
+        Some((seq, tree, &buf[end..]))
     }
 }
 

@@ -140,6 +140,59 @@ fn fill(b: &Barrel, n: usize) {
     );
 }
 
+/// The batched read of stored revisions (one snapshot, one MultiGet) gives, document by
+/// document, what the one-document read gives: leaves, conflicts, a deletion, a revision that
+/// is no longer a leaf (its leaves instead), a revision asked twice, unknown revisions and
+/// documents, and an invalid id.
+#[test]
+fn stored_revisions_of_many_documents_are_those_of_each() {
+    let (_d, s) = store();
+    let b = barrel(&s, "many");
+    fill(&b, 20);
+    let unknown = barrel_core::Rev::parse("1-0123456789abcdef").unwrap();
+    let mut asked: Vec<(String, Vec<barrel_core::Rev>)> = Vec::new();
+    for id in state(&b).keys() {
+        let leaves = b.leaf_revs(id).unwrap();
+        let mut revs = leaves.clone();
+        let stored = b.stored_revs_latest(id, &leaves[..1]).unwrap();
+        if let Some(parent) = stored[0].history.get(1) {
+            revs.push(parent.clone());
+        }
+        revs.push(leaves[0].clone());
+        revs.push(unknown.clone());
+        asked.push((id.clone(), revs));
+    }
+    asked.push(("never-written".into(), vec![unknown.clone()]));
+    asked.push((String::new(), vec![unknown.clone()]));
+    asked.push(("d0003".into(), Vec::new()));
+    let list: Vec<(&str, &[barrel_core::Rev])> = asked
+        .iter()
+        .map(|(id, revs)| (id.as_str(), revs.as_slice()))
+        .collect();
+    let many = b.stored_revs_latest_many(&list).unwrap();
+    assert_eq!(many.len(), list.len());
+    let mut conflicts = 0;
+    for ((id, revs), got) in list.iter().zip(many) {
+        match (got, b.stored_revs_latest(id, revs)) {
+            (Ok(got), Ok(one)) => {
+                conflicts += usize::from(got.len() > 1);
+                assert_eq!(got, one, "{id}");
+            }
+            (Err(got), Err(one)) => assert_eq!(format!("{got:?}"), format!("{one:?}"), "{id}"),
+            (got, one) => panic!("{id}: {got:?} against {one:?}"),
+        }
+    }
+    assert!(conflicts > 0, "the conflict was asked for");
+    // Without `latest`, a revision asked twice comes twice, each time with its body.
+    let leaf = b.leaf_revs("d0001").unwrap().remove(0);
+    let twice = b
+        .fetch_open_revs("d0001", &OpenRevs::Revs(vec![leaf.clone(), leaf]), false)
+        .unwrap();
+    assert_eq!(twice.len(), 2);
+    assert_eq!(twice[0], twice[1]);
+    assert!(matches!(&twice[0], OpenRev::Ok(d) if d["n"] == 1));
+}
+
 #[test]
 fn local_to_local_with_conflicts_deletions_and_checkpoints() {
     let (_d, s) = store();

@@ -52,20 +52,15 @@ impl Barrel {
                 possible_ancestors: Vec::new(),
             });
         };
-        let rec =
-            DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))?;
-        let mut missing: Vec<Rev> = revs
-            .iter()
-            .filter(|r| !rec.tree.contains(r))
-            .cloned()
-            .collect();
+        let (_, tree, _) = DocRecord::decode_parts(&raw)
+            .ok_or_else(|| Error::Corrupt("document record".into()))?;
+        let mut missing: Vec<Rev> = revs.iter().filter(|r| !tree.contains(r)).cloned().collect();
         missing.dedup();
         let max_gen = missing.iter().map(|r| r.gen).max().unwrap_or(0);
         let possible_ancestors = if missing.is_empty() {
             Vec::new()
         } else {
-            rec.tree
-                .leaves()
+            tree.leaves()
                 .into_iter()
                 .map(|l| l.rev)
                 .filter(|r| r.gen < max_gen)

@@ -453,8 +453,13 @@ fn copy_stored(
 ) -> Result<(Vec<(String, RevsDiff)>, u64)> {
     let mut inputs = Vec::new();
     let mut rest = Vec::new();
-    for (id, diff) in wanted {
-        let revs = match source.stored_revs_latest(id, &diff.missing) {
+    let asked: Vec<(&str, &[Rev])> = wanted
+        .iter()
+        .map(|(id, diff)| (id.as_str(), diff.missing.as_slice()))
+        .collect();
+    let found = source.stored_revs_latest_many(&asked)?;
+    for ((id, diff), revs) in wanted.iter().zip(found) {
+        let revs = match revs {
             Ok(revs) => revs,
             Err(Error::NotFound) => continue,
             Err(e) => return Err(e),
