@@ -262,6 +262,9 @@ fn leaves_of(tree: &RevTree, winner: &Rev, all_docs: bool) -> Vec<Rev> {
     }
 }
 
+/// Most feed entries whose documents a feed read looks up at once.
+const FEED_RUN: usize = 256;
+
 /// A feed read in progress: one snapshot, read in chunks.
 pub struct ChangesCursor {
     // Field order matters: the snapshot borrows `store.db` and must be dropped first.
@@ -326,27 +329,35 @@ impl ChangesCursor {
         } else {
             IteratorMode::Start
         };
-        let iter = self
+        let mut iter = self
             .snapshot
             .iterator_cf_opt(self.store.cf(CF_SEQS), ro, mode);
         let mut last = None;
-        for item in iter {
-            let (key, id) = item?;
-            let seq = key
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| Error::Corrupt("sequence key".into()))?;
-            last = Some(seq);
-            let id = std::str::from_utf8(&id)
-                .map_err(|_| Error::Corrupt("document id".into()))?
-                .to_string();
-            if let Some(c) = self.read_change(id, seq)? {
-                out.push(c);
-                if out.len() == n {
+        let mut exhausted = false;
+        // Feed entries are read in runs of at most the changes still wanted, whose documents
+        // are then looked up together (one MultiGet): the n-th change, if any, is the last
+        // entry of a run.
+        while out.len() < n && !exhausted {
+            let want = (n - out.len()).min(FEED_RUN);
+            let mut run: Vec<(String, u64)> = Vec::with_capacity(want);
+            for item in iter.by_ref() {
+                let (key, id) = item?;
+                let seq = key
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| Error::Corrupt("sequence key".into()))?;
+                let id = std::str::from_utf8(&id)
+                    .map_err(|_| Error::Corrupt("document id".into()))?
+                    .to_string();
+                run.push((id, seq));
+                if run.len() == want {
                     break;
                 }
             }
+            exhausted = run.len() < want;
+            last = run.last().map(|(_, seq)| *seq).or(last);
+            self.read_changes(run, &mut out)?;
         }
         match last {
             Some(seq) if out.len() == n => {
@@ -362,16 +373,38 @@ impl ChangesCursor {
         Ok(out)
     }
 
-    fn read_change(&self, id: String, seq: u64) -> Result<Option<Change>> {
-        // Pinned, and decoded in place: only a feed with the documents copies a body.
-        let Some(raw) = self
-            .snapshot
-            .get_pinned_cf(self.store.cf(CF_DOCS), keys::doc(self.barrel, &id))?
-        else {
-            return Err(Error::Corrupt(format!("feed entry for missing doc {id}")));
-        };
-        let (_, tree, body) = DocRecord::decode_parts(&raw)
-            .ok_or_else(|| Error::Corrupt("document record".into()))?;
+    /// Appends to `out` the changes of feed entries `run` (id and sequence) that pass the
+    /// filter, their documents read together from the cursor's snapshot.
+    fn read_changes(&self, run: Vec<(String, u64)>, out: &mut Vec<Change>) -> Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = run
+            .iter()
+            .map(|(id, _)| keys::doc(self.barrel, id))
+            .collect();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&self.snapshot);
+        let found =
+            self.store
+                .db
+                .batched_multi_get_cf_opt(self.store.cf(CF_DOCS), &keys, false, &ro);
+        for ((id, seq), raw) in run.into_iter().zip(found) {
+            let Some(raw) = raw? else {
+                return Err(Error::Corrupt(format!("feed entry for missing doc {id}")));
+            };
+            if let Some(c) = self.read_change(id, seq, &raw)? {
+                out.push(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// The change of document `id` at `seq`, from its record `raw` (decoded in place: only a
+    /// feed with the documents copies a body); `None` when the filter leaves it out.
+    fn read_change(&self, id: String, seq: u64, raw: &[u8]) -> Result<Option<Change>> {
+        let (_, tree, body) =
+            DocRecord::decode_parts(raw).ok_or_else(|| Error::Corrupt("document record".into()))?;
         let winner = tree
             .winner()
             .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;

@@ -379,3 +379,73 @@ fn small_commits_wait_for_the_notifier_to_keep_the_order() {
     wait_for(|| rec.got.lock().len() == batch + 6);
     assert_eq!(rec.got.lock().last().unwrap().1, "barrel-writer");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Read in chunks of any size, ascending or descending, filtered or not (so that the
+    /// documents of a chunk are looked up in several runs), the feed is the model's: each
+    /// document once, at its latest sequence, with its latest body.
+    #[test]
+    fn a_feed_read_in_chunks_is_the_model(
+        writes in proptest::collection::vec((0usize..300, proptest::bool::ANY), 0..400),
+        chunk in 1usize..600,
+        descending in proptest::bool::ANY,
+        filtered in proptest::bool::ANY,
+        include_docs in proptest::bool::ANY,
+    ) {
+        let (_d, _s, b) = setup();
+        // Per document: its latest revision, sequence and type.
+        let mut model: std::collections::HashMap<String, (barrel_core::Rev, u64, bool)> =
+            Default::default();
+        for (seq, (n, x)) in writes.iter().enumerate() {
+            let id = format!("d{n:03}");
+            let mut doc = json!({"id": id, "t": if *x { "x" } else { "y" }, "seq": seq});
+            if let Some((rev, _, _)) = model.get(&id) {
+                doc["_rev"] = json!(rev.to_string());
+            }
+            let (_, rev) = save(&b, doc);
+            model.insert(id, (rev, seq as u64 + 1, *x));
+        }
+        let mut want: Vec<(String, u64)> = model
+            .iter()
+            .filter(|(_, (_, _, x))| !filtered || *x)
+            .map(|(id, (_, seq, _))| (id.clone(), *seq))
+            .collect();
+        want.sort_by_key(|(_, seq)| *seq);
+        if descending {
+            want.reverse();
+        }
+        let opts = ChangesOptions {
+            descending,
+            include_docs,
+            filter: if filtered { vec![Pattern::parse("/t/x").unwrap()] } else { Vec::new() },
+            ..Default::default()
+        };
+        let mut cur = b.changes_cursor(0, opts).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let part = cur.next_chunk(chunk).unwrap();
+            proptest::prop_assert!(part.len() <= chunk);
+            let done = part.len() < chunk;
+            for c in part {
+                let (rev, _, _) = &model[&c.id];
+                proptest::prop_assert_eq!(&c.rev, rev);
+                match &c.doc {
+                    Some(body) => {
+                        let body: Value = serde_json::from_slice(body).unwrap();
+                        proptest::prop_assert!(include_docs);
+                        proptest::prop_assert_eq!(body["seq"].as_u64().unwrap() + 1, c.seq);
+                    }
+                    None => proptest::prop_assert!(!include_docs),
+                }
+                got.push((c.id, c.seq));
+            }
+            if done {
+                break;
+            }
+        }
+        proptest::prop_assert!(cur.next_chunk(chunk).unwrap().is_empty());
+        proptest::prop_assert_eq!(got, want);
+    }
+}
