@@ -53,6 +53,21 @@ pub use store::{
     MALLOC_MMAP_THRESHOLD,
 };
 
+/// A JSON object of `members`, each moved in. `serde_json::json!` copies a member given as an
+/// expression by serializing it into a new value: for a batch of documents (a `_bulk_get`
+/// answer, a changes batch with the documents, a replication batch on its way to a remote)
+/// that copy was a large part of the work.
+pub(crate) fn json_object<const N: usize>(
+    members: [(&str, serde_json::Value); N],
+) -> serde_json::Value {
+    serde_json::Value::Object(
+        members
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
 /// The text of a caught panic payload, for [`Error::Internal`].
 pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -382,6 +382,10 @@ fn websocket_stream() {
                 "docs": [{"_id": "r", "_rev": "1-abcd", "x": 1}]}));
     send(json!({"type": "changes", "id": 3, "since": 0, "live": true, "include_docs": true}));
     send(json!({"type": "nonsense", "id": 4}));
+    send(json!({"type": "put_local", "id": 5, "doc_id": "cp", "doc": {"seq": 3}}));
+    send(json!({"type": "get_local", "id": 6, "doc_id": "cp"}));
+    send(json!({"type": "bulk_get", "id": 7, "revs": true,
+                "docs": [{"id": "r", "rev": "1-abcd"}, {"id": "nope", "rev": "1-abcd"}]}));
     let mut got = Vec::new();
     let mut next = || -> Value {
         loop {
@@ -391,7 +395,7 @@ fn websocket_stream() {
             }
         }
     };
-    while got.len() < 4 {
+    while got.len() < 7 {
         got.push(next());
     }
     let by_id = |i: i64| {
@@ -405,6 +409,26 @@ fn websocket_stream() {
     );
     assert_eq!(by_id(2).unwrap()["result"], json!([]));
     assert_eq!(by_id(4).unwrap()["type"], json!("error"));
+    assert_eq!(
+        by_id(5).unwrap(),
+        json!({"type": "put_local", "id": 5, "rev": "0-1"})
+    );
+    assert_eq!(
+        by_id(6).unwrap(),
+        json!({"type": "get_local", "id": 6, "doc": {"seq": 3, "_rev": "0-1"}})
+    );
+    let bulk = by_id(7).unwrap();
+    assert_eq!(bulk["type"], json!("bulk_get"));
+    let results = bulk["result"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let ok = &results[0]["docs"][0]["ok"];
+    assert_eq!(
+        (&ok["_id"], &ok["_rev"], &ok["x"]),
+        (&json!("r"), &json!("1-abcd"), &json!(1))
+    );
+    assert_eq!(ok["_revisions"], json!({"start": 1, "ids": ["abcd"]}));
+    assert_eq!(results[1]["id"], json!("nope"));
+    assert!(results[1]["docs"][0].get("error").is_some(), "{bulk}");
     let first = got.iter().find(|m| m["type"] == "changes").unwrap();
     assert!(!first["results"].as_array().unwrap().is_empty());
     // Live: a write shows up on the socket.

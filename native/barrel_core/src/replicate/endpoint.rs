@@ -22,6 +22,7 @@ use crate::barrel::{Barrel, OpenRev, OpenRevs, SaveOptions};
 use crate::changes::{ChangeSink, ChangesOptions, Pattern, SubscribeOptions, Subscription};
 use crate::doc::{Body, DocInput};
 use crate::error::{Error, Result};
+use crate::json_object;
 use crate::replicate::RevsDiff;
 use crate::revtree::Rev;
 use base64::Engine as _;
@@ -996,7 +997,7 @@ fn bulk_get_request(wanted: &[(String, RevsDiff)], atts: AttachmentData) -> Valu
             })
         })
         .collect();
-    json!({ "docs": docs })
+    json_object([("docs", Value::Array(docs))])
 }
 
 /// The refusals in a `_bulk_docs` answer: `missing_stub` ones returned, any other an error.
@@ -1085,11 +1086,11 @@ impl Endpoint for HttpEndpoint {
 
     fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
         let ids: Vec<String> = docs.iter().map(couch_id).collect();
-        let (status, v) = self.json(
-            "POST",
-            "/_bulk_docs",
-            Some(&json!({"docs": docs, "new_edits": false})),
-        )?;
+        let body = json_object([
+            ("docs", Value::Array(docs)),
+            ("new_edits", Value::Bool(false)),
+        ]);
+        let (status, v) = self.json("POST", "/_bulk_docs", Some(&body))?;
         match status {
             200..=299 => save_refusals(&v),
             // CouchDB may refuse the whole request for one missing stub.
@@ -1425,7 +1426,10 @@ impl Endpoint for WsEndpoint {
 
     fn revs_diff(&mut self, asked: &[(String, Vec<Rev>)]) -> Result<Vec<(String, RevsDiff)>> {
         let req = revs_request(asked);
-        let v = self.call(json!({"type": "revs_diff", "revs": req}))?;
+        let v = self.call(json_object([
+            ("type", Value::from("revs_diff")),
+            ("revs", Value::Object(req)),
+        ]))?;
         Ok(missing_of(v.get("result").unwrap_or(&Value::Null)))
     }
 
@@ -1440,7 +1444,11 @@ impl Endpoint for WsEndpoint {
     }
 
     fn save(&mut self, docs: Vec<Value>) -> Result<Vec<MissingStub>> {
-        let v = self.call(json!({"type": "bulk_docs", "docs": docs, "new_edits": false}))?;
+        let v = self.call(json_object([
+            ("type", Value::from("bulk_docs")),
+            ("docs", Value::Array(docs)),
+            ("new_edits", Value::Bool(false)),
+        ]))?;
         save_refusals(v.get("result").unwrap_or(&Value::Null))
     }
 

@@ -12,6 +12,7 @@ use super::App;
 use crate::barrel::Barrel;
 use crate::changes::{Change, ChangeSink, ChangesOptions, Pattern, SubscribeOptions, Subscription};
 use crate::doc::decode_body;
+use crate::json_object;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -309,7 +310,11 @@ async fn serve(app: Arc<App>, name: String, p: Params) -> ApiResult {
             let (results, last, _) = blocking(move || read(&b, since, &p, max)).await?;
             Ok(json_response(
                 StatusCode::OK,
-                json!({"results": results, "last_seq": last, "pending": 0}),
+                json_object([
+                    ("results", Value::Array(results)),
+                    ("last_seq", Value::from(last)),
+                    ("pending", Value::from(0)),
+                ]),
             ))
         }
         Feed::Longpoll => longpoll(barrel, since, p).await,
@@ -330,7 +335,11 @@ async fn longpoll(barrel: Barrel, since: u64, p: Params) -> ApiResult {
         if !results.is_empty() || left.is_zero() {
             return Ok(json_response(
                 StatusCode::OK,
-                json!({"results": results, "last_seq": last, "pending": 0}),
+                json_object([
+                    ("results", Value::Array(results)),
+                    ("last_seq", Value::from(last)),
+                    ("pending", Value::from(0)),
+                ]),
             ));
         }
         since = last;

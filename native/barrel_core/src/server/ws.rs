@@ -22,6 +22,7 @@ use super::http::{
 };
 use super::App;
 use crate::barrel::Barrel;
+use crate::json_object;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -46,13 +47,14 @@ async fn session(_app: Arc<App>, barrel: Barrel, mut socket: WebSocket) {
     loop {
         tokio::select! {
             msg = socket.recv() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                // Parsed where it arrived, without a copy of the frame's text first.
+                let parsed = match msg {
+                    Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(t.as_str()),
+                    Some(Ok(Message::Binary(b))) => serde_json::from_str(&String::from_utf8_lossy(&b)),
                     Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 };
-                let req: Value = match serde_json::from_str(&text) {
+                let req: Value = match parsed {
                     Ok(v) => v,
                     Err(e) => {
                         let err = json!({"type": "error", "error": "bad_request", "reason": format!("invalid JSON: {e}")});
@@ -101,49 +103,68 @@ fn error(id: Value, e: ApiError) -> Value {
     json!({"type": "error", "id": id, "error": e.error, "reason": e.reason})
 }
 
-fn handle(barrel: &Barrel, req: Value) -> ApiResult<Value> {
-    let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
-    match req.get("type").and_then(Value::as_str) {
-        Some("info") => {
+/// An answer `{"type": kind, key: value}`, `value` moved in (see [`json_object`]).
+fn answer(kind: &str, key: &str, value: Value) -> Value {
+    json_object([("type", Value::from(kind)), (key, value)])
+}
+
+fn handle(barrel: &Barrel, mut req: Value) -> ApiResult<Value> {
+    let flag = |req: &Value, k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let kind = req
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match kind.as_str() {
+        "info" => {
             let info = barrel.info()?;
             Ok(
                 json!({"type": "info", "info": {"name": info.name, "update_seq": info.stats.updated_seq,
                                                "doc_count": info.stats.docs_count}}),
             )
         }
-        Some("revs_diff") => {
-            let revs = object(req.get("revs").cloned().unwrap_or(Value::Null), "revs")?;
-            Ok(json!({"type": "revs_diff", "result": revs_diff_json(barrel, revs)?}))
+        "revs_diff" => {
+            let revs = object(req["revs"].take(), "revs")?;
+            Ok(answer("revs_diff", "result", revs_diff_json(barrel, revs)?))
         }
-        Some("bulk_get") => {
+        "bulk_get" => {
             let opts = BulkGetOptions {
-                revs: flag("revs"),
-                latest: flag("latest"),
-                attachments: flag("attachments"),
+                revs: flag(&req, "revs"),
+                latest: flag(&req, "latest"),
+                attachments: flag(&req, "attachments"),
             };
-            Ok(json!({"type": "bulk_get", "result": bulk_get_json(barrel, &req, opts)?}))
+            Ok(answer(
+                "bulk_get",
+                "result",
+                bulk_get_json(barrel, &req, opts)?,
+            ))
         }
-        Some("bulk_docs") => {
-            let m = object(req.clone(), "the request")?;
-            Ok(json!({"type": "bulk_docs", "result": bulk_docs_json(barrel, m)?}))
+        "bulk_docs" => {
+            let m = object(req, "the request")?;
+            Ok(answer("bulk_docs", "result", bulk_docs_json(barrel, m)?))
         }
-        Some("get_local") => {
+        "get_local" => {
             let id = req
                 .get("doc_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            Ok(json!({"type": "get_local", "doc": barrel.get_local(id)?}))
+            Ok(answer(
+                "get_local",
+                "doc",
+                Value::Object(barrel.get_local(id)?),
+            ))
         }
-        Some("put_local") => {
+        "put_local" => {
+            let doc = object(req["doc"].take(), "doc")?;
             let id = req
                 .get("doc_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let doc = object(req.get("doc").cloned().unwrap_or(Value::Null), "doc")?;
             Ok(json!({"type": "put_local", "rev": barrel.put_local(id, doc)?}))
         }
-        other => Err(ApiError::bad_request(format!(
-            "unknown request type {other:?}"
+        _ => Err(ApiError::bad_request(format!(
+            "unknown request type {:?}",
+            req.get("type").and_then(Value::as_str)
         ))),
     }
 }
@@ -183,9 +204,14 @@ async fn start_changes(
         let out = out.clone();
         let id = id.clone();
         async move {
-            out.send(json!({"type": "changes", "id": id, "results": results, "last_seq": last_seq}))
-                .await
-                .is_ok()
+            out.send(json_object([
+                ("type", Value::from("changes")),
+                ("id", id),
+                ("results", Value::Array(results)),
+                ("last_seq", Value::from(last_seq)),
+            ]))
+            .await
+            .is_ok()
         }
     })
     .await
