@@ -948,7 +948,11 @@ fn all_docs_json(barrel: &Barrel, q: &[(String, String)], style: Style) -> ApiRe
 fn all_docs_response(rows: Vec<Value>, total: u64) -> Response {
     json_response(
         StatusCode::OK,
-        json!({"total_rows": total, "offset": 0, "rows": rows}),
+        json_object([
+            ("total_rows", Value::from(total)),
+            ("offset", Value::from(0)),
+            ("rows", Value::Array(rows)),
+        ]),
     )
 }
 
