@@ -110,24 +110,21 @@ fn answer(kind: &str, key: &str, value: Value) -> Value {
 
 fn handle(barrel: &Barrel, mut req: Value) -> ApiResult<Value> {
     let flag = |req: &Value, k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let kind = req
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    match kind.as_str() {
-        "info" => {
+    // Owned, so that the arms may take members out of `req`.
+    let kind = req.get("type").and_then(Value::as_str).map(str::to_string);
+    match kind.as_deref() {
+        Some("info") => {
             let info = barrel.info()?;
             Ok(
                 json!({"type": "info", "info": {"name": info.name, "update_seq": info.stats.updated_seq,
                                                "doc_count": info.stats.docs_count}}),
             )
         }
-        "revs_diff" => {
+        Some("revs_diff") => {
             let revs = object(req["revs"].take(), "revs")?;
             Ok(answer("revs_diff", "result", revs_diff_json(barrel, revs)?))
         }
-        "bulk_get" => {
+        Some("bulk_get") => {
             let opts = BulkGetOptions {
                 revs: flag(&req, "revs"),
                 latest: flag(&req, "latest"),
@@ -139,11 +136,11 @@ fn handle(barrel: &Barrel, mut req: Value) -> ApiResult<Value> {
                 bulk_get_json(barrel, &req, opts)?,
             ))
         }
-        "bulk_docs" => {
+        Some("bulk_docs") => {
             let m = object(req, "the request")?;
             Ok(answer("bulk_docs", "result", bulk_docs_json(barrel, m)?))
         }
-        "get_local" => {
+        Some("get_local") => {
             let id = req
                 .get("doc_id")
                 .and_then(Value::as_str)
@@ -154,7 +151,7 @@ fn handle(barrel: &Barrel, mut req: Value) -> ApiResult<Value> {
                 Value::Object(barrel.get_local(id)?),
             ))
         }
-        "put_local" => {
+        Some("put_local") => {
             let doc = object(req["doc"].take(), "doc")?;
             let id = req
                 .get("doc_id")
@@ -162,9 +159,8 @@ fn handle(barrel: &Barrel, mut req: Value) -> ApiResult<Value> {
                 .unwrap_or_default();
             Ok(json!({"type": "put_local", "rev": barrel.put_local(id, doc)?}))
         }
-        _ => Err(ApiError::bad_request(format!(
-            "unknown request type {:?}",
-            req.get("type").and_then(Value::as_str)
+        other => Err(ApiError::bad_request(format!(
+            "unknown request type {other:?}"
         ))),
     }
 }
