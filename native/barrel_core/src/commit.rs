@@ -401,7 +401,10 @@ fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
 pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     let (start, end) = (keys::prefix(barrel.id), keys::prefix_end(barrel.id));
     let mut batch = WriteBatch::default();
-    batch.delete_range(start, end);
+    batch.delete_range(
+        keys::index_prefix(barrel.id),
+        keys::index_prefix_end(barrel.id),
+    );
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_iterate_upper_bound(end.to_vec());
     let iter = store.db.iterator_cf_opt(

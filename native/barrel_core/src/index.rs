@@ -152,7 +152,7 @@ impl Scalar<'_> {
     fn len_hint(&self) -> usize {
         match self {
             Scalar::Str(s) => s.len() + 4,
-            _ => 25,
+            _ => 12,
         }
     }
 }
@@ -196,31 +196,53 @@ pub fn normalize(s: &str) -> String {
     s.to_lowercase()
 }
 
-/// 2^127: integral floats below it are indexed as the integer they equal.
+/// 2^127: an indexed integral f64 below it decodes as the integer it equals (with its distance).
 const I128_LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
 
 /// Numbers sort by their f64 value, ties (large integers that round to the same f64) broken by
-/// the exact integer. Integral floats are indexed as the integer they equal, so `1` and `1.0`
-/// are the same indexed value.
+/// how far the exact integer is from that f64. Integral floats are indexed as the integer they
+/// equal, so `1` and `1.0` are the same indexed value.
+///
+/// The encoding is the sortable f64 and then [`NUM_EXACT`] when the number is that f64 exactly
+/// (every float, and every integer of at most 53 bits), or, for an integer that rounds, the
+/// marker [`NUM_BELOW`] or [`NUM_ABOVE`] and the 16-bit distance to the f64 (an i64 or u64 is
+/// at most 2^11 away from the f64 nearest to it). Ten bytes for most numbers: the index takes
+/// one entry per scalar, and a fixed 16-byte integer after every f64 made numbers the longest
+/// entries after strings.
 fn encode_number(out: &mut Vec<u8>, n: &Number) {
     let exact: Option<i128> = if let Some(i) = n.as_i64() {
         Some(i128::from(i))
-    } else if let Some(u) = n.as_u64() {
-        Some(i128::from(u))
     } else {
-        // Every integral float below 2^127 is an integer an i128 holds exactly.
-        n.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < I128_LIMIT)
-            .map(|f| f as i128)
+        n.as_u64().map(i128::from)
     };
-    let approx = match exact {
-        Some(i) => i as f64,
-        None => n.as_f64().unwrap_or(0.0),
+    let Some(exact) = exact else {
+        // A float: exactly the f64 it is (integral ones included, whatever their size).
+        out.extend_from_slice(&sortable_f64(n.as_f64().unwrap_or(0.0)));
+        out.push(NUM_EXACT);
+        return;
     };
+    let approx = exact as f64;
     out.extend_from_slice(&sortable_f64(approx));
-    let exact = exact.unwrap_or(0) as u128 ^ (1u128 << 127);
-    out.extend_from_slice(&exact.to_be_bytes());
+    // `approx` is within 2^64 + 2^11 of zero, so this conversion is exact.
+    let distance = exact - approx as i128;
+    match distance.cmp(&0) {
+        std::cmp::Ordering::Equal => out.push(NUM_EXACT),
+        std::cmp::Ordering::Less => out.push(NUM_BELOW),
+        std::cmp::Ordering::Greater => out.push(NUM_ABOVE),
+    }
+    if distance != 0 {
+        // Two's complement with the sign bit flipped sorts like the signed value.
+        let d = distance.clamp(i128::from(i16::MIN), i128::from(i16::MAX)) as i16;
+        out.extend_from_slice(&((d as u16) ^ 0x8000).to_be_bytes());
+    }
 }
+
+/// A number that is its f64 exactly.
+const NUM_EXACT: u8 = 0x80;
+/// An integer below the f64 it rounds to; its distance follows.
+const NUM_BELOW: u8 = 0x7F;
+/// An integer above the f64 it rounds to; its distance follows.
+const NUM_ABOVE: u8 = 0x81;
 
 /// Decodes a value encoded by [`encode_value`] at `*pos` (numbers come back as their exact
 /// integer or their float, strings as indexed, i.e. lowercased).
@@ -233,9 +255,17 @@ fn decode_value(buf: &[u8], pos: &mut usize) -> Option<Value> {
         VAL_TRUE => Value::Bool(true),
         VAL_NUMBER => {
             let f: [u8; 8] = buf.get(*pos..*pos + 8)?.try_into().ok()?;
-            let e: [u8; 16] = buf.get(*pos + 8..*pos + 24)?.try_into().ok()?;
-            *pos += 24;
-            let exact = (u128::from_be_bytes(e) ^ (1u128 << 127)) as i128;
+            let marker = *buf.get(*pos + 8)?;
+            *pos += 9;
+            let distance = match marker {
+                NUM_EXACT => 0,
+                NUM_BELOW | NUM_ABOVE => {
+                    let d: [u8; 2] = buf.get(*pos..*pos + 2)?.try_into().ok()?;
+                    *pos += 2;
+                    i128::from((u16::from_be_bytes(d) ^ 0x8000) as i16)
+                }
+                _ => return None,
+            };
             let bits = u64::from_be_bytes(f);
             let bits = if bits >> 63 == 1 {
                 bits & !(1 << 63)
@@ -243,16 +273,14 @@ fn decode_value(buf: &[u8], pos: &mut usize) -> Option<Value> {
                 !bits
             };
             let approx = f64::from_bits(bits);
-            if approx.fract() == 0.0 && (exact != 0 || approx == 0.0) {
-                if let Ok(i) = i64::try_from(exact) {
-                    Value::from(i)
-                } else if let Ok(u) = u64::try_from(exact) {
-                    Value::from(u)
-                } else {
-                    Value::from(approx)
-                }
-            } else {
-                Value::from(approx)
+            let integer = (approx.fract() == 0.0 && approx.abs() < I128_LIMIT)
+                .then(|| approx as i128 + distance);
+            match integer.and_then(|i| i64::try_from(i).ok()) {
+                Some(i) => Value::from(i),
+                None => match integer.and_then(|i| u64::try_from(i).ok()) {
+                    Some(u) => Value::from(u),
+                    None => Value::from(approx),
+                },
             }
         }
         VAL_STRING => Value::String(get_escaped(buf, pos)?),
@@ -944,6 +972,36 @@ mod tests {
         assert!(parse_path_and_value("$/n").is_err());
         assert!(parse_path("$").is_err());
         assert!(parse_path("").is_err());
+    }
+
+    #[test]
+    fn numbers_take_ten_bytes_unless_an_integer_rounds() {
+        for n in [
+            json!(0),
+            json!(-7),
+            json!(1.5),
+            json!(1e300),
+            json!(9_007_199_254_740_992u64),
+        ] {
+            assert_eq!(encode_value(&n).unwrap().len(), 10, "{n}");
+        }
+        // 2^53 + 1 and u64::MAX round to an f64 they are not.
+        for n in [
+            json!(9_007_199_254_740_993u64),
+            json!(u64::MAX),
+            json!(i64::MIN + 1),
+        ] {
+            let e = encode_value(&n).unwrap();
+            assert_eq!(e.len(), 12, "{n}");
+            let mut pos = 0;
+            assert_eq!(decode_value(&e, &mut pos), Some(n));
+            assert_eq!(pos, 12);
+        }
+        assert_eq!(encode_value(&json!(1.0)), encode_value(&json!(1)));
+        // A marker no encoding writes.
+        let mut bad = encode_value(&json!(1)).unwrap();
+        bad[9] = 0x33;
+        assert_eq!(decode_value(&bad, &mut 0), None);
     }
 
     fn arb_scalar() -> impl Strategy<Value = Value> {

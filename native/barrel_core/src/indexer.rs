@@ -599,7 +599,7 @@ pub(crate) fn recover(store: &Store) -> Result<u64> {
 /// before it removed their index): one seek per barrel id found in the index.
 fn drop_orphans(store: &Store) -> Result<()> {
     let live = store.barrel_ids();
-    let mut from = keys::prefix(0).to_vec();
+    let mut from = keys::index_prefix(0);
     loop {
         let mut iter = store.index_db.raw_iterator();
         iter.seek(&from);
@@ -607,11 +607,7 @@ fn drop_orphans(store: &Store) -> Result<()> {
             iter.status()?;
             return Ok(());
         };
-        let Some(id) = key
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-        else {
+        let Some((id, _)) = keys::index_barrel(key) else {
             return Err(Error::Corrupt("index entry".into()));
         };
         if !live.contains(&id) {
@@ -620,7 +616,7 @@ fn drop_orphans(store: &Store) -> Result<()> {
         if id == u64::MAX {
             return Ok(());
         }
-        from = keys::prefix_end(id).to_vec();
+        from = keys::index_prefix_end(id);
     }
 }
 
@@ -947,6 +943,16 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join(INDEX_DIR_FOR_TESTS)).unwrap();
         {
             let store = open(dir.path());
+            let b = store.open_barrel("b").unwrap();
+            assert_eq!(find(&b, "$/x/2"), ["b"]);
+            assert_eq!(find(&b, "$/x/1"), ["a"]);
+        }
+        // An index in the layout before (its own instance, in `index/`): removed, rebuilt.
+        let old_dir = dir.path().join("index");
+        std::fs::rename(dir.path().join(INDEX_DIR_FOR_TESTS), &old_dir).unwrap();
+        {
+            let store = open(dir.path());
+            assert!(!old_dir.exists());
             let b = store.open_barrel("b").unwrap();
             assert_eq!(find(&b, "$/x/2"), ["b"]);
             assert_eq!(find(&b, "$/x/1"), ["a"]);

@@ -136,7 +136,7 @@ fn plan(barrel: u64, q: &Query) -> Result<Plan> {
     if q.path.is_empty() {
         return Err(bad("empty path"));
     }
-    let mut prefix = keys::prefix(barrel).to_vec();
+    let mut prefix = keys::index_prefix(barrel);
     let first_wild = q.path.iter().position(|p| *p == PathPattern::AnyIndex);
     let concrete = &q.path[..first_wild.unwrap_or(q.path.len())];
     for p in concrete {
@@ -250,7 +250,7 @@ impl QueryCursor {
             IteratorMode::Start
         };
         let iter = self.index_snapshot.iterator_opt(mode, ro);
-        let prefix_len = keys::prefix(self.barrel).len();
+        let prefix_len = keys::index_prefix(self.barrel).len();
         let mut last: Option<Vec<u8>> = None;
         for item in iter {
             let (key, _) = item?;
