@@ -425,12 +425,7 @@ pub fn rev_hash(parent: Option<&Rev>, deleted: bool, body_digest: &[u8; 16]) -> 
     }
     h.update([0u8, u8::from(deleted)]);
     h.update(body_digest);
-    let digest = h.finalize();
-    let mut s = String::with_capacity(32);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::hex(&h.finalize())
 }
 
 /// Encodes a body as stored: canonical JSON (serde_json's map keeps keys sorted).
@@ -616,6 +611,21 @@ mod tests {
         let deleted = input(json!({"b": 1, "a": 2, "_deleted": true})).unwrap();
         assert_ne!(r, deleted.next_rev(Some(&p)));
         assert_ne!(r, input(json!({})).unwrap().next_rev(Some(&p)));
+    }
+
+    #[test]
+    fn rev_hashes_are_the_hex_md5_of_parent_deletion_and_digest() {
+        // Fixed values (Python's hashlib): revision ids must not change across versions, or
+        // the same edit made on two nodes would conflict.
+        assert_eq!(
+            rev_hash(None, false, &[0; 16]),
+            "ff035bff2dcf972ee7dfd023455997ef"
+        );
+        let digest: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(
+            rev_hash(Some(&Rev::new(1, "ab")), true, &digest),
+            "21a3179539a4b78147b462417f0cc738"
+        );
     }
 
     #[test]

@@ -68,6 +68,18 @@ pub(crate) fn json_object<const N: usize>(
     )
 }
 
+/// `bytes` in lowercase hexadecimal. Every revision id has 16 bytes of it: formatting each byte
+/// with `format!` took about 2 µs of a `save_doc`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xF)]));
+    }
+    s
+}
+
 /// The text of a caught panic payload, for [`Error::Internal`].
 pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

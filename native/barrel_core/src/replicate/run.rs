@@ -169,14 +169,7 @@ pub fn replication_id(source: &dyn Endpoint, target: &dyn Endpoint, opts: &RepOp
         h.update([0]);
         h.update(p.as_str().as_bytes());
     }
-    let digest = h.finalize();
-    format!(
-        "barrel-rep-{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    format!("barrel-rep-{}", crate::hex(&h.finalize()))
 }
 
 fn checkpoint_seq(doc: Option<Value>) -> Option<u64> {
