@@ -913,6 +913,8 @@ impl GroupWriter<'_> {
             None => (None, 0),
         };
         let (new_rev, new_body, new_index, new_digests) = new_body;
+        // Moved into the record when the new revision wins, into `revs` when it is a losing leaf.
+        let mut new_body = Some(new_body);
         let new_is_leaf = tree.is_leaf(&new_rev);
         // Attachment references follow the stored bodies: the new revision's when it is
         // stored, the old winner's when it stops being a leaf.
@@ -938,7 +940,7 @@ impl GroupWriter<'_> {
 
         // Body of the (possibly new) winner.
         let winner_body = if winner.rev == new_rev {
-            new_body.clone()
+            new_body.take().unwrap_or_default()
         } else if old_winner.as_ref().map(|w| &w.rev) == Some(&winner.rev) {
             old_winner_body.take().unwrap_or_default()
         } else {
@@ -969,8 +971,8 @@ impl GroupWriter<'_> {
             }
         }
         // The new revision, when it is a losing leaf, goes to `revs`.
-        if new_is_leaf && new_rev != winner.rev {
-            self.put_body(keys::rev(barrel.id, id, &new_rev), new_body);
+        if let Some(body) = new_body.filter(|_| new_is_leaf && new_rev != winner.rev) {
+            self.put_body(keys::rev(barrel.id, id, &new_rev), body);
         }
         // Old losing leaves that stopped being leaves lose their body.
         if let Some(rec) = &old_rec {
