@@ -365,6 +365,13 @@ pub(crate) fn body_entries(id: &str, body: Option<&[u8]>) -> Result<Entries> {
     let Some(body) = body else {
         return Ok(Entries::default());
     };
+    // Straight from the JSON, without building its values (an update's old body is indexed
+    // out this way), unless it has attachments: their stubs are not indexed, which the walk
+    // over values knows.
+    if let Some(mut entries) = index::json_body_entries(body)? {
+        entries.add_id(id);
+        return Ok(entries);
+    }
     let body = decode_body(body).ok_or_else(|| Error::Corrupt("document body".into()))?;
     // A stored body was accepted once, so it is within the limits.
     Ok(index::entries(id, &body)?)
@@ -1011,6 +1018,30 @@ mod tests {
         assert_eq!(decode_mark(&m), Some((String::new(), None)));
         assert_eq!(decode_mark(&[1, 0, 0]), None);
         assert_eq!(decode_mark(&[0, 0, 0, 0, 9, b'a']), None);
+    }
+
+    #[test]
+    fn stored_bodies_give_the_entries_of_their_values_with_or_without_attachments() {
+        let plain = json!({"a": [1, "X", {"b": null}], "c": 2.5, "d": true});
+        let with_atts = json!({
+            "a": "y",
+            "_attachments": {"f.txt": {"content_type": "text/plain", "digest": "md5-x"}}
+        });
+        for v in [plain, with_atts] {
+            let Value::Object(body) = v else {
+                unreachable!()
+            };
+            let stored = crate::doc::encode_body(&body);
+            assert_eq!(
+                body_entries("doc-1", Some(&stored)).unwrap(),
+                index::entries("doc-1", &body).unwrap()
+            );
+        }
+        assert!(body_entries("doc-1", None).unwrap().is_empty());
+        assert!(matches!(
+            body_entries("doc-1", Some(b"not json")),
+            Err(Error::Corrupt(_))
+        ));
     }
 
     #[test]
