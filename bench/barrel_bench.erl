@@ -14,6 +14,8 @@
 %% <li>`BENCH_OUT=path': where to write the results. By default only a whole run (no
 %%     `BENCH_QUICK', `BENCH_PEERS' or `BENCH_ONLY') writes them, to `bench/RESULTS.md'.</li>
 %% <li>`BENCH_TMP=dir': where the peers' data lives while they run (removed at the end).</li>
+%% <li>`BENCH_ROUNDS=N': how many times the workloads of the close targets are measured (the
+%%     main run, then N - 1 rounds of just those; default 3, 1 for none: see `rounds/5').</li>
 %% </ul>
 -module(barrel_bench).
 
@@ -46,6 +48,10 @@ config() ->
                                   false -> maps:get(load_deadline_ms, Base)
                               end,
           peers => list_env("BENCH_PEERS"), only => list_env("BENCH_ONLY"),
+          rounds => case string:to_integer(os:getenv("BENCH_ROUNDS", "3")) of
+                        {N, ""} when N >= 1 -> N;
+                        _ -> error({bad_setting, "BENCH_ROUNDS must be a whole number >= 1"})
+                    end,
           %% Only a whole run replaces RESULTS.md.
           out => case {os:getenv("BENCH_OUT"), Quick, list_env("BENCH_PEERS"),
                        list_env("BENCH_ONLY")} of
@@ -298,9 +304,10 @@ run(Config = #{tmp := Tmp}, Started) ->
     Results = lists:foldl(fun(Peer, Acc) ->
                                   run_peer(Peer, Workloads, Templates, TemplatesFile, Config, Acc)
                           end, #{}, Peers),
+    Rounds = rounds(Workloads, Peers, Templates, TemplatesFile, Config),
     Secs = erlang:monotonic_time(second) - Started,
     Report = #{machine => Machine, config => Config, peers => Peers, workloads => Workloads,
-               results => Results, secs => Secs},
+               results => Results, rounds => Rounds, secs => Secs},
     io:put_chars(["\n", bench_report:table(Report), "\n"]),
     case maps:get(out, Config) of
         undefined -> ok;
@@ -309,6 +316,37 @@ run(Config = #{tmp := Tmp}, Started) ->
             io:format("bench: wrote ~ts~n", [Out])
     end,
     io:format("bench: took ~bs~n", [Secs]).
+
+%% The workloads of the targets close enough to depend on when they were measured
+%% (`bench_report:round_workloads/0'), measured again after the main run: `BENCH_ROUNDS' - 1
+%% rounds, each running every peer concerned on fresh stores (loads included). Barrel ran
+%% first in the main run: it runs last in the first round, first in the next, and so on, so
+%% neither side always runs in the same place.
+%% Returns one results map per round.
+rounds(Workloads, Peers, Templates, TemplatesFile, Config = #{rounds := N}) ->
+    Ids = [Id || #{id := Id} <- Workloads],
+    PeerIds = [PeerId || #{id := PeerId} <- Peers],
+    Pairs = [P || P = {PeerId, Id} <- bench_report:round_workloads(), lists:member(Id, Ids),
+                  lists:member(PeerId, PeerIds)],
+    ByPeer = [{Peer, [Id || {P, Id} <- Pairs, P =:= PeerId]}
+              || Peer = #{id := PeerId} <- Peers, lists:keymember(PeerId, 1, Pairs)],
+    case ByPeer of
+        [] ->
+            [];
+        _ ->
+            [begin
+                 io:format("bench: targets round ~b of ~b~n", [R, N]),
+                 Order = case R rem 2 of
+                             0 -> lists:reverse(ByPeer);
+                             1 -> ByPeer
+                         end,
+                 lists:foldl(
+                   fun({Peer, Only}, Acc) ->
+                           Ws = selected(workloads(Config), Config#{only => Only}),
+                           run_peer(Peer, Ws, Templates, TemplatesFile, Config, Acc)
+                   end, #{}, Order)
+             end || R <- lists:seq(2, N)]
+    end.
 
 wanted(_Id, all) -> true;
 wanted(Id, List) -> lists:member(Id, List).
