@@ -398,7 +398,27 @@ fn reindex(store: &Store, barrel: &BarrelInner) -> Result<OpResult> {
 /// Rebuilds a barrel's index: drops its entries, then writes those of every live document, in
 /// batches of 1000 documents (sorted, see `indexer`). Readers may see a partial index until it
 /// returns. Returns the number of documents indexed.
+///
+/// The barrel is marked as being rebuilt (in `meta`) until the index's log is synced after the
+/// last batch: a run that stops or crashes in between leaves the mark, and the next open
+/// rebuilds the barrel's index again (`Store::open`) instead of keeping it partial.
 pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
+    let meta = store.cf(CF_META);
+    let mark = keys::rebuilding(barrel.id);
+    store.db.put_cf(meta, &mark, [])?;
+    let docs = rebuild_entries(store, barrel)?;
+    store.index_db.flush_wal(true)?;
+    store.db.delete_cf(meta, &mark)?;
+    Ok(docs)
+}
+
+/// Tests: the store whose next index rebuild fails after its first batch, as if the process
+/// had stopped there.
+#[cfg(test)]
+pub(crate) static INTERRUPT_REBUILD_IN: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+/// The index writes of [`reindex_now`].
+fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     let (start, end) = (keys::prefix(barrel.id), keys::prefix_end(barrel.id));
     let mut batch = WriteBatch::default();
     batch.delete_range(
@@ -433,6 +453,14 @@ pub(crate) fn reindex_now(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         docs += 1;
         if docs % 1000 == 0 {
             write(&mut batch, std::mem::take(&mut writes))?;
+            #[cfg(test)]
+            if INTERRUPT_REBUILD_IN
+                .lock()
+                .take_if(|p| p == store.path())
+                .is_some()
+            {
+                return Err(Error::Internal("rebuild interrupted (test)".into()));
+            }
         }
     }
     write(&mut batch, writes)?;

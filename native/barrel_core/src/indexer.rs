@@ -984,6 +984,63 @@ mod tests {
     }
 
     #[test]
+    fn an_index_rebuild_cut_short_is_done_again_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, a) = new_barrel(dir.path());
+            store.create_barrel("c", BarrelConfig::default()).unwrap();
+            let c = store.open_barrel("c").unwrap();
+            let docs = (0..2500)
+                .map(|i| {
+                    Ok(DocInput::from_value(
+                        json!({"id": format!("d{i:04}"), "n": i}),
+                    )?)
+                })
+                .collect();
+            for r in a.save_docs(docs, &SaveOptions::default()).unwrap() {
+                r.unwrap();
+            }
+            save(&c, json!({"id": "x", "n": 1}));
+        }
+        // The index lost; the rebuild at the next open stops after its first batch.
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR_FOR_TESTS)).unwrap();
+        *crate::commit::INTERRUPT_REBUILD_IN.lock() = Some(dir.path().to_path_buf());
+        assert!(Store::open(dir.path(), &StoreOptions::default()).is_err());
+        assert!(crate::commit::INTERRUPT_REBUILD_IN.lock().is_none());
+        // The index directory exists now, but both barrels were marked: rebuilt again.
+        let store = open(dir.path());
+        let a = store.open_barrel("b").unwrap();
+        let c = store.open_barrel("c").unwrap();
+        let all = |b: &Barrel| {
+            let query = Query {
+                path: parse_path_and_value("$/n/0").unwrap().0,
+                select: Select::All,
+                descending: false,
+                include_docs: false,
+            };
+            let mut n = 0;
+            b.query(&query, None, |_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+            n
+        };
+        assert_eq!(all(&a), 2500);
+        assert_eq!(all(&c), 1);
+        let meta = store.cf(crate::store::CF_META);
+        assert_eq!(
+            store
+                .db
+                .prefix_iterator_cf(meta, keys::REBUILDING)
+                .filter_map(|i| i.ok())
+                .filter(|(k, _)| k.starts_with(keys::REBUILDING))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
     fn the_index_of_a_barrel_deleted_before_its_removal_goes_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {

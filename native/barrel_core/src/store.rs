@@ -401,6 +401,14 @@ pub(crate) mod keys {
         [b"s/".as_slice(), &prefix(barrel)].concat()
     }
 
+    /// Marks a barrel whose index is being rebuilt (see `commit::reindex_now`).
+    pub fn rebuilding(barrel: u64) -> Vec<u8> {
+        [REBUILDING, &prefix(barrel)[..]].concat()
+    }
+
+    /// The start of every [`rebuilding`] key.
+    pub const REBUILDING: &[u8] = b"r/";
+
     pub const NEXT_ID: &[u8] = b"n";
 }
 
@@ -604,16 +612,53 @@ impl Store {
         });
         started?;
         store.load_catalog()?;
-        if legacy_index || index_is_new {
-            // Only stores written before the index had its own instance have documents here.
-            let barrels: Vec<Arc<BarrelInner>> = store.catalog.read().values().cloned().collect();
-            for b in barrels {
-                crate::commit::reindex_now(&store, &b)?;
-            }
-        }
+        store.rebuild_indexes(legacy_index || index_is_new)?;
         crate::indexer::recover(&store)?;
         store.sweep_pending_attachments()?;
         Ok(store)
+    }
+
+    /// Rebuilds at open the index of every barrel when `all` (the index is new: lost, or in
+    /// an older layout), else of the barrels whose rebuild a previous run started and did not
+    /// finish (it stopped or crashed first: their index may lack any document). Every barrel
+    /// to rebuild is marked first, in one write, so a crash during this rebuild leaves the
+    /// next open the whole list even though the index is no longer new then. Marks of
+    /// barrels deleted meanwhile are dropped.
+    fn rebuild_indexes(&self, all: bool) -> Result<()> {
+        let meta = self.cf(CF_META);
+        let barrels: Vec<Arc<BarrelInner>> = self.catalog.read().values().cloned().collect();
+        let mut marked = std::collections::HashSet::new();
+        let mut stale = WriteBatch::default();
+        for item in self.db.prefix_iterator_cf(meta, keys::REBUILDING) {
+            let (k, _) = item?;
+            let Some(id) = k.strip_prefix(keys::REBUILDING) else {
+                break;
+            };
+            let id = <[u8; 8]>::try_from(id)
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt("index rebuild mark".into()))?;
+            if barrels.iter().any(|b| b.id == id) {
+                marked.insert(id);
+            } else {
+                stale.delete_cf(meta, k);
+            }
+        }
+        self.db.write(stale)?;
+        let todo: Vec<Arc<BarrelInner>> = barrels
+            .into_iter()
+            .filter(|b| all || marked.contains(&b.id))
+            .collect();
+        if all {
+            let mut batch = WriteBatch::default();
+            for b in &todo {
+                batch.put_cf(meta, keys::rebuilding(b.id), []);
+            }
+            self.db.write(batch)?;
+        }
+        for b in todo {
+            crate::commit::reindex_now(self, &b)?;
+        }
+        Ok(())
     }
 
     /// Deletes attachment contents left half-written by a previous run (written but never
@@ -901,6 +946,7 @@ impl Store {
         let meta = self.cf(CF_META);
         batch.delete_cf(meta, keys::catalog(&inner.name));
         batch.delete_cf(meta, keys::stats(inner.id));
+        batch.delete_cf(meta, keys::rebuilding(inner.id));
     }
 }
 
