@@ -38,7 +38,7 @@ config() ->
                false -> #{writes => 50000, reads => 100000, att_mib => 250,
                           sizes => [10000, 100000, 1000000],
                           read_size => 100000, fold_size => 1000000,
-                          query_size => 1000000, deadline_ms => 5000,
+                          query_size => 1000000, deadline_ms => 4000,
                           rep_deadline_ms => 60000, load_deadline_ms => 180000}
            end,
     Sizes = maps:get(sizes, Base) ++ [10000000 || Full, not Quick],
