@@ -326,8 +326,10 @@ run(Config = #{tmp := Tmp}, Started) ->
 rounds(Workloads, Peers, Templates, TemplatesFile, Config = #{rounds := N}) ->
     Ids = [Id || #{id := Id} <- Workloads],
     PeerIds = [PeerId || #{id := PeerId} <- Peers],
-    Pairs = [P || P = {PeerId, Id} <- bench_report:round_workloads(), lists:member(Id, Ids),
-                  lists:member(PeerId, PeerIds)],
+    Runs = fun({PeerId, Id}) -> lists:member(PeerId, PeerIds) andalso lists:member(Id, Ids) end,
+    %% Only the ratios whose both sides are in this run.
+    Pairs = lists:usort([W || {Num, Den} <- bench_report:round_workloads(), Runs(Num), Runs(Den),
+                              W <- [Num, Den]]),
     ByPeer = [{Peer, [Id || {P, Id} <- Pairs, P =:= PeerId]}
               || Peer = #{id := PeerId} <- Peers, lists:keymember(PeerId, 1, Pairs)],
     case ByPeer of

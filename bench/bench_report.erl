@@ -38,12 +38,11 @@ targets() ->
 later_targets() ->
     [].
 
-%% @doc The `{Peer, Workload}' pairs the targets with `rounds' compare, which the driver
-%% measures again after the main run.
--spec round_workloads() -> [{atom(), term()}].
+%% @doc What the targets with `rounds' compare, each as the two `{Peer, Workload}' it divides;
+%% the driver measures them again after the main run.
+-spec round_workloads() -> [{{atom(), term()}, {atom(), term()}}].
 round_workloads() ->
-    lists:usort(lists:append([[Num, Den] || #{num := Num, den := Den, rounds := true}
-                                                <- targets()])).
+    [{Num, Den} || #{num := Num, den := Den, rounds := true} <- targets()].
 
 %% ---------------------------------------------------------------------------
 %% Machine
