@@ -304,10 +304,7 @@ check(#{p99 := Key, max_us := Max, rate := Rate}, Results, _Rounds) ->
             %% The offered rate is only a target if the writes kept up with it.
             Achieved = value(rate, R),
             {io_lib:format("p99 ~ts (p50 ~ts) at ~ts writes/s", [us(P99), us(P50), rate(Achieved)]),
-             case P99 < Max andalso Achieved >= 0.95 * Rate of
-                 true -> "met";
-                 false -> "**missed**"
-             end};
+             status(P99 < Max andalso Achieved >= 0.95 * Rate)};
         _ ->
             {"—", "not measured"}
     end;
