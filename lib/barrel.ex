@@ -274,6 +274,11 @@ defmodule Barrel do
     * `:tune_malloc`: on glibc, raise `malloc`'s mmap threshold so RocksDB's
       memtable memory is reused instead of mapped again (default `true`;
       process-wide).
+    * `:low_priority_compactions`: run RocksDB's compactions at the lowest CPU
+      priority, so they use the CPU left over by callers, writes, indexing
+      and flushes (default `true`; process-wide, and once lowered it stays
+      lowered). `false` when other work keeps the cores busy for long:
+      compactions would fall behind and writes slow down.
 
   Handles do not survive the application: after `Application.stop(:barrel)`
   every call on an old handle returns `{:error, :closed}`, and you open new

@@ -9,7 +9,8 @@
 
 start(_Type, _Args) ->
     Dir = application:get_env(barrel, data_dir, "barrel_data"),
-    Opts = maps:from_list([{Key, V} || Key <- [block_cache_bytes, tune_malloc],
+    Opts = maps:from_list([{Key, V} || Key <- [block_cache_bytes, tune_malloc,
+                                               low_priority_compactions],
                                        {ok, V} <- [application:get_env(barrel, Key)]]),
     case barrel_nif:store_open(unicode:characters_to_binary(Dir), Opts) of
         ok ->

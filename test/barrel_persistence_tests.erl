@@ -88,6 +88,12 @@ store_options_from_the_environment_test() ->
                                         {bad_param, <<"tune_malloc must be a boolean">>}}, _}}},
                      application:ensure_all_started(barrel)),
         ok = application:set_env(barrel, tune_malloc, false),
+        ok = application:set_env(barrel, low_priority_compactions, 1),
+        ?assertMatch({error, {barrel, {{store_open_failed, _,
+                                        {bad_param,
+                                         <<"low_priority_compactions must be a boolean">>}}, _}}},
+                     application:ensure_all_started(barrel)),
+        ok = application:set_env(barrel, low_priority_compactions, true),
         ok = application:set_env(barrel, block_cache_bytes, many),
         ?assertMatch({error, {barrel, {{store_open_failed, _,
                                         {bad_param, <<"block_cache_bytes must be an integer">>}}, _}}},
@@ -100,6 +106,7 @@ store_options_from_the_environment_test() ->
     after
         _ = application:stop(barrel),
         ok = application:unset_env(barrel, tune_malloc),
+        ok = application:unset_env(barrel, low_priority_compactions),
         ok = application:unset_env(barrel, block_cache_bytes),
         ok = barrel_test_setup:rm_dir(Dir)
     end.

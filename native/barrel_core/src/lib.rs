@@ -49,8 +49,8 @@ pub use query::{Query, QueryCursor, QueryRow, Select};
 pub use replicate::RevsDiff;
 pub use revtree::{Rev, RevTree};
 pub use store::{
-    tune_malloc, Background, BarrelConfig, BarrelInfo, Stats, Store, StoreOptions,
-    MALLOC_MMAP_THRESHOLD,
+    lower_compaction_priority, tune_malloc, Background, BarrelConfig, BarrelInfo, Stats, Store,
+    StoreOptions, MALLOC_MMAP_THRESHOLD,
 };
 
 /// A JSON object of `members`, each moved in. `serde_json::json!` copies a member given as an

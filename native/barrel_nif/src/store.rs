@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod atoms {
     rustler::atoms! {
-        ok, revs_limit, sync, block_cache_bytes, tune_malloc, name, docs_count, deleted_count, updated_seq,
+        ok, revs_limit, sync, block_cache_bytes, tune_malloc, low_priority_compactions, name, docs_count, deleted_count, updated_seq,
         data_size, disk_size, idle, index_queue, flushes_running, compactions_running,
         flush_pending, compaction_pending, pending_compaction_bytes, memtable_bytes,
     }
@@ -63,7 +63,8 @@ fn bad_param(what: &str) -> Error {
     Error::BadParam(what.to_string())
 }
 
-/// Opens the node's store in `dir`. Options: `block_cache_bytes`, `tune_malloc`.
+/// Opens the node's store in `dir`. Options: `block_cache_bytes`, `tune_malloc`,
+/// `low_priority_compactions`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
     guarded(env, || {
@@ -81,6 +82,10 @@ fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
                     options.tune_malloc = v
                         .decode::<bool>()
                         .map_err(|_| bad_param("tune_malloc must be a boolean"))?;
+                } else if key == Some(atoms::low_priority_compactions()) {
+                    options.low_priority_compactions = v
+                        .decode::<bool>()
+                        .map_err(|_| bad_param("low_priority_compactions must be a boolean"))?;
                 }
             }
             let mut slot = STORE.write().unwrap_or_else(|e| e.into_inner());
