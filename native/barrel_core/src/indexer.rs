@@ -56,6 +56,20 @@ const GATHER_ENOUGH: usize = 2048;
 /// Documents committed at once (a `save_docs` batch, a replication batch) that end the wait:
 /// they come in bursts, and waiting for the next one only delays their indexing.
 const GATHER_BATCH: usize = 256;
+
+/// Index writes per write while the indexer keeps up (batches of at most [`YIELDING_UP_TO`]
+/// writes), with the core yielded after each: one batch of a few hundred documents held a
+/// core for 2–4 ms, while a woken writer, notifier or scheduler thread queued behind it
+/// (`perf sched`: waits of 2.3 ms with the other core idle). 10k `save_doc` a second to a
+/// barrel with a listener, write-to-message p99 (3 alternated pairs): 1.98–2.08 ms, against
+/// 2.32–2.66 ms in one write. The index stays consistent: a crash between two writes leaves
+/// the batch's marks, and recovery writes its entries again.
+const YIELD_EVERY: usize = 256;
+
+/// Larger batches (the indexer behind: bulk loads, replications) go in one write: yielding
+/// there (every batch in chunks of 300) cost a local replication of 100k documents 10–15%
+/// (22–26k docs/s against 25–32k); with this bound it runs as before.
+const YIELDING_UP_TO: usize = 16_384;
 /// How long a query waits for the index to catch up before it fails.
 const QUERY_WAIT: Duration = Duration::from_secs(60);
 
@@ -469,9 +483,28 @@ impl IndexWrites {
     }
 
     /// Writes them to the index, in key order, in one batch.
-    fn write(self, index_db: &DB) -> Result<()> {
+    fn write(mut self, index_db: &DB) -> Result<()> {
+        // A large batch (the indexer behind: a bulk load, a replication) goes in one write.
+        let chunk = if self.writes.len() <= YIELDING_UP_TO {
+            YIELD_EVERY
+        } else {
+            usize::MAX
+        };
         let mut batch = WriteBatch::default();
-        self.into_batch(&mut batch);
+        let mut in_batch = 0;
+        for (key, put) in self.sorted() {
+            if put {
+                batch.put(key, []);
+            } else {
+                batch.delete(key);
+            }
+            in_batch += 1;
+            if in_batch == chunk {
+                index_db.write(std::mem::take(&mut batch))?;
+                in_batch = 0;
+                std::thread::yield_now();
+            }
+        }
         index_db.write(batch)?;
         Ok(())
     }
@@ -1099,6 +1132,31 @@ mod tests {
             body_entries("doc-1", Some(b"not json")),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_written_in_chunks_leaves_every_put_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _b) = new_barrel(dir.path());
+        let n = 3 * YIELD_EVERY + 5;
+        let entry = |i: usize| format!("e{i:05}").into_bytes();
+        let mut puts = IndexWrites::default();
+        for i in 0..n {
+            puts.put(999, &entry(i), "d");
+        }
+        puts.write(&store.index_db).unwrap();
+        // Every other entry out, in several chunks again.
+        let mut deletes = IndexWrites::default();
+        for i in (0..n).step_by(2) {
+            deletes.push(999, &entry(i), "d", false);
+        }
+        assert!(deletes.writes.len() > YIELD_EVERY);
+        deletes.write(&store.index_db).unwrap();
+        let expected: Vec<Vec<u8>> = (1..n)
+            .step_by(2)
+            .map(|i| keys::index(999, &entry(i), "d"))
+            .collect();
+        assert_eq!(index_keys(&store), expected);
     }
 
     #[test]
