@@ -70,6 +70,7 @@ const YIELD_EVERY: usize = 256;
 /// there (every batch in chunks of 300) cost a local replication of 100k documents 10–15%
 /// (22–26k docs/s against 25–32k); with this bound it runs as before.
 const YIELDING_UP_TO: usize = 16_384;
+
 /// How long a query waits for the index to catch up before it fails.
 const QUERY_WAIT: Duration = Duration::from_secs(60);
 
@@ -461,11 +462,17 @@ impl IndexWrites {
         }
     }
 
-    /// The writes in key order, `(key, put)`.
-    fn sorted(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
+    /// Puts the writes in key order.
+    fn sort(&mut self) {
         let keys = &self.keys;
         self.writes
             .sort_unstable_by(|a, b| a.key(keys).cmp(b.key(keys)));
+    }
+
+    /// The writes in key order, `(key, put)`.
+    fn sorted(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
+        self.sort();
+        let keys = &self.keys;
         self.writes.iter().map(move |w| (w.key(keys), w.put))
     }
 
@@ -474,39 +481,40 @@ impl IndexWrites {
     /// (one document's entries span the whole index otherwise).
     pub(crate) fn into_batch(mut self, batch: &mut WriteBatch) {
         for (key, put) in self.sorted() {
-            if put {
-                batch.put(key, []);
-            } else {
-                batch.delete(key);
-            }
+            add_write(batch, key, put);
         }
     }
 
-    /// Writes them to the index, in key order, in one batch.
+    /// Writes them to the index in key order: in one write when the batch is large (the
+    /// indexer behind: a bulk load, a replication), else in writes of [`YIELD_EVERY`] with the
+    /// core yielded between them.
     fn write(mut self, index_db: &DB) -> Result<()> {
-        // A large batch (the indexer behind: a bulk load, a replication) goes in one write.
         let chunk = if self.writes.len() <= YIELDING_UP_TO {
             YIELD_EVERY
         } else {
-            usize::MAX
+            self.writes.len().max(1)
         };
-        let mut batch = WriteBatch::default();
-        let mut in_batch = 0;
-        for (key, put) in self.sorted() {
-            if put {
-                batch.put(key, []);
-            } else {
-                batch.delete(key);
-            }
-            in_batch += 1;
-            if in_batch == chunk {
-                index_db.write(std::mem::take(&mut batch))?;
-                in_batch = 0;
+        self.sort();
+        for (i, part) in self.writes.chunks(chunk).enumerate() {
+            if i > 0 {
                 std::thread::yield_now();
             }
+            let mut batch = WriteBatch::default();
+            for w in part {
+                add_write(&mut batch, w.key(&self.keys), w.put);
+            }
+            index_db.write(batch)?;
         }
-        index_db.write(batch)?;
         Ok(())
+    }
+}
+
+/// Puts or deletes index key `key` in `batch`.
+fn add_write(batch: &mut WriteBatch, key: &[u8], put: bool) {
+    if put {
+        batch.put(key, []);
+    } else {
+        batch.delete(key);
     }
 }
 
