@@ -31,7 +31,7 @@ use crate::barrel::Barrel;
 use crate::changes::{Listeners, Notifier};
 use crate::commit::{Committer, Op, OpResult};
 use crate::error::{Error, Result};
-use crate::indexer::Indexer;
+use crate::indexer::{Indexer, Ingest};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
@@ -54,6 +54,11 @@ const INDEX_DIR: &str = "index.2";
 /// Where the path index's instance lived in the layout before (8-byte barrel ids, numbers in
 /// 25 bytes): removed when found, and the index rebuilt.
 const OLD_INDEX_DIRS: [&str; 1] = ["index"];
+/// Where a large batch of index writes is written as a table file before the index takes it in
+/// (see [`Ingest`]); beside the index's directory, on the same file system.
+const INDEX_INGEST_FILE: &str = "index.ingest.sst";
+#[cfg(test)]
+pub(crate) const INGEST_FILE_FOR_TESTS: &str = INDEX_INGEST_FILE;
 #[cfg(test)]
 pub(crate) const INDEX_DIR_FOR_TESTS: &str = INDEX_DIR;
 pub(crate) const CF_LOCAL: &str = "local";
@@ -319,6 +324,8 @@ pub struct Store {
     pub(crate) db: Arc<DB>,
     /// The path index (its default column family).
     pub(crate) index_db: Arc<DB>,
+    /// Writes large batches of index writes as files the index takes in.
+    pub(crate) ingest: Arc<Ingest>,
     path: PathBuf,
     catalog: RwLock<HashMap<String, Arc<BarrelInner>>>,
     catalog_changes: Mutex<()>,
@@ -618,7 +625,11 @@ impl Store {
         index_db.set_options(&[BOTTOMMOST_DELAY])?;
         let index_db = Arc::new(index_db);
         let notifier = Notifier::start()?;
-        let indexer = Indexer::start(db.clone(), index_db.clone())?;
+        let ingest = Arc::new(Ingest::new(
+            index_opts.clone(),
+            path.join(INDEX_INGEST_FILE),
+        ));
+        let indexer = Indexer::start(db.clone(), index_db.clone(), ingest.clone())?;
         let mut started = Ok(());
         let store = Arc::new_cyclic(|weak| {
             let committer = Committer::start(weak.clone(), indexer.backlog());
@@ -632,6 +643,7 @@ impl Store {
                 notifier,
                 db,
                 index_db,
+                ingest,
                 path,
                 catalog: RwLock::new(HashMap::new()),
                 catalog_changes: Mutex::new(()),
