@@ -628,6 +628,7 @@ impl Store {
         let ingest = Arc::new(Ingest::new(
             index_opts.clone(),
             path.join(INDEX_INGEST_FILE),
+            INDEX_L0_COMPACTION_TRIGGER as u64,
         ));
         let indexer = Indexer::start(db.clone(), index_db.clone(), ingest.clone())?;
         let mut started = Ok(());
