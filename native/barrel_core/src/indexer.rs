@@ -71,10 +71,12 @@ const YIELD_EVERY: usize = 256;
 /// Larger batches (the indexer behind: bulk loads, replications) are written as one table
 /// file that RocksDB takes into the index as it is ([`Ingest`]), instead of through the
 /// write-ahead log, the memtable's skip list and a flush that writes the same table again.
-/// A local replication of 100k documents (throwaway cpu.erl, alternated) took 48–51 µs of CPU
-/// a document up to indexed instead of 62–85, and ran at 35–38k docs/s instead of 22–29k;
-/// loading 1M documents with `save_docs` (and waiting for the index) took 57 s instead of 76 s.
-/// (Yielding in these batches too, every 300 writes, cost a replication 10–15%.)
+/// Taking in every such batch, a local replication of 100k documents (throwaway cpu.erl,
+/// alternated) took 48–51 µs of CPU a document up to indexed instead of 62–85 and ran at
+/// 35–38k docs/s instead of 22–29k, and loading 1M documents with `save_docs` (and waiting for
+/// the index) took 53–57 s instead of 70–76 s. With level 0 bounded (see [`Ingest`]): 27–33k
+/// docs/s against 20–31k, and 62–66 s against 70 s. (Yielding in these batches too, every 300
+/// writes, cost a replication 10–15%.)
 const LARGE_BATCH: usize = 16_384;
 
 /// How long a query waits for the index to catch up before it fails.
