@@ -1239,29 +1239,42 @@ mod tests {
         ));
     }
 
+    /// Entry `i` of the tests' batches (in key order with `i`).
+    fn entry(i: usize) -> Vec<u8> {
+        format!("e{i:06}").into_bytes()
+    }
+
+    /// Puts of entries `0..n` of document `d` in barrel 999 or, with `deletes`, deletions of
+    /// every other one.
+    fn writes_of(n: usize, deletes: bool) -> IndexWrites {
+        let mut writes = IndexWrites::default();
+        for i in (0..n).step_by(if deletes { 2 } else { 1 }) {
+            writes.push(999, &entry(i), "d", !deletes);
+        }
+        writes
+    }
+
+    /// The keys of entries `0..n` left after [`writes_of`]`(n, true)`.
+    fn keys_left(n: usize) -> Vec<Vec<u8>> {
+        (1..n)
+            .step_by(2)
+            .map(|i| keys::index(999, &entry(i), "d"))
+            .collect()
+    }
+
     #[test]
     fn a_batch_written_in_chunks_leaves_every_put_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _b) = new_barrel(dir.path());
         let n = 3 * YIELD_EVERY + 5;
-        let entry = |i: usize| format!("e{i:05}").into_bytes();
-        let mut puts = IndexWrites::default();
-        for i in 0..n {
-            puts.put(999, &entry(i), "d");
-        }
-        puts.write(&store.index_db, &store.ingest).unwrap();
+        writes_of(n, false)
+            .write(&store.index_db, &store.ingest)
+            .unwrap();
         // Every other entry out, in several chunks again.
-        let mut deletes = IndexWrites::default();
-        for i in (0..n).step_by(2) {
-            deletes.push(999, &entry(i), "d", false);
-        }
+        let deletes = writes_of(n, true);
         assert!(deletes.writes.len() > YIELD_EVERY);
         deletes.write(&store.index_db, &store.ingest).unwrap();
-        let expected: Vec<Vec<u8>> = (1..n)
-            .step_by(2)
-            .map(|i| keys::index(999, &entry(i), "d"))
-            .collect();
-        assert_eq!(index_keys(&store), expected);
+        assert_eq!(index_keys(&store), keys_left(n));
     }
 
     /// Entries in the index's memtables, and its files.
@@ -1279,26 +1292,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _b) = new_barrel(dir.path());
         let n = 2 * LARGE_BATCH + 10;
-        let entry = |i: usize| format!("e{i:06}").into_bytes();
-        let mut puts = IndexWrites::default();
-        for i in 0..n {
-            puts.put(999, &entry(i), "d");
-        }
-        puts.write(&store.index_db, &store.ingest).unwrap();
+        writes_of(n, false)
+            .write(&store.index_db, &store.ingest)
+            .unwrap();
         // One file, nothing through the memtable.
         assert_eq!(memtable_entries_and_files(&store), (0, 1));
-        let mut deletes = IndexWrites::default();
-        for i in (0..n).step_by(2) {
-            deletes.push(999, &entry(i), "d", false);
-        }
+        let deletes = writes_of(n, true);
         assert!(deletes.writes.len() > LARGE_BATCH);
         deletes.write(&store.index_db, &store.ingest).unwrap();
         assert_eq!(memtable_entries_and_files(&store), (0, 2));
-        let expected: Vec<Vec<u8>> = (1..n)
-            .step_by(2)
-            .map(|i| keys::index(999, &entry(i), "d"))
-            .collect();
-        assert_eq!(index_keys(&store), expected);
+        assert_eq!(index_keys(&store), keys_left(n));
         assert!(!dir
             .path()
             .join(crate::store::INGEST_FILE_FOR_TESTS)
@@ -1309,11 +1312,7 @@ mod tests {
     fn a_large_batch_goes_through_the_memtable_while_level_0_is_full() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _b) = new_barrel(dir.path());
-        let entry = |i: usize| format!("e{i:06}").into_bytes();
-        let mut puts = IndexWrites::default();
-        for i in 0..=LARGE_BATCH {
-            puts.put(999, &entry(i), "d");
-        }
+        let puts = writes_of(LARGE_BATCH + 1, false);
         // No file at level 0 yet, but no room for one either.
         let full = Ingest::new(
             rocksdb::Options::default(),
@@ -1332,11 +1331,7 @@ mod tests {
     fn a_large_batch_the_file_cannot_take_goes_in_one_write() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _b) = new_barrel(dir.path());
-        let entry = |i: usize| format!("e{i:06}").into_bytes();
-        let mut puts = IndexWrites::default();
-        for i in 0..=LARGE_BATCH {
-            puts.put(999, &entry(i), "d");
-        }
+        let mut puts = writes_of(LARGE_BATCH + 1, false);
         // A key twice: a table file takes keys in strictly increasing order only.
         puts.put(999, &entry(7), "d");
         puts.write(&store.index_db, &store.ingest).unwrap();
