@@ -420,11 +420,14 @@ pub(crate) static INTERRUPT_REBUILD_IN: Mutex<Option<std::path::PathBuf>> = Mute
 /// The index writes of [`reindex_now`].
 fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     let (start, end) = (keys::prefix(barrel.id), keys::prefix_end(barrel.id));
+    // The old entries out first: the new ones, written after, are newer than this deletion
+    // (also those taken in as files).
     let mut batch = WriteBatch::default();
     batch.delete_range(
         keys::index_prefix(barrel.id),
         keys::index_prefix_end(barrel.id),
     );
+    store.index_db.write(batch)?;
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_iterate_upper_bound(end.to_vec());
     let iter = store.db.iterator_cf_opt(
@@ -433,11 +436,9 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
     );
     let (mut docs, mut writes) = (0u64, IndexWrites::default());
-    let write = |batch: &mut WriteBatch, writes: IndexWrites| -> Result<()> {
-        writes.into_batch(batch);
-        store.index_db.write(std::mem::take(batch))?;
-        Ok(())
-    };
+    // The entries of 1000 documents at a time, as the indexer writes a batch (some 30k
+    // entries: taken in as a file).
+    let write = |writes: IndexWrites| writes.write(&store.index_db, &store.ingest);
     for item in iter {
         let (k, v) = item?;
         let rec = DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
@@ -452,7 +453,7 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         }
         docs += 1;
         if docs % 1000 == 0 {
-            write(&mut batch, std::mem::take(&mut writes))?;
+            write(std::mem::take(&mut writes))?;
             #[cfg(test)]
             if INTERRUPT_REBUILD_IN
                 .lock()
@@ -463,7 +464,7 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
             }
         }
     }
-    write(&mut batch, writes)?;
+    write(writes)?;
     Ok(docs)
 }
 

@@ -477,27 +477,13 @@ impl IndexWrites {
             .sort_unstable_by(|a, b| a.key(keys).cmp(b.key(keys)));
     }
 
-    /// The writes in key order, `(key, put)`.
-    fn sorted(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
-        self.sort();
-        let keys = &self.keys;
-        self.writes.iter().map(move |w| (w.key(keys), w.put))
-    }
-
-    /// Adds the writes to `batch` in key order: with the index's insert hint (see
-    /// `Store::open`), RocksDB's skip list starts each insert where the previous one ended
-    /// (one document's entries span the whole index otherwise).
-    pub(crate) fn into_batch(mut self, batch: &mut WriteBatch) {
-        for (key, put) in self.sorted() {
-            add_write(batch, key, put);
-        }
-    }
-
     /// Writes them to the index in key order: a large batch (the indexer behind: a bulk
-    /// load, a replication) as one table file taken in by `ingest`, else in writes of
-    /// [`YIELD_EVERY`] with the core yielded between them. When the file cannot be written or
-    /// taken in, the batch goes in one write instead.
-    fn write(mut self, index_db: &DB, ingest: &Ingest) -> Result<()> {
+    /// load, a replication, a rebuild) as one table file taken in by `ingest`, else in writes
+    /// of [`YIELD_EVERY`] with the core yielded between them. When the file cannot be written
+    /// or taken in, the batch goes in one write instead. In key order, with the index's insert
+    /// hint (see `Store::open`), RocksDB's skip list starts each insert where the previous one
+    /// ended (one document's entries span the whole index otherwise).
+    pub(crate) fn write(mut self, index_db: &DB, ingest: &Ingest) -> Result<()> {
         self.sort();
         if self.writes.len() > LARGE_BATCH {
             match ingest.ingest(index_db, self.sorted_writes()) {
@@ -524,7 +510,7 @@ impl IndexWrites {
         Ok(())
     }
 
-    /// The writes as they are ordered now, `(key, put)`.
+    /// The writes as they are ordered now (in key order once sorted), `(key, put)`.
     fn sorted_writes(&self) -> impl Iterator<Item = (&[u8], bool)> {
         self.writes.iter().map(|w| (w.key(&self.keys), w.put))
     }
@@ -1344,7 +1330,7 @@ mod tests {
     }
 
     #[test]
-    fn documents_indexed_in_large_batches_are_found_updated_and_recovered() {
+    fn documents_indexed_in_large_batches_are_found_updated_reopened_and_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let fields = 20;
         let docs = 1000;
@@ -1390,9 +1376,21 @@ mod tests {
             assert_eq!(memtable_entries_and_files(&store), (0, files + 1));
             assert_eq!(index_keys(&store).len(), docs * entries_per_doc);
         }
+        {
+            let store = open(dir.path());
+            let b = store.open_barrel("b").unwrap();
+            assert_eq!(find(&b, "$/f0/v2-0").len(), docs / 10);
+            assert_eq!(index_keys(&store).len(), docs * entries_per_doc);
+        }
+        // The index lost: rebuilt at open, its 21k entries taken in as one file (the memtable
+        // holds at most the range deletion of the old entries).
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR_FOR_TESTS)).unwrap();
         let store = open(dir.path());
         let b = store.open_barrel("b").unwrap();
-        assert_eq!(find(&b, "$/f0/v2-0").len(), docs / 10);
+        let (in_memtable, files) = memtable_entries_and_files(&store);
+        assert!(in_memtable <= 1 && files >= 1, "{in_memtable} {files}");
+        assert_eq!(find(&b, "$/f7/v2-3").len(), docs / 10);
+        assert!(find(&b, "$/f7/v1-3").is_empty());
         assert_eq!(index_keys(&store).len(), docs * entries_per_doc);
     }
 
@@ -1401,7 +1399,11 @@ mod tests {
         let e = |v: &[&str]| v.iter().map(|s| s.as_bytes()).collect::<Entries>();
         let mut w = IndexWrites::default();
         w.diff(1, "d", &e(&["a", "b", "d"]), &e(&["b", "c"]));
-        let got: Vec<(Vec<u8>, bool)> = w.sorted().map(|(k, put)| (k.to_vec(), put)).collect();
+        w.sort();
+        let got: Vec<(Vec<u8>, bool)> = w
+            .sorted_writes()
+            .map(|(k, put)| (k.to_vec(), put))
+            .collect();
         assert_eq!(
             got,
             vec![
