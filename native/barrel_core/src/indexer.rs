@@ -1248,19 +1248,27 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_batch_written_in_chunks_leaves_every_put_and_delete() {
+    /// In a new store, writes the puts of `n` entries, then the deletions of every other one,
+    /// each with one [`IndexWrites::write`], and calls `check` after each (`deletes`: after
+    /// the second); then checks the keys left.
+    fn puts_then_deletes(n: usize, check: impl Fn(&Store, bool)) {
         let dir = tempfile::tempdir().unwrap();
         let (store, _b) = new_barrel(dir.path());
-        let n = 3 * YIELD_EVERY + 5;
-        writes_of(n, false)
-            .write(&store.index_db, &store.ingest)
-            .unwrap();
-        // Every other entry out, in several chunks again.
-        let deletes = writes_of(n, true);
-        assert!(deletes.writes.len() > YIELD_EVERY);
-        deletes.write(&store.index_db, &store.ingest).unwrap();
+        for deletes in [false, true] {
+            writes_of(n, deletes)
+                .write(&store.index_db, &store.ingest)
+                .unwrap();
+            check(&store, deletes);
+        }
         assert_eq!(index_keys(&store), keys_left(n));
+    }
+
+    #[test]
+    fn a_batch_written_in_chunks_leaves_every_put_and_delete() {
+        let n = 3 * YIELD_EVERY + 5;
+        // The deletions too go in several chunks.
+        assert!(n / 2 > YIELD_EVERY);
+        puts_then_deletes(n, |_, _| {});
     }
 
     /// Entries in the index's memtables, and its files.
@@ -1275,23 +1283,17 @@ mod tests {
 
     #[test]
     fn a_large_batch_is_taken_in_as_a_file_with_every_put_and_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _b) = new_barrel(dir.path());
         let n = 2 * LARGE_BATCH + 10;
-        writes_of(n, false)
-            .write(&store.index_db, &store.ingest)
-            .unwrap();
-        // One file, nothing through the memtable.
-        assert_eq!(memtable_entries_and_files(&store), (0, 1));
-        let deletes = writes_of(n, true);
-        assert!(deletes.writes.len() > LARGE_BATCH);
-        deletes.write(&store.index_db, &store.ingest).unwrap();
-        assert_eq!(memtable_entries_and_files(&store), (0, 2));
-        assert_eq!(index_keys(&store), keys_left(n));
-        assert!(!dir
-            .path()
-            .join(crate::store::INGEST_FILE_FOR_TESTS)
-            .exists());
+        assert!(n / 2 > LARGE_BATCH);
+        puts_then_deletes(n, |store, deletes| {
+            // A file each time, nothing through the memtable, no file left behind.
+            let files = if deletes { 2 } else { 1 };
+            assert_eq!(memtable_entries_and_files(store), (0, files));
+            assert!(!store
+                .path()
+                .join(crate::store::INGEST_FILE_FOR_TESTS)
+                .exists());
+        });
     }
 
     #[test]
