@@ -565,20 +565,23 @@ impl Ingest {
             return Ok(false);
         }
         let _in_use = self.file.lock();
-        let mut file = SstFileWriter::create(&self.options);
-        file.open(&self.path)?;
-        for (key, put) in writes {
-            if put {
-                file.put(key, [])?;
-            } else {
-                file.delete(key)?;
+        let ingested = (|| {
+            let mut file = SstFileWriter::create(&self.options);
+            file.open(&self.path)?;
+            for (key, put) in writes {
+                if put {
+                    file.put(key, [])?;
+                } else {
+                    file.delete(key)?;
+                }
             }
-        }
-        file.finish()?;
-        let mut opts = IngestExternalFileOptions::default();
-        // Linked into the index's directory, not copied.
-        opts.set_move_files(true);
-        let ingested = index_db.ingest_external_file_opts(&opts, vec![&self.path]);
+            file.finish()?;
+            let mut opts = IngestExternalFileOptions::default();
+            // Linked into the index's directory, not copied.
+            opts.set_move_files(true);
+            index_db.ingest_external_file_opts(&opts, vec![&self.path])
+        })();
+        // Gone once ingested; removed as well when writing or ingesting it failed.
         let _ = std::fs::remove_file(&self.path);
         ingested?;
         Ok(true)
@@ -1323,6 +1326,10 @@ mod tests {
         // A key twice: a table file takes keys in strictly increasing order only.
         puts.put(999, &entry(7), "d");
         puts.write(&store.index_db, &store.ingest).unwrap();
+        assert!(!store
+            .path()
+            .join(crate::store::INGEST_FILE_FOR_TESTS)
+            .exists());
         let (in_memtable, files) = memtable_entries_and_files(&store);
         assert_eq!((in_memtable, files), (LARGE_BATCH as u64 + 2, 0));
         let expected: Vec<Vec<u8>> = (0..=LARGE_BATCH)
