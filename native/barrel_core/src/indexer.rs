@@ -521,11 +521,12 @@ impl IndexWrites {
 /// memtable would (or lower, where it overlaps nothing), without the write-ahead log, the skip
 /// list and the flush.
 ///
-/// The files are small (a batch of 1000 documents is ~0.5 MB), and one that overlaps the
-/// memtable makes RocksDB flush it first, another small file. Taking in every large batch, a
-/// workload whose batches are sometimes large and sometimes not (`save_docs` of 100 documents)
-/// piled up 30 files at level 0, and RocksDB slowed the index's writes down: 9.6–17.1k docs/s
-/// instead of 20.5–21.0k. So a batch goes through the memtable while level 0 holds as many
+/// The files are small (a batch of 1000 documents is ~0.5 MB; a flush writes ~5 MB), and
+/// every one at level 0 makes the next compaction into level 1 come sooner (one that overlaps
+/// the memtable also makes RocksDB flush it first). Taking in every large batch, `save_docs`
+/// of 100 documents (whose batches are large at times) piled up 30 files at level 0, most with
+/// the memtable empty: compactions, at low priority, fell behind the files, and RocksDB slowed
+/// the index's writes down (9.6–17.1k docs/s instead of 20.5–21.0k). So a batch goes through the memtable while level 0 holds as many
 /// files as start a compaction (`max_level0_files`); that run then measured 21.2–26.1k against
 /// 21.7–26.5k, and batches of 1000 26.2–29.6k against 23.5–26.4k.
 pub(crate) struct Ingest {
