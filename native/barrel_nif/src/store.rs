@@ -63,6 +63,12 @@ fn bad_param(what: &str) -> Error {
     Error::BadParam(what.to_string())
 }
 
+/// The value of boolean option `name`, or `{bad_param, <<"NAME must be a boolean">>}`.
+fn bool_param(v: Term, name: &str) -> Result<bool, Error> {
+    v.decode::<bool>()
+        .map_err(|_| bad_param(&format!("{name} must be a boolean")))
+}
+
 /// Opens the node's store in `dir`. Options: `block_cache_bytes`, `tune_malloc`,
 /// `low_priority_compactions`.
 #[rustler::nif(schedule = "DirtyIo")]
@@ -79,13 +85,9 @@ fn store_open<'a>(env: Env<'a>, dir: String, opts: Term<'a>) -> Term<'a> {
                         .decode::<usize>()
                         .map_err(|_| bad_param("block_cache_bytes must be an integer"))?;
                 } else if key == Some(atoms::tune_malloc()) {
-                    options.tune_malloc = v
-                        .decode::<bool>()
-                        .map_err(|_| bad_param("tune_malloc must be a boolean"))?;
+                    options.tune_malloc = bool_param(v, "tune_malloc")?;
                 } else if key == Some(atoms::low_priority_compactions()) {
-                    options.low_priority_compactions = v
-                        .decode::<bool>()
-                        .map_err(|_| bad_param("low_priority_compactions must be a boolean"))?;
+                    options.low_priority_compactions = bool_param(v, "low_priority_compactions")?;
                 }
             }
             let mut slot = STORE.write().unwrap_or_else(|e| e.into_inner());
