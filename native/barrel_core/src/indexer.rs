@@ -1293,10 +1293,7 @@ mod tests {
             // A file each time, nothing through the memtable, no file left behind.
             let files = if deletes { 2 } else { 1 };
             assert_eq!(memtable_entries_and_files(store), (0, files));
-            assert!(!store
-                .path()
-                .join(crate::store::INGEST_FILE_FOR_TESTS)
-                .exists());
+            assert!(!store.ingest.path.exists());
         });
     }
 
@@ -1327,10 +1324,7 @@ mod tests {
         // A key twice: a table file takes keys in strictly increasing order only.
         puts.put(999, &entry(7), "d");
         puts.write(&store.index_db, &store.ingest).unwrap();
-        assert!(!store
-            .path()
-            .join(crate::store::INGEST_FILE_FOR_TESTS)
-            .exists());
+        assert!(!store.ingest.path.exists());
         let (in_memtable, files) = memtable_entries_and_files(&store);
         assert_eq!((in_memtable, files), (LARGE_BATCH as u64 + 2, 0));
         let expected: Vec<Vec<u8>> = (0..=LARGE_BATCH)

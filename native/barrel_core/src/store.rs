@@ -58,8 +58,6 @@ const OLD_INDEX_DIRS: [&str; 1] = ["index"];
 /// (see [`Ingest`]); beside the index's directory, on the same file system.
 const INDEX_INGEST_FILE: &str = "index.ingest.sst";
 #[cfg(test)]
-pub(crate) const INGEST_FILE_FOR_TESTS: &str = INDEX_INGEST_FILE;
-#[cfg(test)]
 pub(crate) const INDEX_DIR_FOR_TESTS: &str = INDEX_DIR;
 pub(crate) const CF_LOCAL: &str = "local";
 pub(crate) const CF_ATTS: &str = "atts";
