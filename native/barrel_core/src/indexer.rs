@@ -472,9 +472,7 @@ impl IndexWrites {
 
     /// Puts the writes in key order.
     fn sort(&mut self) {
-        let keys = &self.keys;
-        self.writes
-            .sort_unstable_by(|a, b| a.key(keys).cmp(b.key(keys)));
+        sort_by_key_bytes(&mut self.writes, &self.keys);
     }
 
     /// Writes them to the index in key order: a large batch (the indexer behind: a bulk
@@ -513,6 +511,80 @@ impl IndexWrites {
     /// The writes as they are ordered now (in key order once sorted), `(key, put)`.
     fn sorted_writes(&self) -> impl Iterator<Item = (&[u8], bool)> {
         self.writes.iter().map(|w| (w.key(&self.keys), w.put))
+    }
+}
+
+/// Groups of fewer writes than this are sorted by comparing their keys; larger ones are split
+/// by the byte at their common depth first.
+const RADIX_MIN: usize = 48;
+
+/// Sorts `writes` by their keys in `keys`, a most-significant-byte-first radix sort: a group
+/// of writes whose keys agree up to byte `d` is split into 257 buckets by byte `d` (the first
+/// for keys that end there), then each bucket from `d + 1` on; groups smaller than
+/// [`RADIX_MIN`] are sorted by comparing the rest of their keys. Index keys share long
+/// starts (a batch's keys agree on 26 bytes with their neighbour on average: the barrel, the
+/// path, often part of the value), which every comparison of a comparison sort reads again.
+/// Sorting the keys of one real batch of 32k writes took 105–122 ns a write that way and 85–93
+/// ns this way (a throwaway micro-benchmark); in the indexer, during a local replication of
+/// 100k documents (throwaway cpu.erl, two alternated runs each), 243–258 ns against 185–208 ns
+/// (some 30 writes a document: about 1.5 µs of the indexer's 18–24 µs).
+fn sort_by_key_bytes(writes: &mut [IndexWrite], keys: &[u8]) {
+    let byte = |w: &IndexWrite, d: usize| -> usize {
+        if d < w.len as usize {
+            keys[w.at + d] as usize + 1
+        } else {
+            0
+        }
+    };
+    let mut scratch: Vec<IndexWrite> = Vec::new();
+    // Groups left to sort: (start, end, depth). A work list, not recursion: keys may be
+    // longer than a thread's stack allows levels of.
+    let mut groups = vec![(0, writes.len(), 0)];
+    while let Some((start, end, mut d)) = groups.pop() {
+        let group = &mut writes[start..end];
+        if group.len() < RADIX_MIN {
+            group.sort_unstable_by(|a, b| {
+                let (a, b) = (a.key(keys), b.key(keys));
+                a[d.min(a.len())..].cmp(&b[d.min(b.len())..])
+            });
+            continue;
+        }
+        let mut count = [0usize; 257];
+        loop {
+            count.fill(0);
+            for w in group.iter() {
+                count[byte(w, d)] += 1;
+            }
+            // All in one bucket: no split at this depth.
+            if count.contains(&group.len()) {
+                if count[0] == group.len() {
+                    // Every key ends here: all equal.
+                    break;
+                }
+                d += 1;
+                continue;
+            }
+            let mut at = [0usize; 257];
+            let mut next = 0;
+            for (b, n) in count.iter().enumerate() {
+                at[b] = next;
+                next += n;
+            }
+            scratch.clear();
+            scratch.extend_from_slice(group);
+            for w in &scratch {
+                let b = byte(w, d);
+                group[at[b]] = *w;
+                at[b] += 1;
+            }
+            // Bucket 0 holds keys that end at `d`: equal, done. `at[b]` is now its end.
+            for b in 1..257 {
+                if count[b] > 1 {
+                    groups.push((start + at[b] - count[b], start + at[b], d + 1));
+                }
+            }
+            break;
+        }
     }
 }
 
@@ -753,6 +825,7 @@ mod tests {
     use super::*;
     use crate::index::parse_path_and_value;
     use crate::{Barrel, BarrelConfig, DocInput, Query, SaveOptions, Select, StoreOptions};
+    use proptest::prelude::*;
     use serde_json::{json, Value};
 
     fn open(dir: &std::path::Path) -> Arc<Store> {
@@ -1396,6 +1469,33 @@ mod tests {
         assert_eq!(find(&b, "$/f7/v2-3").len(), docs / 10);
         assert!(find(&b, "$/f7/v1-3").is_empty());
         assert_eq!(index_keys(&store).len(), docs * entries_per_doc);
+    }
+
+    proptest! {
+        /// The radix sort orders keys as a comparison of their bytes does, for keys with long
+        /// shared starts, prefixes of one another and ends at every depth.
+        #[test]
+        fn writes_sort_in_byte_order(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()], 0..12),
+                0..400,
+            ),
+            shared in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut w = IndexWrites::default();
+            for k in &keys {
+                let at = w.keys.len();
+                w.keys.extend_from_slice(&shared);
+                w.keys.extend_from_slice(k);
+                w.writes.push(IndexWrite { at, len: (w.keys.len() - at) as u32, put: true });
+            }
+            w.sort();
+            let got: Vec<Vec<u8>> = w.sorted_writes().map(|(k, _)| k.to_vec()).collect();
+            let mut want: Vec<Vec<u8>> =
+                keys.iter().map(|k| [shared.as_slice(), k].concat()).collect();
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
