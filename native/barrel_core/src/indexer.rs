@@ -540,7 +540,7 @@ fn sort_by_key_bytes(writes: &mut [IndexWrite], keys: &[u8]) {
     // Groups left to sort: (start, end, depth). A work list, not recursion: keys may be
     // longer than a thread's stack allows levels of.
     let mut groups = vec![(0, writes.len(), 0)];
-    while let Some((start, end, mut d)) = groups.pop() {
+    while let Some((start, end, d)) = groups.pop() {
         let group = &mut writes[start..end];
         if group.len() < RADIX_MIN {
             group.sort_unstable_by(|a, b| {
@@ -550,40 +550,36 @@ fn sort_by_key_bytes(writes: &mut [IndexWrite], keys: &[u8]) {
             continue;
         }
         let mut count = [0usize; 257];
-        loop {
-            count.fill(0);
-            for w in group.iter() {
-                count[byte(w, d)] += 1;
+        for w in group.iter() {
+            count[byte(w, d)] += 1;
+        }
+        if count[0] == group.len() {
+            // Every key ends here: all equal.
+            continue;
+        }
+        if count.contains(&group.len()) {
+            // All in one bucket: no split at this depth, try the next.
+            groups.push((start, end, d + 1));
+            continue;
+        }
+        let mut at = [0usize; 257];
+        let mut next = 0;
+        for (b, n) in count.iter().enumerate() {
+            at[b] = next;
+            next += n;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(group);
+        for w in &scratch {
+            let b = byte(w, d);
+            group[at[b]] = *w;
+            at[b] += 1;
+        }
+        // Bucket 0 holds keys that end at `d`: equal, done. `at[b]` is now its end.
+        for b in 1..257 {
+            if count[b] > 1 {
+                groups.push((start + at[b] - count[b], start + at[b], d + 1));
             }
-            // All in one bucket: no split at this depth.
-            if count.contains(&group.len()) {
-                if count[0] == group.len() {
-                    // Every key ends here: all equal.
-                    break;
-                }
-                d += 1;
-                continue;
-            }
-            let mut at = [0usize; 257];
-            let mut next = 0;
-            for (b, n) in count.iter().enumerate() {
-                at[b] = next;
-                next += n;
-            }
-            scratch.clear();
-            scratch.extend_from_slice(group);
-            for w in &scratch {
-                let b = byte(w, d);
-                group[at[b]] = *w;
-                at[b] += 1;
-            }
-            // Bucket 0 holds keys that end at `d`: equal, done. `at[b]` is now its end.
-            for b in 1..257 {
-                if count[b] > 1 {
-                    groups.push((start + at[b] - count[b], start + at[b], d + 1));
-                }
-            }
-            break;
         }
     }
 }
@@ -598,9 +594,10 @@ fn sort_by_key_bytes(writes: &mut [IndexWrite], keys: &[u8]) {
 /// the memtable also makes RocksDB flush it first). Taking in every large batch, `save_docs`
 /// of 100 documents (whose batches are large at times) piled up 30 files at level 0, most with
 /// the memtable empty: compactions, at low priority, fell behind the files, and RocksDB slowed
-/// the index's writes down (9.6–17.1k docs/s instead of 20.5–21.0k). So a batch goes through the memtable while level 0 holds as many
-/// files as start a compaction (`max_level0_files`); that run then measured 21.2–26.1k against
-/// 21.7–26.5k, and batches of 1000 26.2–29.6k against 23.5–26.4k.
+/// the index's writes down (9.6–17.1k docs/s instead of 20.5–21.0k). So a batch goes through
+/// the memtable while level 0 holds as many files as start a compaction (`max_level0_files`);
+/// that run then measured 21.2–26.1k against 21.7–26.5k, and batches of 1000 26.2–29.6k
+/// against 23.5–26.4k.
 ///
 /// Over twelve alternated local replications of 100k documents each (throwaway cpu.erl and
 /// knobs), this bound used the least CPU a document up to rest: 96.5 µs (median), against
