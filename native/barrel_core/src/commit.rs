@@ -438,7 +438,7 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
     let (mut docs, mut writes) = (0u64, IndexWrites::default());
     // The entries of 1000 documents at a time, as the indexer writes a batch (some 30k
     // entries: taken in as a file).
-    let write = |writes: IndexWrites| writes.write(&store.index_db, &store.ingest);
+    let write = |writes: &mut IndexWrites| writes.write(&store.index_db, &store.ingest);
     for item in iter {
         let (k, v) = item?;
         let rec = DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
@@ -453,7 +453,7 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
         }
         docs += 1;
         if docs % 1000 == 0 {
-            write(std::mem::take(&mut writes))?;
+            write(&mut writes)?;
             #[cfg(test)]
             if INTERRUPT_REBUILD_IN
                 .lock()
@@ -464,7 +464,7 @@ fn rebuild_entries(store: &Store, barrel: &BarrelInner) -> Result<u64> {
             }
         }
     }
-    write(writes)?;
+    write(&mut writes)?;
     Ok(docs)
 }
 
