@@ -427,6 +427,11 @@ pub(crate) struct IndexWrites {
     scratch: Vec<IndexWrite>,
 }
 
+/// Most bytes each buffer of an [`IndexWrites`] keeps between batches: the largest batch of
+/// 1 KB documents ([`MAX_BATCH`] of them) needs about 7 MB of keys, and a rare larger one
+/// (large documents) should not hold its memory for the life of the store.
+const KEPT_BUFFER_BYTES: usize = 8 << 20;
+
 /// One key of [`IndexWrites`]: `keys[at..at + len]`, put or deleted.
 #[derive(Clone, Copy)]
 struct IndexWrite {
@@ -485,10 +490,15 @@ impl IndexWrites {
         sort_by_key_bytes(&mut self.writes, &self.keys, &mut self.scratch);
     }
 
-    /// Forgets the writes, keeping the buffers.
+    /// Forgets the writes, keeping the buffers up to [`KEPT_BUFFER_BYTES`] each.
     fn clear(&mut self) {
         self.keys.clear();
+        self.keys.shrink_to(KEPT_BUFFER_BYTES);
+        let writes = KEPT_BUFFER_BYTES / std::mem::size_of::<IndexWrite>();
         self.writes.clear();
+        self.writes.shrink_to(writes);
+        self.scratch.clear();
+        self.scratch.shrink_to(writes);
     }
 
     /// Writes them to the index in key order: a large batch (the indexer behind: a bulk
