@@ -127,6 +127,13 @@ fmt: deps
 # runs the driver on the Barrel just built. BENCH_FULL=1 adds 10M documents; see bench/README.md.
 .PHONY: bench bench-quick
 
+# The NIF is built together with the benchmark's own crates (as bench/run.sh builds them):
+# building it alone resolves other features for some shared dependencies (the HTTP peer's
+# client brings more of `syn`), so after an engine change barrel_core compiled twice, a minute
+# more of `make bench`.
+BENCH_CARGO_PACKAGES := -p barrel_nif -p rocksdb_floor -p http_peer -p barreld
+bench bench-quick: export BARREL_NIF_CARGO_PACKAGES = $(BENCH_CARGO_PACKAGES)
+
 bench: build
 	bash bench/run.sh
 

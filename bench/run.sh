@@ -13,8 +13,9 @@ case ":$PATH:" in
 esac
 export LANG="${LANG:-C.UTF-8}"
 
-# Built together with the NIF and barreld, the workspace's usual combined build, so cargo
-# unifies the same features and reuses what is compiled, librocksdb-sys included.
+# Built together with the NIF and barreld, as `make bench` builds the NIF (the Makefile's
+# BENCH_CARGO_PACKAGES), so cargo unifies the same features and reuses what is compiled,
+# barrel_core and librocksdb-sys included.
 cargo build --release -p barrel_nif -p rocksdb_floor -p http_peer -p barreld
 
 if ! command -v node >/dev/null 2>&1; then

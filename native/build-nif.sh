@@ -12,7 +12,10 @@ if ! command -v "$CARGO" >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; the
 fi
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/barrel-target}"
 export CARGO_TARGET_DIR
-"$CARGO" build --release -p barrel_nif
+# BARREL_NIF_CARGO_PACKAGES: the packages built with it (`make bench` adds the benchmark's,
+# which bench/run.sh builds, so barrel_core compiles once for both).
+# shellcheck disable=SC2086
+"$CARGO" build --release ${BARREL_NIF_CARGO_PACKAGES:--p barrel_nif}
 TARGET="$CARGO_TARGET_DIR"
 LIB="$TARGET/release/libbarrel_nif.so"
 [ -f "$LIB" ] || LIB="$TARGET/release/libbarrel_nif.dylib"
