@@ -85,17 +85,6 @@ const INDEX_L0_COMPACTION_TRIGGER: i32 = 8;
 /// and the rewrite took CPU from the readers.
 const BOTTOMMOST_DELAY: (&str, &str) = ("bottommost_file_compaction_delay", "600");
 
-/// The document families' compression by level (RocksDB's seven): none at level 0, LZ4 below.
-const LEVEL0_UNCOMPRESSED: [DBCompressionType; 7] = [
-    DBCompressionType::None,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-];
-
 const DATA_CFS: [&str; 6] = [CF_DOCS, CF_REVS, CF_SEQS, CF_LOCAL, CF_ATTS, CF_PENDING];
 
 /// Longest accepted barrel name, in bytes.
@@ -527,14 +516,6 @@ impl Store {
         let scan_table = table_options(false);
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(DBCompressionType::Lz4);
-        // Level 0 (memtables as flushed) uncompressed, every level below LZ4: a flushed file
-        // lives until the next compaction rewrites it compressed, so compressing it was work
-        // done twice, and LZ4 was a fifth of the flush thread's time. `save_docs` of 200k
-        // documents (throwaway cpu.erl, 3 alternated pairs): 80-81 µs of CPU a document up to
-        // indexed against 83-89, the flush thread 14.2-15.2 µs against 16.3-17.1, 23.0-23.4k
-        // documents/s against 20.9-21.8k. The cost is disk space until then: 100k documents
-        // at rest took 191-202 MiB against 170-186 (most of it the write-ahead log).
-        cf_opts.set_compression_per_level(&LEVEL0_UNCOMPRESSED);
         cf_opts.set_block_based_table_factory(&table);
         // A bloom filter over each memtable's keys: a point read of a key the memtable does not
         // hold (most reads of a large store, and the writer's lookup of every new document)
@@ -628,11 +609,6 @@ impl Store {
             "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2",
         )?;
         index_opts.set_memtable_prefix_bloom_ratio(0.0);
-        // The index compresses every level: its batches are often taken in as files
-        // (`Ingest`) that stay at level 0 for a while, and leaving its levels 0 and 1
-        // uncompressed made no difference beyond noise to replications (21.9-35.0k docs/s
-        // against 19.6-30.9k, four each).
-        index_opts.set_compression_per_level(&[]);
         index_opts.set_block_based_table_factory(&scan_table);
         index_opts.create_if_missing(true);
         index_opts.set_write_buffer_size(INDEX_MEMTABLE);
@@ -1018,51 +994,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Bytes of the `docs` family's table files, and how many are at level 0.
-    fn docs_files(store: &Store) -> (u64, u64) {
-        let cf = store.cf(CF_DOCS);
-        let int = |name| store.db.property_int_value_cf(cf, name).unwrap().unwrap();
-        (
-            int("rocksdb.total-sst-files-size"),
-            int("rocksdb.num-files-at-level0"),
-        )
-    }
-
-    #[test]
-    fn documents_are_compressed_below_level_0_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        store.create_barrel("b", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("b").unwrap();
-        // 2000 documents of ~1 KB that compress well.
-        let docs = (0..2000)
-            .map(|i| {
-                crate::DocInput::from_value(serde_json::json!({
-                    "id": format!("doc-{i:05}"),
-                    "text": "barrel keeps documents in sync ".repeat(32),
-                }))
-                .map_err(Error::from)
-            })
-            .collect();
-        for r in b.save_docs(docs, &crate::SaveOptions::default()).unwrap() {
-            r.unwrap();
-        }
-        store.flush().unwrap();
-        let (flushed, level0) = docs_files(&store);
-        assert!(level0 >= 1, "a flushed file at level 0");
-        assert!(
-            flushed > 2000 * 1000,
-            "level 0 holds the bodies as they are: {flushed} bytes"
-        );
-        store.compact().unwrap();
-        let (compacted, level0) = docs_files(&store);
-        assert_eq!(level0, 0);
-        assert!(
-            compacted * 4 < flushed,
-            "compacted below level 0, LZ4: {compacted} bytes against {flushed}"
-        );
-    }
 
     #[test]
     fn barrel_names_are_url_safe() {
