@@ -183,12 +183,16 @@ format(rate, V) -> rate(V);
 format({rate, _Unit, _PerItem}, V) -> amount(V);
 format(_Bytes, V) -> bytes(V).
 
-ratio(X) -> [$× | float_to_list(X, [{decimals, if X >= 10 -> 1; true -> 2 end}])].
+ratio(X) -> [$× | float_to_list(X, [{decimals, ratio_decimals(X)}])].
+
+%% Decimals a ratio is shown with: one from ×10 up, else two.
+ratio_decimals(X) when X >= 10 -> 1;
+ratio_decimals(_) -> 2.
 
 %% A ratio set against a target's bound `Min': with more decimals when the usual ones would
 %% round a miss up to the bound (0.497 is "×0.497", not "×0.50" beside "missed").
 target_ratio(X, Min) ->
-    target_ratio(X, Min, if X >= 10 -> 1; true -> 2 end).
+    target_ratio(X, Min, ratio_decimals(X)).
 
 target_ratio(X, Min, Decimals) ->
     Text = float_to_list(X, [{decimals, Decimals}]),
