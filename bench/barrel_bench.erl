@@ -227,7 +227,7 @@ workloads(#{writes := W, reads := R, att_mib := AM, sizes := Sizes, read_size :=
     %% (PouchDB the 60).
     Replication = fun(N) ->
                           Rep = #{store => {scale, N}, peers => [barrel, pouchdb],
-                                  reopened => true, main => true, deadline_ms => RD},
+                                  reopened => true, deadline_ms => RD},
                           [w(replicate_local, "replicate " ++ count_label(N) ++ " docs, local "
                              "to local", replicate, <<"s">>, N, 1, Rep#{via => local}),
                            w(replicate_ws, "replicate " ++ count_label(N) ++ " docs over "
@@ -437,10 +437,14 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
                                          log(PeerId, W, R, 0),
                                          Acc#{{PeerId, Id} => R}
                                  end, R1, Disk),
-                case Reopened =:= [] orelse Run(Reopened, R2) of
-                    true -> R2;
-                    {ok, R3} -> R3;
-                    {open_failed, Why} -> Failed(Reopened, Why, R2)
+                case Reopened of
+                    [] ->
+                        R2;
+                    _ ->
+                        case Run(Reopened, R2) of
+                            {ok, R3} -> R3;
+                            {open_failed, Why} -> Failed(Reopened, Why, R2)
+                        end
                 end;
             {open_failed, Why} ->
                 Failed(Workloads, Why, Results)
