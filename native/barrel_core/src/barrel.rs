@@ -513,13 +513,23 @@ impl Barrel {
     }
 
     fn read_record(&self, store: &Store, id: &str, ro: &ReadOptions) -> Result<DocRecord> {
+        let raw = self.read_raw_record(store, id, ro)?;
+        DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
+    }
+
+    /// A document's stored record, as RocksDB holds it ([`Error::NotFound`] when none).
+    fn read_raw_record<'s>(
+        &self,
+        store: &'s Store,
+        id: &str,
+        ro: &ReadOptions,
+    ) -> Result<rocksdb::DBPinnableSlice<'s>> {
         let key = keys::doc(self.inner.id, id);
-        let raw = store
+        store
             .db
             .get_pinned_cf_opt(store.cf(CF_DOCS), &key, ro)
             .map_err(read_error)?
-            .ok_or(Error::NotFound)?;
-        DocRecord::decode(&raw).ok_or_else(|| Error::Corrupt("document record".into()))
+            .ok_or(Error::NotFound)
     }
 
     /// The stored body of leaf `leaf` of a document, not its winner (whose body is in its
@@ -566,6 +576,36 @@ impl Barrel {
         match self.fetch_in(id, opts, true) {
             Err(Error::WouldBlock) => Ok(None),
             other => other.map(Some),
+        }
+    }
+
+    /// The winning revision of a live document, as [`Barrel::fetch_doc`] without options finds
+    /// it: `f` gets the stored body's JSON, read in place (not copied out of the store), and
+    /// the revision. With `cached_only`, answered from memory only, as
+    /// [`Barrel::fetch_doc_cached`]: [`Error::WouldBlock`] when that takes disk I/O or the body
+    /// is larger than [`CACHED_FETCH_MAX`].
+    pub fn with_winner<R>(
+        &self,
+        id: &str,
+        cached_only: bool,
+        f: impl FnOnce(&[u8], &Rev) -> R,
+    ) -> Result<R> {
+        crate::doc::check_doc_id(id)?;
+        let store = self.store()?;
+        let mut ro = ReadOptions::default();
+        if cached_only {
+            ro.set_read_tier(ReadTier::BlockCache);
+        }
+        let raw = self.read_raw_record(&store, id, &ro)?;
+        let (_, tree, body) = DocRecord::decode_parts(&raw)
+            .ok_or_else(|| Error::Corrupt("document record".into()))?;
+        if cached_only && body.len() > CACHED_FETCH_MAX {
+            return Err(Error::WouldBlock);
+        }
+        match tree.winner() {
+            Some(winner) if winner.deleted => Err(Error::NotFound),
+            Some(winner) => Ok(f(body, &winner.rev)),
+            None => Err(Error::Corrupt("empty revision tree".into())),
         }
     }
 
@@ -899,9 +939,9 @@ impl Barrel {
                 break;
             }
             let (k, v) = item?;
-            let rec =
-                DocRecord::decode(&v).ok_or_else(|| Error::Corrupt("document record".into()))?;
-            let Some(winner) = rec.tree.winner() else {
+            let (_, tree, winner_body) = DocRecord::decode_parts(&v)
+                .ok_or_else(|| Error::Corrupt("document record".into()))?;
+            let Some(winner) = tree.winner() else {
                 continue;
             };
             if winner.deleted {
@@ -911,7 +951,7 @@ impl Barrel {
                 .map_err(|_| Error::Corrupt("document id".into()))?
                 .to_string();
             count += 1;
-            let body = opts.include_docs.then_some(rec.winner_body.as_slice());
+            let body = opts.include_docs.then_some(winner_body);
             if f(id, winner.rev, body).is_break() {
                 break;
             }

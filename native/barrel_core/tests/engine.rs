@@ -512,6 +512,65 @@ fn cached_fetch_declines_when_disk_io_is_needed() {
 }
 
 #[test]
+fn with_winner_reads_the_winning_body_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        store.create_barrel("c", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("c").unwrap();
+        let (_, r1) = b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
+        let (_, r2) = b
+            .save_doc(
+                doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
+                &NEW,
+            )
+            .unwrap();
+        let read = |cached| b.with_winner("a", cached, |body, rev| (body.to_vec(), rev.clone()));
+        // The stored JSON of the winner, without `id` or `_rev`, and the winner's revision:
+        // what fetch_doc returns, parts apart.
+        for cached in [false, true] {
+            let (body, rev) = read(cached).unwrap();
+            assert_eq!(rev, r2);
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                json!({"v": 2})
+            );
+        }
+        assert_eq!(b.with_winner("zz", false, |_, _| ()), Err(Error::NotFound));
+        assert!(matches!(
+            b.with_winner("_bad", false, |_, _| ()),
+            Err(Error::BadDoc(DocError::InvalidDocId(_)))
+        ));
+        b.delete_doc("a", r2).unwrap();
+        assert_eq!(b.with_winner("a", false, |_, _| ()), Err(Error::NotFound));
+        b.save_doc(
+            doc(json!({"id": "big", "s": "x".repeat(barrel_core::barrel::CACHED_FETCH_MAX)})),
+            &NEW,
+        )
+        .unwrap();
+        // Too large to decode on a normal scheduler: declined from memory, read otherwise.
+        assert_eq!(
+            b.with_winner("big", true, |_, _| ()),
+            Err(Error::WouldBlock)
+        );
+        assert!(
+            b.with_winner("big", false, |body, _| body.len()).unwrap()
+                > barrel_core::barrel::CACHED_FETCH_MAX
+        );
+        b.save_doc(doc(json!({"id": "d", "v": 3})), &NEW).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open_store(&dir);
+    let b = store.open_barrel("c").unwrap();
+    // Fresh block cache: declined from memory, read from disk.
+    assert_eq!(b.with_winner("d", true, |_, _| ()), Err(Error::WouldBlock));
+    assert_eq!(
+        b.with_winner("d", false, |body, _| body.to_vec()).unwrap(),
+        br#"{"v":3}"#.to_vec()
+    );
+}
+
+#[test]
 fn opening_a_store_on_a_file_is_a_storage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");

@@ -5,7 +5,7 @@
 //! document NIFs. Every call that touches contents runs on a dirty I/O scheduler. Options and
 //! argument types are checked in `barrel.erl`.
 
-use crate::convert::{json_to_term, pointer_segment, term_to_value_within};
+use crate::convert::{extra_terms, json_to_term, pointer_segment, term_to_value_within};
 use crate::docs::{decode_id, decode_rev, encode_failure, fetch_options, saved, Failure};
 use crate::error;
 use crate::guarded;
@@ -486,7 +486,7 @@ fn fetch_doc_attachments<'a>(
             let b = barrel.barrel()?;
             let id = decode_id(id)?;
             let parts = b.fetch_doc_parts(&id, &opts)?;
-            let doc = json_to_term(env, &parts.body, &parts.meta, null)
+            let doc = json_to_term(env, &parts.body, &extra_terms(env, &parts.meta, null), null)
                 .map_err(|e| Error::Corrupt(format!("document body: {e}")))?;
             let body = barrel_core::doc::decode_body(&parts.body)
                 .ok_or_else(|| Error::Corrupt("document body".into()))?;

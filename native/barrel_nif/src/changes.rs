@@ -6,7 +6,7 @@
 //! `{barrel_behind, Tag}` once when it stopped delivering (its window was full, changes were
 //! dropped, or the barrel was deleted) until `subscription_resume/1`.
 
-use crate::convert::json_to_term;
+use crate::convert::{extra_terms, json_to_term};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
@@ -85,7 +85,7 @@ fn change_term<'a>(env: Env<'a>, c: &Change, null: Atom) -> Term<'a> {
     if let Some(doc) = &c.doc {
         let meta = c.doc_meta();
         // A stored body always parses; should it not, the change still goes out, without it.
-        if let Ok(t) = json_to_term(env, doc, &meta, null) {
+        if let Ok(t) = json_to_term(env, doc, &extra_terms(env, &meta, null), null) {
             keys.push("doc".encode(env));
             vals.push(t);
         }

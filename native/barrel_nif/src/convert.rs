@@ -199,12 +199,28 @@ pub(crate) fn map_to_term<'a>(env: Env<'a>, m: &Map<String, Value>, null_atom: A
         .unwrap_or_else(|_| rustler::types::map::map_new(env))
 }
 
+/// Members added to a decoded document's top-level object (special members such as `id` and
+/// `_rev`), as terms, in key order.
+pub(crate) type Extra<'a, 'k> = [(&'k str, Term<'a>)];
+
+/// The members of `m` (a document's special members) as [`Extra`] members.
+pub(crate) fn extra_terms<'a, 'm>(
+    env: Env<'a>,
+    m: &'m Map<String, Value>,
+    null_atom: Atom,
+) -> Vec<(&'m str, Term<'a>)> {
+    m.iter()
+        .map(|(k, v)| (k.as_str(), value_to_term(env, v, null_atom)))
+        .collect()
+}
+
 /// Decodes a stored JSON object straight into a map term (no intermediate JSON value), adding
-/// the `extra` members (special members such as `id` and `_rev`).
+/// the `extra` members: none among the object's own, in key order (the map is then built
+/// from sorted keys, which the VM checks in one pass).
 pub(crate) fn json_to_term<'a>(
     env: Env<'a>,
     json: &[u8],
-    extra: &Map<String, Value>,
+    extra: &Extra<'a, '_>,
     null_atom: Atom,
 ) -> Result<Term<'a>, String> {
     use serde::de::DeserializeSeed;
@@ -238,14 +254,13 @@ pub(crate) fn json_to_term<'a>(
 /// values.
 fn push_members<'a>(
     env: Env<'a>,
-    extra: Option<&Map<String, Value>>,
-    null_atom: Atom,
+    extra: Option<&Extra<'a, '_>>,
     keys: &mut Vec<Term<'a>>,
     values: &mut Vec<Term<'a>>,
 ) {
-    for (k, v) in extra.into_iter().flatten() {
-        keys.push(k.as_str().encode(env));
-        values.push(value_to_term(env, v, null_atom));
+    for &(k, v) in extra.into_iter().flatten() {
+        keys.push(k.encode(env));
+        values.push(v);
     }
 }
 
@@ -275,7 +290,7 @@ struct FastJson<'a, 'j> {
 
 impl<'a, 'j> FastJson<'a, 'j> {
     /// The top-level object with `extra`'s members added, the whole input consumed.
-    fn document(&mut self, extra: &Map<String, Value>) -> Option<Term<'a>> {
+    fn document(&mut self, extra: &Extra<'a, '_>) -> Option<Term<'a>> {
         self.ws();
         if self.peek()? != b'{' {
             return None;
@@ -428,22 +443,21 @@ impl<'a, 'j> FastJson<'a, 'j> {
         Some(list)
     }
 
-    fn object(&mut self, extra: Option<&Map<String, Value>>) -> Option<Term<'a>> {
+    fn object(&mut self, extra: Option<&Extra<'a, '_>>) -> Option<Term<'a>> {
         self.enter()?;
         let (key_base, value_base) = (self.keys.len(), self.values.len());
         // `extra`'s members go in among the stored ones in key order (both are sorted): the
         // map is then built from sorted keys, which the VM checks in one pass instead of
         // moving each added key down to its place.
         let mut extra = extra.into_iter().flatten().peekable();
-        let (env, null_atom) = (self.env, self.null_atom);
-        let mut push_extra_below = |keys: &mut Vec<Term<'a>>,
-                                    values: &mut Vec<Term<'a>>,
-                                    below: Option<&str>| {
-            while let Some((k, v)) = extra.next_if(|(k, _)| below.is_none_or(|b| k.as_str() < b)) {
-                keys.push(k.as_str().encode(env));
-                values.push(value_to_term(env, v, null_atom));
-            }
-        };
+        let env = self.env;
+        let mut push_extra_below =
+            |keys: &mut Vec<Term<'a>>, values: &mut Vec<Term<'a>>, below: Option<&str>| {
+                while let Some(&(k, v)) = extra.next_if(|(k, _)| below.is_none_or(|b| *k < b)) {
+                    keys.push(k.encode(env));
+                    values.push(v);
+                }
+            };
         self.members(b'}', |p| {
             p.ws();
             if p.peek()? != b'"' {
@@ -476,13 +490,13 @@ impl<'a, 'j> FastJson<'a, 'j> {
 }
 
 /// Builds terms while serde_json parses. `extra` members are added to the top-level object.
-struct TermSeed<'a, 'x> {
+struct TermSeed<'a, 'x, 'k> {
     env: Env<'a>,
     null_atom: Atom,
-    extra: Option<&'x Map<String, Value>>,
+    extra: Option<&'x Extra<'a, 'k>>,
 }
 
-impl<'de, 'a> serde::de::DeserializeSeed<'de> for TermSeed<'a, '_> {
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for TermSeed<'a, '_, '_> {
     type Value = Term<'a>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Term<'a>, D::Error> {
@@ -490,7 +504,7 @@ impl<'de, 'a> serde::de::DeserializeSeed<'de> for TermSeed<'a, '_> {
     }
 }
 
-impl<'de, 'a> serde::de::Visitor<'de> for TermSeed<'a, '_> {
+impl<'de, 'a> serde::de::Visitor<'de> for TermSeed<'a, '_, '_> {
     type Value = Term<'a>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -545,7 +559,7 @@ impl<'de, 'a> serde::de::Visitor<'de> for TermSeed<'a, '_> {
                 extra: None,
             })?);
         }
-        push_members(self.env, self.extra, self.null_atom, &mut keys, &mut values);
+        push_members(self.env, self.extra, &mut keys, &mut values);
         Term::map_from_term_arrays(self.env, &keys, &values)
             .map_err(|_| serde::de::Error::custom("duplicate key in stored document"))
     }

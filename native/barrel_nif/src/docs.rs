@@ -7,7 +7,7 @@
 //! reading the stubs of the parent revision) is I/O on the calling thread.
 
 use crate::attachments::attachment_specs_within;
-use crate::convert::{json_to_term, map_to_term, term_to_value_within};
+use crate::convert::{extra_terms, json_to_term, map_to_term, term_to_value_within, Extra};
 use crate::doc_json::{self, Encoded};
 use crate::error;
 use crate::guarded;
@@ -15,7 +15,7 @@ use crate::store::BarrelRef;
 use barrel_core::attachment::ATTACHMENTS;
 use barrel_core::SaveResults;
 use barrel_core::{
-    Body, DocInput, DocParts, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
+    DocInput, DocParts, Error, FetchOptions, FoldOptions, OpenRev, OpenRevs, Rev, SaveOptions,
 };
 use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
@@ -269,10 +269,23 @@ pub(crate) fn decode_id(id: Term) -> Result<String, Failure> {
 
 /// `{ok, Doc}` from a fetched document's parts.
 fn doc_term<'a>(env: Env<'a>, parts: &DocParts, null: Atom) -> Term<'a> {
-    match json_to_term(env, &parts.body, &parts.meta, null) {
+    ok_doc(env, &parts.body, &extra_terms(env, &parts.meta, null), null)
+}
+
+/// `{ok, Doc}` from a stored body and the members to add to it (in key order).
+fn ok_doc<'a>(env: Env<'a>, body: &[u8], extra: &Extra<'a, '_>, null: Atom) -> Term<'a> {
+    match json_to_term(env, body, extra, null) {
         Ok(doc) => (atoms::ok(), doc).encode(env),
         Err(e) => error::encode(env, &Error::Corrupt(format!("document body: {e}"))),
     }
+}
+
+/// A document's `id` and `_rev` as [`Extra`] members (in key order: `_` sorts before `i`).
+fn id_rev_terms<'a>(env: Env<'a>, id: &str, rev: &Rev) -> [(&'static str, Term<'a>); 2] {
+    [
+        (barrel_core::doc::REV, rev.to_string().encode(env)),
+        (barrel_core::doc::ID, id.encode(env)),
+    ]
 }
 
 pub(crate) fn fetch_options(
@@ -306,18 +319,31 @@ fn fetch<'a>(
     cached_only: bool,
 ) -> Term<'a> {
     guarded(env, || {
+        // `None`: the answer needs disk I/O (only with `cached_only`).
         let r = (|| {
             let opts = fetch_options(rev, revs, conflicts)?;
             let b = barrel.barrel()?;
             let id = decode_id(id)?;
-            Ok(if cached_only {
+            if opts.rev.is_none() && !opts.revs && !opts.conflicts {
+                // The winner, as most fetches ask: decoded from the stored bytes in place,
+                // with `id` and `_rev` made straight into terms.
+                let doc = b.with_winner(&id, cached_only, |body, rev| {
+                    ok_doc(env, body, &id_rev_terms(env, &id, rev), null)
+                });
+                return match doc {
+                    Err(Error::WouldBlock) => Ok(None),
+                    doc => Ok(Some(doc?)),
+                };
+            }
+            let parts = if cached_only {
                 b.fetch_doc_parts_cached(&id, &opts)?
             } else {
                 Some(b.fetch_doc_parts(&id, &opts)?)
-            })
+            };
+            Ok(parts.map(|parts| doc_term(env, &parts, null)))
         })();
         match r {
-            Ok(Some(parts)) => doc_term(env, &parts, null),
+            Ok(Some(doc)) => doc,
             Ok(None) => error::reason(env, &Error::WouldBlock),
             Err(f) => encode_failure(env, &f),
         }
@@ -435,9 +461,7 @@ fn fold_docs_chunk<'a>(
             let mut last: Option<String> = None;
             let mut failed = None;
             barrel.barrel()?.fold_docs_raw(&opts, |id, rev, body| {
-                let mut meta = Body::new();
-                meta.insert("id".into(), id.as_str().into());
-                meta.insert("_rev".into(), rev.to_string().into());
+                let meta = id_rev_terms(env, &id, &rev);
                 let term = match body {
                     // Stored JSON straight into terms, as fetch_doc does.
                     Some(json) => match json_to_term(env, json, &meta, null) {
@@ -447,7 +471,13 @@ fn fold_docs_chunk<'a>(
                             return ControlFlow::Break(());
                         }
                     },
-                    None => map_to_term(env, &meta, null),
+                    None => {
+                        let (keys, values): (Vec<Term>, Vec<Term>) =
+                            meta.iter().map(|&(k, v)| (k.encode(env), v)).unzip();
+                        // Two different keys: the call cannot fail.
+                        Term::map_from_term_arrays(env, &keys, &values)
+                            .unwrap_or_else(|_| rustler::types::map::map_new(env))
+                    }
                 };
                 rows.push(term);
                 last = Some(id);
