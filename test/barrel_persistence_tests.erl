@@ -23,6 +23,30 @@ app_restart_test() ->
     ?assertMatch({ok, #{updated_seq := 2}}, barrel:barrel_infos(<<"keep">>)),
     barrel_test_setup:stop(Dir).
 
+%% Stopping the application writes the memtables out to table files: the store
+%% it leaves has no write-ahead log contents to replay (and takes less disk), and
+%% documents and index are all there when it starts again.
+app_stop_flushes_the_logs_test() ->
+    Dir = barrel_test_setup:start(),
+    ok = barrel:create_barrel(<<"flushed">>, #{}),
+    {ok, B} = barrel:open(<<"flushed">>),
+    {ok, _} = barrel:save_docs(B, [#{<<"id">> => integer_to_binary(I), <<"v">> => I}
+                                   || I <- lists:seq(1, 500)]),
+    ?assert(log_bytes(Dir) > 0),
+    ok = application:stop(barrel),
+    ?assertEqual(0, log_bytes(Dir)),
+    {ok, _} = application:ensure_all_started(barrel),
+    {ok, B2} = barrel:open(<<"flushed">>),
+    ?assertMatch({ok, #{<<"v">> := 500}}, barrel:fetch_doc(B2, <<"500">>)),
+    ?assertMatch({ok, [#{<<"id">> := <<"250">>}]}, barrel:find(B2, {<<"$/v">>, #{equal => 250}})),
+    ?assertMatch({ok, #{docs_count := 500}}, barrel:barrel_infos(B2)),
+    barrel_test_setup:stop(Dir).
+
+%% Bytes in the store's write-ahead logs (RocksDB's `NNNNNN.log' files).
+log_bytes(Dir) ->
+    filelib:fold_files(Dir, "^[0-9]+\\.log$", true,
+                       fun(F, Acc) -> Acc + filelib:file_size(F) end, 0).
+
 vm_restart_test_() ->
     {timeout, 60, fun vm_restart/0}.
 

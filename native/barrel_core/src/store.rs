@@ -895,6 +895,16 @@ impl Store {
         Ok(())
     }
 
+    /// Writes what the memtables hold to table files once the indexer has caught up, so the
+    /// write-ahead logs can be deleted: for a store about to close (the NIF's `store_close`,
+    /// `barreld` on shutdown). Not needed for durability, as [`Store::flush`]. A store closed
+    /// this way takes less disk (100k 1 KB documents left ~110 MiB of logs behind, and their
+    /// contents take about half that in compressed tables) and opens without replaying them.
+    pub fn flush_for_close(&self) -> Result<()> {
+        self.indexer.drain();
+        self.flush()
+    }
+
     /// The store's background work now: the indexer's queue and RocksDB's flushes and
     /// compactions, over the document and the index databases and all their column families.
     /// For operators (is the store keeping up?) and for benchmarks that must start from rest.

@@ -570,6 +570,47 @@ fn with_winner_reads_the_winning_body_in_place() {
     );
 }
 
+/// Bytes in the write-ahead logs (RocksDB's `NNNNNN.log` files) under `dir`.
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if meta.is_dir() {
+            total += log_bytes(&entry.path());
+        } else if name
+            .strip_suffix(".log")
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+#[test]
+fn flush_for_close_leaves_no_log_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        store.create_barrel("c", BarrelConfig::default()).unwrap();
+        let b = store.open_barrel("c").unwrap();
+        for i in 0..200 {
+            b.save_doc(doc(json!({"id": format!("d{i}"), "v": i})), &NEW)
+                .unwrap();
+        }
+        assert!(log_bytes(dir.path()) > 0);
+        store.flush_for_close().unwrap();
+    }
+    // The documents and their index entries are in table files, the logs empty.
+    assert_eq!(log_bytes(dir.path()), 0);
+    let store = open_store(&dir);
+    let b = store.open_barrel("c").unwrap();
+    assert_eq!(b.fetch_doc("d199", &plain()).unwrap()["v"], json!(199));
+    assert_eq!(b.info().unwrap().stats.docs_count, 200);
+}
+
 #[test]
 fn opening_a_store_on_a_file_is_a_storage_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,6 +119,10 @@ fn store_close(env: Env) -> Term {
             while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
+            // The store closes either way: what is not flushed stays in the logs.
+            if let Err(e) = store.flush_for_close() {
+                eprintln!("barrel: flushing the store as it closes: {e}");
+            }
             drop(store);
         }
         atoms::ok().encode(env)

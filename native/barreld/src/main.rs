@@ -117,6 +117,9 @@ fn run(args: &Args) -> Result<(), String> {
     })?;
     handle.stop();
     store.close();
+    if let Err(e) = store.flush_for_close() {
+        eprintln!("barreld: flushing the store as it closes: {e}");
+    }
     drop(store);
     Ok(())
 }
