@@ -6,10 +6,11 @@
 //! `{barrel_behind, Tag}` once when it stopped delivering (its window was full, changes were
 //! dropped, or the barrel was deleted) until `subscription_resume/1`.
 
-use crate::convert::{extra_terms, json_to_term};
+use crate::convert::json_to_term;
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
+use barrel_core::doc::{DELETED, ID, REV};
 use barrel_core::{
     Change, ChangeSink, ChangesCursor, ChangesOptions, Pattern, SubscribeOptions, Subscription,
 };
@@ -72,20 +73,20 @@ fn change_term<'a>(env: Env<'a>, c: &Change, null: Atom) -> Term<'a> {
         "changes".encode(env),
     ];
     let changes: Vec<String> = c.changes.iter().map(|r| r.to_string()).collect();
-    let mut vals = vec![
-        c.id.as_str().encode(env),
-        c.rev.to_string().encode(env),
-        c.seq.encode(env),
-        changes.encode(env),
-    ];
+    let (id, rev) = (c.id.as_str().encode(env), c.rev.to_string().encode(env));
+    let mut vals = vec![id, rev, c.seq.encode(env), changes.encode(env)];
+    let deleted = true.encode(env);
     if c.deleted {
         keys.push("deleted".encode(env));
-        vals.push(true.encode(env));
+        vals.push(deleted);
     }
     if let Some(doc) = &c.doc {
-        let meta = c.doc_meta();
+        // The document's special members (`Change::doc_meta`), in key order, sharing the
+        // change's terms.
+        let meta = [(DELETED, deleted), (REV, rev), (ID, id)];
+        let meta = if c.deleted { &meta[..] } else { &meta[1..] };
         // A stored body always parses; should it not, the change still goes out, without it.
-        if let Ok(t) = json_to_term(env, doc, &extra_terms(env, &meta, null), null) {
+        if let Ok(t) = json_to_term(env, doc, meta, null) {
             keys.push("doc".encode(env));
             vals.push(t);
         }
