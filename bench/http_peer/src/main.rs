@@ -108,11 +108,15 @@ impl Peer for HttpPeer {
         Ok(outcome)
     }
 
-    /// Stops the server, then the store: RocksDB closes with the last handle, so the driver
-    /// measures the directory at rest.
+    /// Stops the server, then the store as `barreld` does (its memtables flushed, so its logs
+    /// are empty): RocksDB closes with the last handle, so the driver measures the directory at
+    /// rest.
     fn close(self) {
         self.server.stop();
         self.store.close();
+        if let Err(e) = self.store.flush_for_close() {
+            eprintln!("http_peer: flushing the store as it closes: {e}");
+        }
     }
 }
 
