@@ -20,15 +20,33 @@ fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
     Store::open(dir.path(), &StoreOptions::default()).unwrap()
 }
 
+/// The store in `dir` with a new barrel `name` in it, opened.
+fn new_barrel_in(dir: &tempfile::TempDir, name: &str) -> (Arc<Store>, barrel_core::Barrel) {
+    let store = open_store(dir);
+    store.create_barrel(name, BarrelConfig::default()).unwrap();
+    let barrel = store.open_barrel(name).unwrap();
+    (store, barrel)
+}
+
 fn setup() -> (tempfile::TempDir, Arc<Store>, barrel_core::Barrel) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
-    store.create_barrel("b", BarrelConfig::default()).unwrap();
-    let barrel = store.open_barrel("b").unwrap();
+    let (store, barrel) = new_barrel_in(&dir, "b");
     (dir, store, barrel)
 }
 
 const NEW: SaveOptions = SaveOptions { new_edits: true };
+
+/// Saves document `a` with `v` 1, then updates it to `v` 2: the two revisions.
+fn save_a_twice(b: &barrel_core::Barrel) -> (Rev, Rev) {
+    let (_, r1) = b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
+    let (_, r2) = b
+        .save_doc(
+            doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
+            &NEW,
+        )
+        .unwrap();
+    (r1, r2)
+}
 const REPL: SaveOptions = SaveOptions { new_edits: false };
 
 fn plain() -> FetchOptions {
@@ -285,13 +303,7 @@ fn new_edits_false_creates_conflicts_and_is_idempotent() {
 #[test]
 fn winner_body_moves_when_a_replicated_branch_wins() {
     let (_d, _s, b) = setup();
-    let (_, r1) = b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
-    let (_, r2) = b
-        .save_doc(
-            doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
-            &NEW,
-        )
-        .unwrap();
+    let (r1, r2) = save_a_twice(&b);
     // A longer branch arrives from elsewhere and wins.
     let hist = json!({"start": 3, "ids": ["ff", "ee", r1.hash]});
     b.save_doc(
@@ -483,9 +495,7 @@ fn replicated_revisions_require_rev() {
 fn cached_fetch_declines_when_disk_io_is_needed() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open_store(&dir);
-        store.create_barrel("c", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("c").unwrap();
+        let (store, b) = new_barrel_in(&dir, "c");
         b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
         // In the memtable: answered from memory.
         let got = b.fetch_doc_cached("a", &plain()).unwrap().unwrap();
@@ -515,16 +525,8 @@ fn cached_fetch_declines_when_disk_io_is_needed() {
 fn with_winner_reads_the_winning_body_in_place() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open_store(&dir);
-        store.create_barrel("c", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("c").unwrap();
-        let (_, r1) = b.save_doc(doc(json!({"id": "a", "v": 1})), &NEW).unwrap();
-        let (_, r2) = b
-            .save_doc(
-                doc(json!({"id": "a", "_rev": r1.to_string(), "v": 2})),
-                &NEW,
-            )
-            .unwrap();
+        let (store, b) = new_barrel_in(&dir, "c");
+        let (_, r2) = save_a_twice(&b);
         let read = |cached| b.with_winner("a", cached, |body, rev| (body.to_vec(), rev.clone()));
         // The stored JSON of the winner, without `id` or `_rev`, and the winner's revision:
         // what fetch_doc returns, parts apart.
@@ -593,9 +595,7 @@ fn log_bytes(dir: &std::path::Path) -> u64 {
 fn flush_for_close_leaves_no_log_to_replay() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open_store(&dir);
-        store.create_barrel("c", BarrelConfig::default()).unwrap();
-        let b = store.open_barrel("c").unwrap();
+        let (store, b) = new_barrel_in(&dir, "c");
         for i in 0..200 {
             b.save_doc(doc(json!({"id": format!("d{i}"), "v": i})), &NEW)
                 .unwrap();
