@@ -9,7 +9,7 @@ use crate::doc::{
     decode_body, revisions_value, Body, DocInput, DocRecord, CONFLICTS, DELETED, ID, REV, REVISIONS,
 };
 use crate::error::{Error, Result};
-use crate::revtree::{Leaf, Rev};
+use crate::revtree::{Leaf, Rev, RevTree};
 use crate::store::{keys, BarrelInfo, BarrelInner, Store, CF_DOCS, CF_REVS};
 use rocksdb::{Direction, ErrorKind, IteratorMode, ReadOptions, ReadTier};
 use serde_json::Value;
@@ -590,9 +590,34 @@ impl Barrel {
         cached_only: bool,
         f: impl FnOnce(&[u8], &Rev) -> R,
     ) -> Result<R> {
+        self.with_record(id, false, cached_only, |_, _, tree, body| {
+            match tree.winner() {
+                Some(winner) if winner.deleted => Err(Error::NotFound),
+                Some(winner) => Ok(f(body, &winner.rev)),
+                None => Err(Error::Corrupt("empty revision tree".into())),
+            }
+        })
+    }
+
+    /// Reads document `id`'s record for a fetch: `f` gets the store, the read options (to read
+    /// another leaf's body with), the revision tree and the winner's body as stored. With
+    /// `snapshot`, the reads share a snapshot, so a record and another leaf's body agree. With
+    /// `cached_only`, from memory only: [`Error::WouldBlock`] when that takes disk I/O or the
+    /// body is larger than [`CACHED_FETCH_MAX`]. An id that breaks the id rules is refused.
+    fn with_record<R>(
+        &self,
+        id: &str,
+        snapshot: bool,
+        cached_only: bool,
+        f: impl FnOnce(&Store, &ReadOptions, &RevTree, &[u8]) -> Result<R>,
+    ) -> Result<R> {
         crate::doc::check_doc_id(id)?;
         let store = self.store()?;
+        let snapshot = snapshot.then(|| store.db.snapshot());
         let mut ro = ReadOptions::default();
+        if let Some(s) = &snapshot {
+            ro.set_snapshot(s);
+        }
         if cached_only {
             ro.set_read_tier(ReadTier::BlockCache);
         }
@@ -602,11 +627,7 @@ impl Barrel {
         if cached_only && body.len() > CACHED_FETCH_MAX {
             return Err(Error::WouldBlock);
         }
-        match tree.winner() {
-            Some(winner) if winner.deleted => Err(Error::NotFound),
-            Some(winner) => Ok(f(body, &winner.rev)),
-            None => Err(Error::Corrupt("empty revision tree".into())),
-        }
+        f(&store, &ro, &tree, body)
     }
 
     /// [`Barrel::fetch_doc`] answered from memory only (memtables and block cache), for callers
@@ -620,44 +641,44 @@ impl Barrel {
     }
 
     fn fetch_in(&self, id: &str, opts: &FetchOptions, cached_only: bool) -> Result<DocParts> {
-        crate::doc::check_doc_id(id)?;
-        let store = self.store()?;
         // A plain fetch reads one key; reading another leaf's body needs a snapshot so the
         // record and the body agree.
-        let snapshot = opts.rev.as_ref().map(|_| store.db.snapshot());
-        let mut ro = ReadOptions::default();
-        if let Some(s) = &snapshot {
-            ro.set_snapshot(s);
-        }
-        if cached_only {
-            ro.set_read_tier(ReadTier::BlockCache);
-        }
-        let mut rec = self.read_record(&store, id, &ro)?;
-        if cached_only && rec.winner_body.len() > CACHED_FETCH_MAX {
-            return Err(Error::WouldBlock);
-        }
-        let winner = rec
-            .tree
+        let snapshot = opts.rev.is_some();
+        self.with_record(id, snapshot, cached_only, |store, ro, tree, winner_body| {
+            self.parts_of(store, ro, id, opts, tree, winner_body)
+        })
+    }
+
+    /// [`Barrel::fetch_in`] once the record is read.
+    fn parts_of(
+        &self,
+        store: &Store,
+        ro: &ReadOptions,
+        id: &str,
+        opts: &FetchOptions,
+        tree: &RevTree,
+        winner_body: &[u8],
+    ) -> Result<DocParts> {
+        let winner = tree
             .winner()
             .ok_or_else(|| Error::Corrupt("empty revision tree".into()))?;
         let (rev, deleted) = match &opts.rev {
             None if winner.deleted => return Err(Error::NotFound),
             None => (winner.rev.clone(), false),
-            Some(r) if rec.tree.is_leaf(r) => (r.clone(), rec.tree.is_deleted(r) == Some(true)),
+            Some(r) if tree.is_leaf(r) => (r.clone(), tree.is_deleted(r) == Some(true)),
             Some(_) => return Err(Error::NotFound),
         };
         let body = if rev == winner.rev {
-            std::mem::take(&mut rec.winner_body)
+            winner_body.to_vec()
         } else {
-            self.loser_body_json(&store, id, &rev, &ro)?
+            self.loser_body_json(store, id, &rev, ro)?
         };
         let mut doc = decorate_doc(Body::new(), id, &rev, deleted);
         if opts.revs {
-            doc.insert(REVISIONS.into(), revisions_value(&rec.tree.history(&rev)));
+            doc.insert(REVISIONS.into(), revisions_value(&tree.history(&rev)));
         }
         if opts.conflicts {
-            let mut others: Vec<Leaf> = rec
-                .tree
+            let mut others: Vec<Leaf> = tree
                 .leaves()
                 .into_iter()
                 .filter(|l| !l.deleted && l.rev != winner.rev)
