@@ -5,7 +5,7 @@
 //! document NIFs. Every call that touches contents runs on a dirty I/O scheduler. Options and
 //! argument types are checked in `barrel.erl`.
 
-use crate::convert::{extra_terms, json_to_term, pointer_segment, term_to_value_within};
+use crate::convert::{extra_terms, json_to_term, pairs_map, pointer_segment, term_to_value_within};
 use crate::docs::{decode_id, decode_rev, encode_failure, fetch_options, saved, Failure};
 use crate::error;
 use crate::guarded;
@@ -107,8 +107,7 @@ fn info_term<'a>(env: Env<'a>, meta: &AttMeta) -> Term<'a> {
     if let Some(u) = &meta.url {
         pairs.push((atoms::url().encode(env), u.encode(env)));
     }
-    let (k, v): (Vec<Term>, Vec<Term>) = pairs.into_iter().unzip();
-    Term::map_from_term_arrays(env, &k, &v).unwrap_or_else(|_| rustler::types::map::map_new(env))
+    pairs_map(env, pairs)
 }
 
 /// What is left to read, as one binary (built in place, chunk by chunk).

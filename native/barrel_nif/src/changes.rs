@@ -6,7 +6,7 @@
 //! `{barrel_behind, Tag}` once when it stopped delivering (its window was full, changes were
 //! dropped, or the barrel was deleted) until `subscription_resume/1`.
 
-use crate::convert::json_to_term;
+use crate::convert::{json_to_term, pairs_map};
 use crate::error;
 use crate::guarded;
 use crate::store::BarrelRef;
@@ -66,19 +66,17 @@ fn bad_pattern<'a>(env: Env<'a>, t: Term<'a>) -> Term<'a> {
 
 /// A change as a map: `id`, `rev`, `seq`, `changes`, and `deleted`, `doc` when they apply.
 fn change_term<'a>(env: Env<'a>, c: &Change, null: Atom) -> Term<'a> {
-    let mut keys = vec![
-        "id".encode(env),
-        "rev".encode(env),
-        "seq".encode(env),
-        "changes".encode(env),
-    ];
     let changes: Vec<String> = c.changes.iter().map(|r| r.to_string()).collect();
     let (id, rev) = (c.id.as_str().encode(env), c.rev.to_string().encode(env));
-    let mut vals = vec![id, rev, c.seq.encode(env), changes.encode(env)];
+    let mut members = vec![
+        ("id", id),
+        ("rev", rev),
+        ("seq", c.seq.encode(env)),
+        ("changes", changes.encode(env)),
+    ];
     let deleted = true.encode(env);
     if c.deleted {
-        keys.push("deleted".encode(env));
-        vals.push(deleted);
+        members.push(("deleted", deleted));
     }
     if let Some(doc) = &c.doc {
         // The document's special members (`Change::doc_meta`), in key order, sharing the
@@ -87,12 +85,10 @@ fn change_term<'a>(env: Env<'a>, c: &Change, null: Atom) -> Term<'a> {
         let meta = if c.deleted { &meta[..] } else { &meta[1..] };
         // A stored body always parses; should it not, the change still goes out, without it.
         if let Ok(t) = json_to_term(env, doc, meta, null) {
-            keys.push("doc".encode(env));
-            vals.push(t);
+            members.push(("doc", t));
         }
     }
-    Term::map_from_term_arrays(env, &keys, &vals)
-        .unwrap_or_else(|_| rustler::types::map::map_new(env))
+    pairs_map(env, members.into_iter().map(|(k, v)| (k.encode(env), v)))
 }
 
 /// `{ok, Cursor, UpdateSeq} | {error, Reason}`.

@@ -189,13 +189,22 @@ pub(crate) fn value_to_term<'a>(env: Env<'a>, v: &Value, null_atom: Atom) -> Ter
 
 /// Converts a JSON object to a map term.
 pub(crate) fn map_to_term<'a>(env: Env<'a>, m: &Map<String, Value>, null_atom: Atom) -> Term<'a> {
-    let keys: Vec<Term<'a>> = m.keys().map(|k| k.as_str().encode(env)).collect();
-    let vals: Vec<Term<'a>> = m
-        .values()
-        .map(|v| value_to_term(env, v, null_atom))
-        .collect();
-    // Keys come from a JSON object, so they are unique and the call cannot fail.
-    Term::map_from_term_arrays(env, &keys, &vals)
+    // Keys come from a JSON object, so they are unique.
+    pairs_map(
+        env,
+        m.iter()
+            .map(|(k, v)| (k.as_str().encode(env), value_to_term(env, v, null_atom))),
+    )
+}
+
+/// A map term of `pairs`, whose keys are all different: building it cannot fail (should it,
+/// the map is empty).
+pub(crate) fn pairs_map<'a>(
+    env: Env<'a>,
+    pairs: impl IntoIterator<Item = (Term<'a>, Term<'a>)>,
+) -> Term<'a> {
+    let (keys, values): (Vec<Term<'a>>, Vec<Term<'a>>) = pairs.into_iter().unzip();
+    Term::map_from_term_arrays(env, &keys, &values)
         .unwrap_or_else(|_| rustler::types::map::map_new(env))
 }
 

@@ -7,7 +7,9 @@
 //! reading the stubs of the parent revision) is I/O on the calling thread.
 
 use crate::attachments::attachment_specs_within;
-use crate::convert::{extra_terms, json_to_term, map_to_term, term_to_value_within, Extra};
+use crate::convert::{
+    extra_terms, json_to_term, map_to_term, pairs_map, term_to_value_within, Extra,
+};
 use crate::doc_json::{self, Encoded};
 use crate::error;
 use crate::guarded;
@@ -471,13 +473,7 @@ fn fold_docs_chunk<'a>(
                             return ControlFlow::Break(());
                         }
                     },
-                    None => {
-                        let (keys, values): (Vec<Term>, Vec<Term>) =
-                            meta.iter().map(|&(k, v)| (k.encode(env), v)).unzip();
-                        // Two different keys: the call cannot fail.
-                        Term::map_from_term_arrays(env, &keys, &values)
-                            .unwrap_or_else(|_| rustler::types::map::map_new(env))
-                    }
+                    None => pairs_map(env, meta.iter().map(|&(k, v)| (k.encode(env), v))),
                 };
                 rows.push(term);
                 last = Some(id);

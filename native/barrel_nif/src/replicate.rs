@@ -3,7 +3,7 @@
 //! peer-to-peer calls `p2p_push/4` and `p2p_fetch/4`. The processes and options live in
 //! `barrel_replicator.erl` and `barrel.erl`.
 
-use crate::convert::value_to_term;
+use crate::convert::{pairs_map, value_to_term};
 use crate::error;
 use crate::guarded;
 use crate::store::{current_store, BarrelRef};
@@ -118,10 +118,7 @@ fn progress_term<'a>(env: Env<'a>, p: &Progress) -> Term<'a> {
         (atoms::last_error(), last_error),
         (atoms::errors(), p.errors.encode(env)),
     ];
-    let keys: Vec<Term> = pairs.iter().map(|(k, _)| k.encode(env)).collect();
-    let vals: Vec<Term> = pairs.iter().map(|(_, v)| *v).collect();
-    Term::map_from_term_arrays(env, &keys, &vals)
-        .unwrap_or_else(|_| rustler::types::map::map_new(env))
+    pairs_map(env, pairs.map(|(k, v)| (k.encode(env), v)))
 }
 
 /// `{ok, Rep} | {error, Reason}`. `Opts` is `{Continuous, BatchSize, Since, Filter, Auth,
