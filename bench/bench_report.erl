@@ -6,6 +6,9 @@
 -export([machine/0, table/1, markdown/1, throughput/2, rate/1, us/1, bytes/1,
          workload_label/1, round_workloads/0]).
 
+%% Workloads shorter than this (seconds) have no CPU row: thread times come in 10 ms ticks.
+-define(CPU_MIN_SECS, 0.5).
+
 %% ---------------------------------------------------------------------------
 %% Targets: `num' / `den' (throughputs, docs/s) must be at least `min'. With `rounds', the
 %% driver measures both workloads again after the main run (see `barrel_bench:rounds/5') and
@@ -251,6 +254,18 @@ markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results :
      "Per call, p50 / p99 (a call is one document, or one batch for save_docs and the loads; "
      "for the attachment rows, one attachment).\n\n",
      markdown_table(latency(Report)), "\n",
+     "## Where Barrel's CPU went\n\n",
+     "CPU time of the VM's threads during each Barrel workload, by thread (from /proc), in µs "
+     "per item (a document; a call for the query rows, an attachment for the attachment rows), "
+     "and the cores that kept busy on average (2 is all of them here). Schedulers run the "
+     "calls themselves: the workload's processes, and the NIFs that answer on them (converting "
+     "documents, and a write committed on the caller's thread when the store is idle); the "
+     "writer commits the rest, the indexer writes the path index, flushes and compactions are "
+     "RocksDB's background threads, `ended` threads that ended during the workload (a "
+     "replication's own). The changes and replication rows cover the whole "
+     "workload, their setup included. The threads' times count in clock ticks (10 ms), so "
+     "workloads shorter than half a second are left out.\n\n",
+     markdown_table(cpu_rows(Report)), "\n",
      "## Targets (issue 3)\n\n",
      case Rounds of
          [] -> [];
@@ -293,6 +308,34 @@ latency(#{peers := Peers, results := Results} = Report) ->
                       || #{id := PeerId} <- Peers]]
             || {Label, Kind, Id} <- rows(Report), is_rate(Kind), has_latency(Id, Results)],
     [Header | Rows].
+
+%% Barrel's workloads with CPU figures, in the order of the tables above.
+cpu_rows(#{results := Results} = Report) ->
+    Groups = [schedulers, dirty_cpu, dirty_io, writer, indexer, notifier, flushes, compactions,
+              other, ended],
+    Header = ["Workload", "Rate", "Cores busy", "CPU µs/item"
+              | [atom_to_list(G) || G <- Groups]],
+    Ids = lists:foldl(fun({_, Kind, Id}, Acc) ->
+                              case is_rate(Kind) andalso not lists:member(Id, Acc) of
+                                  true -> Acc ++ [Id];
+                                  false -> Acc
+                              end
+                      end, [], rows(Report)),
+    Rows = [[workload_label(Id), amount(Ops / max(Secs, 1.0e-9)),
+             float_to_list(lists:sum(maps:values(Cpu)) / max(Secs, 1.0e-9), [{decimals, 2}]),
+             per_item(lists:sum(maps:values(Cpu)), Ops)
+             | [per_item(maps:get(G, Cpu, 0.0), Ops) || G <- Groups]]
+            || Id <- Ids,
+               {ok, #{cpu := Cpu, ops := Ops, secs := Secs}} <- [maps:get({barrel, Id}, Results,
+                                                                          missing)],
+               Ops > 0, Secs >= ?CPU_MIN_SECS],
+    [Header | Rows].
+
+per_item(Secs, Ops) ->
+    Us = Secs * 1.0e6 / Ops,
+    if Us >= 100 -> integer_to_list(round(Us));
+       true -> float_to_list(Us, [{decimals, 1}])
+    end.
 
 is_rate(rate) -> true;
 is_rate({rate, _, _}) -> true;

@@ -6,7 +6,7 @@
 %% the gap between consecutive timestamps of its process, so the loop reads the clock once a call.
 -module(bench_runner).
 
--export([run/3, items/3, stats/3, chunks/2]).
+-export([run/3, items/3, stats/3, chunks/2, thread_cpu/0]).
 
 %% @doc Runs `Workload' calling `Fun' on each item; returns `{ok, Result}' with the documents
 %% done, the seconds and the latencies (p50, p99 in microseconds, per call).
@@ -15,20 +15,23 @@
           {ok, map()}.
 run(_W, {custom, Run}, Templates) ->
     %% The peer's workload runs (and times) itself, in a fresh process.
+    Cpu0 = thread_cpu(),
     {Pid, Ref} = spawn_monitor(fun() -> exit({done, Run(Templates)}) end),
     receive
-        {'DOWN', Ref, process, Pid, {done, Stats}} -> {ok, Stats};
+        {'DOWN', Ref, process, Pid, {done, Stats}} -> {ok, with_cpu(Stats, Cpu0)};
         {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
     end;
 run(#{op := fold}, {fold, Fold}, _Templates) ->
     %% In a fresh process, like every other workload.
+    Cpu0 = thread_cpu(),
     {Pid, Ref} = spawn_monitor(fun() ->
                                        T0 = erlang:monotonic_time(),
                                        N = Fold(),
                                        exit({done, N, erlang:monotonic_time() - T0})
                                end),
     receive
-        {'DOWN', Ref, process, Pid, {done, N, Elapsed}} -> {ok, stats(N, Elapsed, [])};
+        {'DOWN', Ref, process, Pid, {done, N, Elapsed}} ->
+            {ok, with_cpu(stats(N, Elapsed, []), Cpu0)};
         {'DOWN', Ref, process, Pid, R} -> exit({worker_failed, R})
     end;
 run(W, {settled, Fun, Settle}, Templates) ->
@@ -48,6 +51,7 @@ run(W = #{procs := Procs}, Fun, Templates, Settle) ->
                || P <- lists:seq(0, Procs - 1)],
     [receive {ready, Pid} -> ok; {'DOWN', _, process, _, R} -> exit({worker_failed, R}) end
      || {Pid, _} <- Workers],
+    Cpu0 = thread_cpu(),
     T0 = erlang:monotonic_time(),
     [Pid ! {go, T0, T0 + Budget} || {Pid, _} <- Workers],
     Results = [receive
@@ -58,7 +62,98 @@ run(W = #{procs := Procs}, Fun, Templates, Settle) ->
     Elapsed = erlang:monotonic_time() - T0,
     [erlang:demonitor(Ref, [flush]) || {_, Ref} <- Workers],
     Done = lists:sum([D || {D, _} <- Results]),
-    {ok, stats(Done, Elapsed, lists:append([L || {_, L} <- Results]))}.
+    {ok, with_cpu(stats(Done, Elapsed, lists:append([L || {_, L} <- Results])), Cpu0)}.
+
+%% @doc CPU seconds this OS process's threads have used, summed by what they are (thread
+%% names from /proc, digits dropped): `schedulers', `dirty_cpu', `dirty_io', Barrel's
+%% `writer', `indexer' and `notifier', RocksDB's `flushes' (its high-priority pool) and
+%% `compactions' (low), and `other'; `process' is the whole OS process, threads that have
+%% ended included. Empty where /proc is not there.
+-spec thread_cpu() -> #{atom() => float()}.
+thread_cpu() ->
+    Dir = "/proc/" ++ os:getpid() ++ "/task",
+    Tasks = case file:list_dir(Dir) of
+                {ok, Names} -> Names;
+                {error, _} -> []
+            end,
+    Tick = clock_tick(),
+    Process = case thread_stat("/proc/" ++ os:getpid() ++ "/stat") of
+                  {_, All} -> #{process => All / Tick};
+                  none -> #{}
+              end,
+    lists:foldl(fun(Task, Acc) ->
+                        case thread_stat(filename:join([Dir, Task, "stat"])) of
+                            {Name, Ticks} ->
+                                maps:update_with(thread_group(Name), fun(V) -> V + Ticks / Tick end,
+                                                 Ticks / Tick, Acc);
+                            none ->
+                                Acc
+                        end
+                end, Process, Tasks).
+
+%% A thread's name and user + system clock ticks (fields 14 and 15 of its stat line; the name
+%% is in parentheses and may hold spaces).
+thread_stat(File) ->
+    case file:read_file(File) of
+        {ok, Bin} ->
+            case {binary:match(Bin, <<"(">>), binary:matches(Bin, <<")">>)} of
+                {{Open, 1}, [_ | _] = Closes} ->
+                    {Close, 1} = lists:last(Closes),
+                    Name = binary:part(Bin, Open + 1, Close - Open - 1),
+                    Rest = binary:split(binary:part(Bin, Close + 2, byte_size(Bin) - Close - 2),
+                                        <<" ">>, [global]),
+                    case length(Rest) >= 13 of
+                        true ->
+                            {Name, binary_to_integer(lists:nth(12, Rest))
+                                   + binary_to_integer(lists:nth(13, Rest))};
+                        false ->
+                            none
+                    end;
+                _ ->
+                    none
+            end;
+        {error, _} ->
+            none
+    end.
+
+thread_group(Name) ->
+    case re:replace(Name, "[0-9]", "", [global, {return, binary}]) of
+        <<"_scheduler">> -> schedulers;
+        <<"_dirty_cpu", _/binary>> -> dirty_cpu;
+        <<"_dirty_io", _/binary>> -> dirty_io;
+        <<"barrel-writer">> -> writer;
+        <<"barrel-indexer">> -> indexer;
+        <<"barrel-notifier">> -> notifier;
+        <<"rocksdb:high">> -> flushes;
+        <<"rocksdb:low">> -> compactions;
+        _ -> other
+    end.
+
+%% Clock ticks a second of /proc's stat files (USER_HZ, 100 on Linux).
+clock_tick() ->
+    case persistent_term:get({?MODULE, clock_tick}, undefined) of
+        undefined ->
+            Tick = case string:to_integer(os:cmd("getconf CLK_TCK 2>/dev/null")) of
+                       {N, _} when is_integer(N), N > 0 -> N;
+                       _ -> 100
+                   end,
+            persistent_term:put({?MODULE, clock_tick}, Tick),
+            Tick;
+        Tick ->
+            Tick
+    end.
+
+%% `Stats' with `cpu': the CPU seconds of each thread group since `Cpu0', and `ended': those of
+%% threads that ended meanwhile (the process's figure less its live threads').
+with_cpu(Stats, Cpu0) when map_size(Cpu0) =:= 0 ->
+    Stats;
+with_cpu(Stats, Cpu0) ->
+    Cpu1 = thread_cpu(),
+    {Process, Groups} = maps:take(process, maps:map(fun(G, V) ->
+                                                             max(0.0, V - maps:get(G, Cpu0, 0.0))
+                                                     end, Cpu1)),
+    %% The process's own figure counts its ended threads too (such as a replication's).
+    Stats#{cpu => Groups#{ended => max(0.0, Process - lists:sum(maps:values(Groups)))}}.
 
 %% A process stops at the end of its items or at the deadline, whichever comes first.
 worker(Parent, W, P, Fun, Templates) ->
