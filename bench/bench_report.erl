@@ -527,6 +527,7 @@ why({Tag, Why}) when is_list(Why) -> [atom_to_list(Tag), ": ", Why];
 why({Tag, Why}) -> io_lib:format("~ts: ~0p", [Tag, Why]).
 
 store_label(writes) -> "writes";
+store_label({writes, Procs}) -> "writes, " ++ integer_to_list(Procs) ++ " processes (own)";
 store_label({scale, N}) -> count_label(N) ++ " docs".
 
 %% ---------------------------------------------------------------------------
