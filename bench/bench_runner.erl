@@ -149,11 +149,11 @@ with_cpu(Stats, Cpu0) when map_size(Cpu0) =:= 0 ->
     Stats;
 with_cpu(Stats, Cpu0) ->
     Cpu1 = thread_cpu(),
-    {Process, Groups} = maps:take(process, maps:map(fun(G, V) ->
-                                                             max(0.0, V - maps:get(G, Cpu0, 0.0))
-                                                     end, Cpu1)),
+    Deltas = maps:map(fun(G, V) -> max(0.0, V - maps:get(G, Cpu0, 0.0)) end, Cpu1),
+    Groups = maps:remove(process, Deltas),
     %% The process's own figure counts its ended threads too (such as a replication's).
-    Stats#{cpu => Groups#{ended => max(0.0, Process - lists:sum(maps:values(Groups)))}}.
+    Ended = max(0.0, maps:get(process, Deltas, 0.0) - lists:sum(maps:values(Groups))),
+    Stats#{cpu => Groups#{ended => Ended}}.
 
 %% A process stops at the end of its items or at the deadline, whichever comes first.
 worker(Parent, W, P, Fun, Templates) ->
