@@ -321,14 +321,14 @@ cpu_rows(#{results := Results} = Report) ->
                                   false -> Acc
                               end
                       end, [], rows(Report)),
-    Rows = [[workload_label(Id), amount(Ops / max(Secs, 1.0e-9)),
-             float_to_list(lists:sum(maps:values(Cpu)) / max(Secs, 1.0e-9), [{decimals, 2}]),
-             per_item(lists:sum(maps:values(Cpu)), Ops)
+    Rows = [[workload_label(Id), amount(Ops / Secs),
+             float_to_list(Total / Secs, [{decimals, 2}]), per_item(Total, Ops)
              | [per_item(maps:get(G, Cpu, 0.0), Ops) || G <- Groups]]
             || Id <- Ids,
                {ok, #{cpu := Cpu, ops := Ops, secs := Secs}} <- [maps:get({barrel, Id}, Results,
                                                                           missing)],
-               Ops > 0, Secs >= ?CPU_MIN_SECS],
+               Ops > 0, Secs >= ?CPU_MIN_SECS,
+               Total <- [lists:sum(maps:values(Cpu))]],
     [Header | Rows].
 
 per_item(Secs, Ops) ->

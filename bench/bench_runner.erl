@@ -64,32 +64,29 @@ run(W = #{procs := Procs}, Fun, Templates, Settle) ->
     Done = lists:sum([D || {D, _} <- Results]),
     {ok, with_cpu(stats(Done, Elapsed, lists:append([L || {_, L} <- Results])), Cpu0)}.
 
-%% @doc CPU seconds this OS process's threads have used, summed by what they are (thread
-%% names from /proc, digits dropped): `schedulers', `dirty_cpu', `dirty_io', Barrel's
-%% `writer', `indexer' and `notifier', RocksDB's `flushes' (its high-priority pool) and
-%% `compactions' (low), and `other'; `process' is the whole OS process, threads that have
-%% ended included. Empty where /proc is not there.
--spec thread_cpu() -> #{atom() => float()}.
+%% @doc CPU seconds this OS process has used: `{Process, Threads}', the whole process's
+%% (threads that have ended included; `undefined' where /proc does not say) and each live
+%% thread's by its id, with what the thread is (its name from /proc, digits dropped):
+%% `schedulers', `dirty_cpu', `dirty_io', Barrel's `writer', `indexer' and `notifier',
+%% RocksDB's `flushes' (its high-priority pool) and `compactions' (low), or `other'. No
+%% threads where /proc is not there.
+-spec thread_cpu() -> {float() | undefined, #{binary() => {atom(), float()}}}.
 thread_cpu() ->
-    Dir = "/proc/" ++ os:getpid() ++ "/task",
-    Tasks = case file:list_dir(Dir) of
+    Proc = "/proc/" ++ os:getpid(),
+    Tick = clock_tick(),
+    Process = case thread_stat(Proc ++ "/stat") of
+                  {_, All} -> All / Tick;
+                  none -> undefined
+              end,
+    Tasks = case file:list_dir(Proc ++ "/task") of
                 {ok, Names} -> Names;
                 {error, _} -> []
             end,
-    Tick = clock_tick(),
-    Process = case thread_stat("/proc/" ++ os:getpid() ++ "/stat") of
-                  {_, All} -> #{process => All / Tick};
-                  none -> #{}
-              end,
-    lists:foldl(fun(Task, Acc) ->
-                        case thread_stat(filename:join([Dir, Task, "stat"])) of
-                            {Name, Ticks} ->
-                                maps:update_with(thread_group(Name), fun(V) -> V + Ticks / Tick end,
-                                                 Ticks / Tick, Acc);
-                            none ->
-                                Acc
-                        end
-                end, Process, Tasks).
+    Threads = maps:from_list(
+                [{list_to_binary(Tid), {thread_group(Name), Ticks / Tick}}
+                 || Tid <- Tasks,
+                    {Name, Ticks} <- [thread_stat(filename:join([Proc, "task", Tid, "stat"]))]]),
+    {Process, Threads}.
 
 %% A thread's name and user + system clock ticks (fields 14 and 15 of its stat line; the name
 %% is in parentheses and may hold spaces).
@@ -143,16 +140,27 @@ clock_tick() ->
             Tick
     end.
 
-%% `Stats' with `cpu': the CPU seconds of each thread group since `Cpu0', and `ended': those of
-%% threads that ended meanwhile (the process's figure less its live threads').
-with_cpu(Stats, Cpu0) when map_size(Cpu0) =:= 0 ->
+%% `Stats' with `cpu': the CPU seconds since the sample `Cpu0' of the threads alive now, summed
+%% by what they are, and `ended': those of the threads that ended meanwhile (the process's
+%% figure less its live threads').
+with_cpu(Stats, {_, Threads0}) when map_size(Threads0) =:= 0 ->
     Stats;
-with_cpu(Stats, Cpu0) ->
-    Cpu1 = thread_cpu(),
-    Deltas = maps:map(fun(G, V) -> max(0.0, V - maps:get(G, Cpu0, 0.0)) end, Cpu1),
-    Groups = maps:remove(process, Deltas),
-    %% The process's own figure counts its ended threads too (such as a replication's).
-    Ended = max(0.0, maps:get(process, Deltas, 0.0) - lists:sum(maps:values(Groups))),
+with_cpu(Stats, {Process0, Threads0}) ->
+    {Process1, Threads1} = thread_cpu(),
+    %% A thread started since the first sample counts from zero. (A thread id the kernel gave
+    %% again to a new thread could count less than zero: it counts nothing.)
+    Groups = maps:fold(fun(Tid, {Group, Secs}, Acc) ->
+                               Before = case Threads0 of
+                                            #{Tid := {_, S0}} -> S0;
+                                            #{} -> 0.0
+                                        end,
+                               maps:update_with(Group, fun(V) -> V + max(0.0, Secs - Before) end,
+                                                max(0.0, Secs - Before), Acc)
+                       end, #{}, Threads1),
+    Ended = case is_number(Process0) andalso is_number(Process1) of
+                true -> max(0.0, Process1 - Process0 - lists:sum(maps:values(Groups)));
+                false -> 0.0
+            end,
     Stats#{cpu => Groups#{ended => Ended}}.
 
 %% A process stops at the end of its items or at the deadline, whichever comes first.
