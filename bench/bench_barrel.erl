@@ -95,7 +95,8 @@ op(#{op := changes_latency} = W, B) ->
              end,
     Write = fun(_Key, Doc) -> {ok, _, _} = barrel:save_doc(B, Doc) end,
     {custom, fun(Templates) ->
-                     bench_changes:latency(W, Templates, Write, Listen, fun change_time/1)
+                     bench_changes:latency(W, Templates, Write, Listen, fun change_time/1,
+                                           fun background_overlap/1)
              end};
 op(#{op := replication_lag} = W, _B) ->
     {custom, fun(Templates) -> replication_lag(W, Templates) end};
@@ -190,6 +191,66 @@ replication_lag(#{id := Id, via := Via} = W, Templates) ->
         Http =:= undefined orelse barrel:stop_http(Http),
         _ = barrel:delete_barrel(Source),
         _ = barrel:delete_barrel(Target)
+    end.
+
+%% What RocksDB's background work had to do with the slowest deliveries of a changes workload
+%% (`tail' in its stats): the flushes and compactions the store's RocksDB instances (documents,
+%% path index) logged as they ran, from the `EVENT_LOG_v1' lines of their `LOG' files (wall-clock
+%% µs, so reading them afterwards changes nothing in the workload), matched against each
+%% delivery's way from its write call to its listener. The slowest deliveries are those at or
+%% above the p99; `p99_outside_us' is the p99 of the deliveries that overlapped no flush and no
+%% compaction.
+background_overlap([]) ->
+    #{};
+background_overlap(Deliveries) ->
+    {ok, Dir} = application:get_env(barrel, data_dir),
+    Logs = [filename:join(Dir, F) || F <- filelib:wildcard("LOG", Dir) ++
+                                         filelib:wildcard("*/LOG", Dir)],
+    Offset = erlang:time_offset(),
+    Us = fun(T) -> erlang:convert_time_unit(T, native, microsecond) end,
+    %% Each delivery's way: from its write call to its arrival, in system time.
+    Ways = [{Us(A - L + Offset), Us(A + Offset), L} || {A, L} <- Deliveries],
+    From = lists:min([S || {S, _, _} <- Ways]),
+    To = lists:max([E || {_, E, _} <- Ways]),
+    Sorted = lists:sort([L || {_, _, L} <- Ways]),
+    P99 = lists:nth(max(1, ceil(length(Sorted) * 0.99)), Sorted),
+    Slow = [W || W = {_, _, L} <- Ways, L >= P99],
+    Kinds = [{Kind, [{S, E} || {S, E} <- lists:append([windows(F, Kind) || F <- Logs]),
+                               S =< To, E >= From]}
+             || Kind <- [<<"flush">>, <<"compaction">>]],
+    Overlaps = fun({S, E, _}, Windows) -> lists:any(fun({WS, WE}) -> S =< WE andalso E >= WS end,
+                                                    Windows) end,
+    AllWindows = lists:append([Ws || {_, Ws} <- Kinds]),
+    Quiet = [L || W = {_, _, L} <- Ways, not Overlaps(W, AllWindows)],
+    PerKind = maps:from_list(
+                [{binary_to_atom(Kind),
+                  #{count => length(Ws),
+                    ms => lists:sum([min(E, To) - max(S, From) || {S, E} <- Ws]) / 1000,
+                    slow => length([W || W <- Slow, Overlaps(W, Ws)])}}
+                 || {Kind, Ws} <- Kinds]),
+    #{tail => PerKind#{slow => length(Slow), deliveries => length(Ways), quiet => length(Quiet),
+                       p99_outside_us => maps:get(p99_us, bench_runner:stats(length(Quiet), 0,
+                                                                             Quiet))}}.
+
+%% The `{Start, End}' (wall-clock µs) of every flush or compaction (`Kind') in RocksDB's `LOG'
+%% file `File'; one still running when the file was read ends now.
+windows(File, Kind) ->
+    case file:read_file(File) of
+        {ok, Bin} ->
+            Re = <<"\"time_micros\": ([0-9]+), \"job\": ([0-9]+), \"event\": \"",
+                   Kind/binary, "_(started|finished)\"">>,
+            Events = case re:run(Bin, Re, [global, {capture, all_but_first, binary}]) of
+                         {match, Ms} -> Ms;
+                         nomatch -> []
+                     end,
+            Starts = maps:from_list([{Job, binary_to_integer(T)}
+                                     || [T, Job, <<"started">>] <- Events]),
+            Ends = maps:from_list([{Job, binary_to_integer(T)}
+                                   || [T, Job, <<"finished">>] <- Events]),
+            Now = os:system_time(microsecond),
+            [{S, maps:get(Job, Ends, Now)} || {Job, S} <- maps:to_list(Starts)];
+        {error, _} ->
+            []
     end.
 
 %% The write time a changes workload's document carries.

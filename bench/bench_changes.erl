@@ -16,14 +16,20 @@
 %% </ul>
 -module(bench_changes).
 
--export([latency/5, fanout/5]).
+-export([latency/5, latency/6, fanout/5]).
 
 -define(BATCH, 100).
 
 %% @doc `changes_latency'. `Write(Key, Doc)'; `Listen()' runs in the listening process;
 %% `Extract(Msg)' is `{change, T}' or `ignore'.
+latency(W, Templates, Write, Listen, Extract) ->
+    latency(W, Templates, Write, Listen, Extract, fun(_Deliveries) -> #{} end).
+
+%% @doc {@link latency/5}, its stats merged with `Explain(Deliveries)': every delivery as
+%% `{Arrival, Latency}' (native units, `Arrival' in `erlang:monotonic_time()'), for a peer
+%% that can tell what was going on when the slow ones came.
 latency(#{ks := Ks, count := Count, procs := Procs, rate := Rate, deadline_ms := D} = W,
-        Templates, Write, Listen, Extract) ->
+        Templates, Write, Listen, Extract, Explain) ->
     Flat = maps:get(flat, W, false),
     Parent = self(),
     Receiver = spawn_link(fun() ->
@@ -41,9 +47,10 @@ latency(#{ks := Ks, count := Count, procs := Procs, rate := Rate, deadline_ms :=
                                   Parent ! {written, self()}
                           end) || P <- lists:seq(0, Procs - 1)],
     [receive {written, Wr} -> ok end || Wr <- Writers],
-    {Lats, TEnd} = receive {latencies, Receiver, L, T} -> {L, T} end,
+    {Deliveries, TEnd} = receive {latencies, Receiver, L, T} -> {L, T} end,
+    Lats = [Lat || {_, Lat} <- Deliveries],
     Stats = bench_runner:stats(length(Lats), TEnd - T0, Lats),
-    Stats#{offered_rate => Rate}.
+    maps:merge(Stats#{offered_rate => Rate}, Explain(Deliveries)).
 
 pace([], _Next, _Interval, _Ks, _Templates, _Write) ->
     ok;
@@ -76,9 +83,10 @@ receive_latencies(Parent, Extract, Left, Acc, Deadline) ->
             Now = erlang:monotonic_time(),
             case Extract(Msg) of
                 {change, T} when Now > Deadline ->
-                    report(Parent, [Now - T | Acc]);
+                    report(Parent, [{Now, Now - T} | Acc]);
                 {change, T} ->
-                    receive_latencies(Parent, Extract, Left - 1, [Now - T | Acc], Deadline);
+                    receive_latencies(Parent, Extract, Left - 1, [{Now, Now - T} | Acc],
+                                      Deadline);
                 ignore ->
                     receive_latencies(Parent, Extract, Left, Acc, Deadline)
             end

@@ -277,6 +277,7 @@ markdown(#{machine := M, config := C, peers := Peers, workloads := Ws, results :
                 "tables above.~n~n", [length(Rounds) + 1, length(Rounds)])
      end,
      markdown_table(target_rows(Results, Rounds)), "\n",
+     tail_notes(Results),
      case later_targets() of
          [] -> [];
          Later -> [[["- Not measured yet: ", T, "\n"] || T <- Later], "\n"]
@@ -403,6 +404,31 @@ pair(Num, Den, Results) ->
 
 status(true) -> "met";
 status(false) -> "**missed**".
+
+%% For Barrel's write → listener workloads: how many of the slowest deliveries overlapped a
+%% RocksDB flush or compaction, and the p99 of those that overlapped neither (see
+%% `bench_barrel:background_overlap/1').
+tail_notes(Results) ->
+    Lines = [io_lib:format(
+               "- ~ts: of the ~b deliveries at or above the p99 (~ts), ~b overlapped a RocksDB "
+               "flush (~b flushes, ~b ms in all) and ~b a compaction (~b, ~b ms); the ~b of ~b "
+               "deliveries that overlapped neither had a p99 of ~ts.~n",
+               [workload_label(Id), Slow, us(P99), SF, NF, round(FMs), SC, NC, round(CMs),
+                Quiet, N, us(QuietP99)])
+             || Id <- [changes_latency, changes_latency_flat],
+                {ok, #{p99_us := P99,
+                       tail := #{slow := Slow, deliveries := N, quiet := Quiet,
+                                 p99_outside_us := QuietP99,
+                                 flush := #{count := NF, ms := FMs, slow := SF},
+                                 compaction := #{count := NC, ms := CMs, slow := SC}}}}
+                    <- [maps:get({barrel, Id}, Results, missing)]],
+    case Lines of
+        [] -> [];
+        _ -> ["Where the listener's slowest deliveries came from (Barrel; flushes and "
+              "compactions from the `EVENT_LOG_v1` lines RocksDB writes to its `LOG` files as "
+              "they start and finish, matched against each delivery's way from its write call "
+              "to its listener):\n\n", Lines, "\n"]
+    end.
 
 %% The middle value (the mean of the two middle ones for an even count).
 median(Xs) ->
