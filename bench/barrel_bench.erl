@@ -439,7 +439,7 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
                                  Acc, Ws)
              end,
     try
-        case Run(First, Results) of
+        case explained(Mod, Dir, Run(First, Results)) of
             {ok, R1} ->
                 R2 = lists:foldl(fun(W = #{id := Id}, Acc) ->
                                          R = {ok, dir_size(Dir)},
@@ -450,7 +450,7 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
                     [] ->
                         R2;
                     _ ->
-                        case Run(Reopened, R2) of
+                        case explained(Mod, Dir, Run(Reopened, R2)) of
                             {ok, R3} -> R3;
                             {open_failed, Why} -> Failed(Reopened, Why, R2)
                         end
@@ -461,6 +461,20 @@ run_store(#{id := PeerId, mod := Mod, opts := Opts}, Store, Workloads, Templates
     after
         rm_rf(Dir)
     end.
+
+%% The results once the store in `Dir' is closed, with the stats that carry `deliveries'
+%% completed by the peer's `explain/2' (see `bench_peer').
+explained(Mod, Dir, {ok, Results}) ->
+    {ok, maps:map(fun(_Key, {ok, #{deliveries := _} = Stats}) ->
+                          {ok, case erlang:function_exported(Mod, explain, 2) of
+                                   true -> Mod:explain(Dir, Stats);
+                                   false -> maps:remove(deliveries, Stats)
+                               end};
+                     (_Key, R) ->
+                          R
+                  end, Results)};
+explained(_Mod, _Dir, Other) ->
+    Other.
 
 %% `{ok, Fun(State)}' with the store in `Dir' open (closed after), or `{open_failed, Why}'.
 with_store(Mod, Dir, TemplatesFile, Opts, Fun) ->

@@ -2,7 +2,7 @@
 -module(bench_barrel).
 -behaviour(bench_peer).
 
--export([open/3, close/1, op/2, quiesce/1]).
+-export([open/3, close/1, op/2, quiesce/1, explain/2]).
 
 -define(NAME, <<"bench">>).
 %% The attachment workloads' one attachment a document (the same name in every peer).
@@ -96,7 +96,7 @@ op(#{op := changes_latency} = W, B) ->
     Write = fun(_Key, Doc) -> {ok, _, _} = barrel:save_doc(B, Doc) end,
     {custom, fun(Templates) ->
                      bench_changes:latency(W, Templates, Write, Listen, fun change_time/1,
-                                           fun background_overlap/1)
+                                           fun(Ds) -> #{deliveries => Ds} end)
              end};
 op(#{op := replication_lag} = W, _B) ->
     {custom, fun(Templates) -> replication_lag(W, Templates) end};
@@ -193,17 +193,17 @@ replication_lag(#{id := Id, via := Via} = W, Templates) ->
         _ = barrel:delete_barrel(Target)
     end.
 
-%% What RocksDB's background work had to do with the slowest deliveries of a changes workload
-%% (`tail' in its stats): the flushes and compactions the store's RocksDB instances (documents,
-%% path index) logged as they ran, from the `EVENT_LOG_v1' lines of their `LOG' files (wall-clock
-%% µs, so reading them afterwards changes nothing in the workload), matched against each
-%% delivery's way from its write call to its listener. The slowest deliveries are those at or
-%% above the p99; `p99_outside_us' is the p99 of the deliveries that overlapped no flush and no
+%% What RocksDB's background work had to do with the slowest deliveries of a changes workload,
+%% once the store is closed: `deliveries' become `tail'. The flushes and compactions come from
+%% the `EVENT_LOG_v1' lines the store's RocksDB instances (documents, path index) write to
+%% their `LOG' files as they start and finish (wall-clock µs; RocksDB buffers those files for
+%% up to ten seconds, and closing the store writes them out), matched against each delivery's
+%% way from its write call to its listener. The slowest deliveries are those at or above the
+%% p99; `p99_outside_us' is the p99 of the deliveries that overlapped no flush and no
 %% compaction.
-background_overlap([]) ->
-    #{};
-background_overlap(Deliveries) ->
-    {ok, Dir} = application:get_env(barrel, data_dir),
+explain(_Dir, #{deliveries := []} = Stats) ->
+    maps:remove(deliveries, Stats);
+explain(Dir, #{deliveries := Deliveries} = Stats) ->
     Logs = [filename:join(Dir, F) || F <- filelib:wildcard("LOG", Dir) ++
                                          filelib:wildcard("*/LOG", Dir)],
     Offset = erlang:time_offset(),
@@ -228,12 +228,16 @@ background_overlap(Deliveries) ->
                     ms => lists:sum([min(E, To) - max(S, From) || {S, E} <- Ws]) / 1000,
                     slow => length([W || W <- Slow, Overlaps(W, Ws)])}}
                  || {Kind, Ws} <- Kinds]),
-    #{tail => PerKind#{slow => length(Slow), deliveries => length(Ways), quiet => length(Quiet),
-                       p99_outside_us => maps:get(p99_us, bench_runner:stats(length(Quiet), 0,
-                                                                             Quiet))}}.
+    Tail = PerKind#{slow => length(Slow), deliveries => length(Ways), quiet => length(Quiet),
+                    p99_outside_us => maps:get(p99_us, bench_runner:stats(length(Quiet), 0,
+                                                                          Quiet))},
+    (maps:remove(deliveries, Stats))#{tail => Tail};
+explain(_Dir, Stats) ->
+    Stats.
 
 %% The `{Start, End}' (wall-clock µs) of every flush or compaction (`Kind') in RocksDB's `LOG'
-%% file `File'; one still running when the file was read ends now.
+%% file `File' (of a closed store: one started and never finished did not finish, and is left
+%% out).
 windows(File, Kind) ->
     case file:read_file(File) of
         {ok, Bin} ->
@@ -247,8 +251,7 @@ windows(File, Kind) ->
                                      || [T, Job, <<"started">>] <- Events]),
             Ends = maps:from_list([{Job, binary_to_integer(T)}
                                    || [T, Job, <<"finished">>] <- Events]),
-            Now = os:system_time(microsecond),
-            [{S, maps:get(Job, Ends, Now)} || {Job, S} <- maps:to_list(Starts)];
+            [{S, maps:get(Job, Ends)} || {Job, S} <- maps:to_list(Starts), is_map_key(Job, Ends)];
         {error, _} ->
             []
     end.

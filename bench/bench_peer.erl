@@ -31,4 +31,10 @@
 %% way to wait for it) leaves it out.
 -callback quiesce(State :: term()) -> ok.
 
--optional_callbacks([op/2, run/2, quiesce/1]).
+%% Completes a workload's stats once its store is closed and before its directory is removed
+%% (`Dir', as given to `open/3'), for what a peer can only tell then, such as what its logs
+%% say happened during the workload. Called for every stats map of the store's workloads that
+%% has `deliveries' (see `bench_changes:latency/6'); the result replaces it. Optional.
+-callback explain(Dir :: file:filename(), Stats :: map()) -> map().
+
+-optional_callbacks([op/2, run/2, quiesce/1, explain/2]).

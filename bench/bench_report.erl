@@ -407,14 +407,15 @@ status(false) -> "**missed**".
 
 %% For Barrel's write → listener workloads: how many of the slowest deliveries overlapped a
 %% RocksDB flush or compaction, and the p99 of those that overlapped neither (see
-%% `bench_barrel:background_overlap/1').
+%% `bench_barrel:explain/2').
 tail_notes(Results) ->
     Lines = [io_lib:format(
                "- ~ts: of the ~b deliveries at or above the p99 (~ts), ~b overlapped a RocksDB "
-               "flush (~b flushes, ~b ms in all) and ~b a compaction (~b, ~b ms); the ~b of ~b "
-               "deliveries that overlapped neither had a p99 of ~ts.~n",
-               [workload_label(Id), Slow, us(P99), SF, NF, round(FMs), SC, NC, round(CMs),
-                Quiet, N, us(QuietP99)])
+               "flush (~ts during the workload, ~b ms in all) and ~b a compaction (~ts, ~b ms); "
+               "the ~b of ~b deliveries that overlapped neither had a p99 of ~ts.~n",
+               [workload_label(Id), Slow, us(P99), SF, counted(NF, "flush", "flushes"),
+                round(FMs), SC, counted(NC, "compaction", "compactions"), round(CMs), Quiet, N,
+                us(QuietP99)])
              || Id <- [changes_latency, changes_latency_flat],
                 {ok, #{p99_us := P99,
                        tail := #{slow := Slow, deliveries := N, quiet := Quiet,
@@ -429,6 +430,9 @@ tail_notes(Results) ->
               "they start and finish, matched against each delivery's way from its write call "
               "to its listener):\n\n", Lines, "\n"]
     end.
+
+counted(1, One, _Many) -> "1 " ++ One;
+counted(N, _One, Many) -> integer_to_list(N) ++ " " ++ Many.
 
 %% The middle value (the mean of the two middle ones for an even count).
 median(Xs) ->
