@@ -212,18 +212,16 @@ explain(Dir, #{deliveries := Deliveries} = Stats) ->
     Ways = [{Us(A - L + Offset), Us(A + Offset), L} || {A, L} <- Deliveries],
     From = lists:min([S || {S, _, _} <- Ways]),
     To = lists:max([E || {_, E, _} <- Ways]),
-    Sorted = lists:sort([L || {_, _, L} <- Ways]),
-    P99 = lists:nth(max(1, ceil(length(Sorted) * 0.99)), Sorted),
+    P99 = bench_runner:percentile(lists:sort([L || {_, _, L} <- Ways]), 0.99),
     Slow = [W || W = {_, _, L} <- Ways, L >= P99],
-    Kinds = [{Kind, [{S, E} || {S, E} <- lists:append([windows(F, Kind) || F <- Logs]),
-                               S =< To, E >= From]}
-             || Kind <- [<<"flush">>, <<"compaction">>]],
+    Logged = [KW || F <- Logs, KW = {_, S, E} <- windows(F), S =< To, E >= From],
+    Kinds = [{Kind, [{S, E} || {K, S, E} <- Logged, K =:= Kind]} || Kind <- [flush, compaction]],
     Overlaps = fun({S, E, _}, Windows) -> lists:any(fun({WS, WE}) -> S =< WE andalso E >= WS end,
                                                     Windows) end,
-    AllWindows = lists:append([Ws || {_, Ws} <- Kinds]),
+    AllWindows = [{S, E} || {_, S, E} <- Logged],
     Quiet = [L || W = {_, _, L} <- Ways, not Overlaps(W, AllWindows)],
     PerKind = maps:from_list(
-                [{binary_to_atom(Kind),
+                [{Kind,
                   #{count => length(Ws),
                     ms => lists:sum([min(E, To) - max(S, From) || {S, E} <- Ws]) / 1000,
                     slow => length([W || W <- Slow, Overlaps(W, Ws)])}}
@@ -231,27 +229,25 @@ explain(Dir, #{deliveries := Deliveries} = Stats) ->
     Tail = PerKind#{slow => length(Slow), deliveries => length(Ways), quiet => length(Quiet),
                     p99_outside_us => maps:get(p99_us, bench_runner:stats(length(Quiet), 0,
                                                                           Quiet))},
-    (maps:remove(deliveries, Stats))#{tail => Tail};
-explain(_Dir, Stats) ->
-    Stats.
+    (maps:remove(deliveries, Stats))#{tail => Tail}.
 
-%% The `{Start, End}' (wall-clock µs) of every flush or compaction (`Kind') in RocksDB's `LOG'
-%% file `File' (of a closed store: one started and never finished did not finish, and is left
-%% out).
-windows(File, Kind) ->
+%% The `{flush | compaction, Start, End}' (wall-clock µs) of every flush and compaction in
+%% RocksDB's `LOG' file `File' (of a closed store: one started and never finished did not
+%% finish, and is left out).
+windows(File) ->
     case file:read_file(File) of
         {ok, Bin} ->
-            Re = <<"\"time_micros\": ([0-9]+), \"job\": ([0-9]+), \"event\": \"",
-                   Kind/binary, "_(started|finished)\"">>,
+            Re = <<"\"time_micros\": ([0-9]+), \"job\": ([0-9]+), "
+                   "\"event\": \"(flush|compaction)_(started|finished)\"">>,
             Events = case re:run(Bin, Re, [global, {capture, all_but_first, binary}]) of
                          {match, Ms} -> Ms;
                          nomatch -> []
                      end,
-            Starts = maps:from_list([{Job, binary_to_integer(T)}
-                                     || [T, Job, <<"started">>] <- Events]),
+            %% Job ids are unique within a RocksDB instance, flushes and compactions alike.
             Ends = maps:from_list([{Job, binary_to_integer(T)}
-                                   || [T, Job, <<"finished">>] <- Events]),
-            [{S, maps:get(Job, Ends)} || {Job, S} <- maps:to_list(Starts), is_map_key(Job, Ends)];
+                                   || [T, Job, _, <<"finished">>] <- Events]),
+            [{binary_to_atom(Kind), binary_to_integer(T), maps:get(Job, Ends)}
+             || [T, Job, Kind, <<"started">>] <- Events, is_map_key(Job, Ends)];
         {error, _} ->
             []
     end.

@@ -6,7 +6,7 @@
 %% the gap between consecutive timestamps of its process, so the loop reads the clock once a call.
 -module(bench_runner).
 
--export([run/3, items/3, stats/3, chunks/2, thread_cpu/0]).
+-export([run/3, items/3, stats/3, percentile/2, chunks/2, thread_cpu/0]).
 
 %% @doc Runs `Workload' calling `Fun' on each item; returns `{ok, Result}' with the documents
 %% done, the seconds and the latencies (p50, p99 in microseconds, per call).
@@ -256,6 +256,9 @@ stats(Done, Elapsed, Lat) ->
     #{ops => Done, secs => Secs,
       p50_us => Us(percentile(Sorted, 0.50)), p99_us => Us(percentile(Sorted, 0.99))}.
 
+%% @doc The value at fraction `P' of `Sorted' (ascending; nearest rank), as `stats/3' takes
+%% its p50 and p99; `undefined' for none.
+-spec percentile([T], float()) -> T | undefined.
 percentile([], _P) -> undefined;
 percentile(Sorted, P) ->
     N = length(Sorted),
