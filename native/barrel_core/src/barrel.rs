@@ -622,6 +622,7 @@ impl Barrel {
             ro.set_read_tier(ReadTier::BlockCache);
         }
         let raw = self.read_raw_record(&store, id, &ro)?;
+        prefetch(&raw);
         let (_, tree, body) = DocRecord::decode_parts(&raw)
             .ok_or_else(|| Error::Corrupt("document record".into()))?;
         if cached_only && body.len() > CACHED_FETCH_MAX {
@@ -998,6 +999,39 @@ impl Barrel {
         let store = self.store()?;
         Ok(store.info_of(&self.inner))
     }
+}
+
+/// Most bytes of a record [`prefetch`] asks for: a larger body is read front to back, which
+/// the CPU's own prefetching follows.
+const PREFETCH_MAX: usize = 4096;
+
+/// Asks the CPU to bring the first [`PREFETCH_MAX`] bytes of `bytes` into its caches, every
+/// cache line at once. A fetched record is usually cold (a random document's block-cache
+/// entry), and the first pass over its body, a UTF-8 check, waited for its cache lines a
+/// few at a time: 5.7% of a random `fetch_doc`'s samples were that check (perf, 100k 1 KB
+/// documents), 2.8% with the prefetch. 200k random fetches after a reopen (throwaway
+/// fc2.erl, 17 alternated pairs, 5.6-8.3 µs a fetch): faster with it in 16 pairs, by a median
+/// of 0.38 µs.
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    let bytes = &bytes[..bytes.len().min(PREFETCH_MAX)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // Each line once from the start on, and the last byte's, which a step of 64 from an
+        // unaligned start can miss.
+        let lines = bytes
+            .chunks(64)
+            .map(<[u8]>::as_ptr)
+            .chain(bytes.last().map(|b| b as *const u8));
+        for at in lines {
+            // SAFETY: a prefetch is only a hint: it never faults, and reads nothing the
+            // program sees (the address is inside `bytes` anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 #[cfg(test)]
