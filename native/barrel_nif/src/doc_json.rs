@@ -3,23 +3,23 @@
 //! Converting to values, walking them for the entries and encoding them again was two thirds
 //! of the conversion, itself over a third of a `save_doc` on the calling scheduler.
 //!
-//! The JSON is written by `serde_json`'s own serializer, members in key order, so it is byte
-//! for byte what `barrel_core::doc::encode_body` writes for the same body, and revision ids
+//! The JSON is written as `serde_json` writes it, members in key order (numbers by its
+//! formatter, strings by `barrel_core::doc::put_json_string`), so it is byte for byte what
+//! `barrel_core::doc::encode_body` writes for the same body, and revision ids
 //! (which hash those bytes) do not depend on the way a document came in. This path takes plain
 //! documents only: anything else (attachments, `_revisions`, a member it does not accept, a
 //! refused document) goes through the general conversion, which also reports what is wrong.
 //! The test suite checks both give the same documents (`barrel_nif:doc_encoding_check/1`).
 
 use crate::convert::{atoms, is_null_atom};
-use barrel_core::doc::MAX_DEPTH;
+use barrel_core::doc::{put_json_string, MAX_DEPTH};
 use barrel_core::index::EntriesBuilder;
 use barrel_core::{DocInput, Rev};
 use rustler::types::atom::{false_, true_, Atom};
 use rustler::types::map::MapIterator;
-use rustler::{Term, TermType};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use rustler::{Binary, Term, TermType};
+use serde_json::ser::{CompactFormatter, Formatter};
 use serde_json::Number;
-use std::cell::RefCell;
 
 thread_local! {
     /// About the length of the last document [`encode_doc`] wrote on this thread, plus a
@@ -46,10 +46,16 @@ enum Stop {
     Elsewhere,
 }
 
+/// Any failure below a value: the general conversion is to report it.
+fn elsewhere<E>(_: E) -> Stop {
+    Stop::Elsewhere
+}
+
 struct Walk {
+    /// The body's JSON so far.
+    json: Vec<u8>,
     entries: EntriesBuilder,
     budget: usize,
-    stop: Option<Stop>,
 }
 
 impl Walk {
@@ -58,12 +64,108 @@ impl Walk {
         self.budget = self.budget.checked_sub(cost).ok_or(Stop::OverBudget)?;
         Ok(())
     }
-}
 
-/// Records why the walk stops and turns it into the serializer's error.
-fn stop<E: serde::ser::Error>(walk: &RefCell<Walk>, why: Stop) -> E {
-    walk.borrow_mut().stop.get_or_insert(why);
-    E::custom("stopped")
+    /// Writes an object's members (sorted), whose values sit at `depth` (a top-level member's
+    /// is at 1), and records their entries.
+    fn object(&mut self, members: &[(&str, Term)], depth: usize) -> Result<(), Stop> {
+        self.json.push(b'{');
+        for (i, &(k, v)) in members.iter().enumerate() {
+            self.spend(k.len())?;
+            if i > 0 {
+                self.json.push(b',');
+            }
+            put_json_string(&mut self.json, k.as_bytes()).ok_or(Stop::Elsewhere)?;
+            self.json.push(b':');
+            let mark = self.entries.enter_key(k);
+            self.value(v, depth)?;
+            self.entries.leave(mark);
+        }
+        self.json.push(b'}');
+        Ok(())
+    }
+
+    /// Writes a value at `depth` and records its entries.
+    fn value(&mut self, t: Term, depth: usize) -> Result<(), Stop> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Elsewhere);
+        }
+        match t.get_type() {
+            TermType::Map => {
+                self.spend(16)?;
+                let members = members(t).ok_or(Stop::Elsewhere)?;
+                self.object(&members, depth + 1)
+            }
+            TermType::List => {
+                self.spend(16)?;
+                // Improper lists are for the general conversion to report.
+                let items = t.into_list_iterator().map_err(elsewhere)?;
+                t.list_length().map_err(elsewhere)?;
+                self.json.push(b'[');
+                for (i, item) in items.enumerate() {
+                    if i > 0 {
+                        self.json.push(b',');
+                    }
+                    let mark = self.entries.enter_index(i);
+                    self.value(item, depth + 1)?;
+                    self.entries.leave(mark);
+                }
+                self.json.push(b']');
+                Ok(())
+            }
+            TermType::Binary => {
+                let bytes = t.decode::<Binary>().map_err(elsewhere)?;
+                // Spent before the bytes are read: a binary too big for this scheduler is
+                // left for the dirty one whole.
+                self.spend(16 + bytes.len())?;
+                let s = put_json_string(&mut self.json, bytes.as_slice()).ok_or(Stop::Elsewhere)?;
+                self.entries.string(s).map_err(elsewhere)
+            }
+            TermType::Integer => {
+                self.spend(16)?;
+                let mut f = CompactFormatter;
+                if let Ok(i) = t.decode::<i64>() {
+                    self.entries.number(Number::from(i)).map_err(elsewhere)?;
+                    f.write_i64(&mut self.json, i).map_err(elsewhere)
+                } else if let Ok(u) = t.decode::<u64>() {
+                    self.entries.number(Number::from(u)).map_err(elsewhere)?;
+                    f.write_u64(&mut self.json, u).map_err(elsewhere)
+                } else {
+                    Err(Stop::Elsewhere)
+                }
+            }
+            TermType::Float => {
+                self.spend(16)?;
+                // Finite (what `Number` takes) is what JSON writes as a number.
+                let (f, n) = t
+                    .decode::<f64>()
+                    .ok()
+                    .and_then(|f| Some((f, Number::from_f64(f)?)))
+                    .ok_or(Stop::Elsewhere)?;
+                self.entries.number(n).map_err(elsewhere)?;
+                CompactFormatter
+                    .write_f64(&mut self.json, f)
+                    .map_err(elsewhere)
+            }
+            TermType::Atom => {
+                self.spend(16)?;
+                let a = t.decode::<Atom>().map_err(elsewhere)?;
+                if a == true_() || a == false_() {
+                    let b = a == true_();
+                    self.entries.bool(b).map_err(elsewhere)?;
+                    self.json
+                        .extend_from_slice(if b { b"true" } else { b"false" });
+                    Ok(())
+                } else if is_null_atom(a) {
+                    self.entries.null().map_err(elsewhere)?;
+                    self.json.extend_from_slice(b"null");
+                    Ok(())
+                } else {
+                    Err(Stop::Elsewhere)
+                }
+            }
+            _ => Err(Stop::Elsewhere),
+        }
+    }
 }
 
 /// `Some(None)` for `null`, `Some(Some(s))` for a UTF-8 binary: what `id` and `_rev` may be
@@ -120,184 +222,35 @@ pub(crate) fn encode_doc(term: Term, budget: &mut usize) -> Encoded {
             _ => body.push((k, v)),
         }
     }
-    let walk = RefCell::new(Walk {
+    let mut walk = Walk {
+        // Sized after the last document this thread encoded: documents saved together tend
+        // to be alike, and growing from 128 bytes took four reallocations (and copies) for a
+        // 1 KB document.
+        json: Vec::with_capacity(LAST_LEN.get()),
         entries: EntriesBuilder::new(),
         budget: *budget,
-        stop: None,
-    });
-    // Sized after the last document this thread encoded: documents saved together tend to be
-    // alike, and growing from serde_json's 128 bytes took four reallocations (and copies) for
-    // a 1 KB document.
-    let mut json = Vec::with_capacity(LAST_LEN.get());
-    let json = serde_json::to_writer(
-        &mut json,
-        &Members {
-            members: &body,
-            depth: 1,
-            walk: &walk,
-        },
-    )
-    .map(|()| {
-        LAST_LEN.set((json.len() + json.len() / 4).clamp(128, 64 << 10));
-        json
-    });
-    let walk = walk.into_inner();
-    let json = match (json, walk.stop) {
-        (Ok(json), None) => json,
-        (_, Some(Stop::OverBudget)) => return Encoded::OverBudget,
-        _ => return Encoded::Elsewhere,
     };
+    match walk.object(&body, 1) {
+        Ok(()) => {}
+        Err(Stop::OverBudget) => return Encoded::OverBudget,
+        Err(Stop::Elsewhere) => return Encoded::Elsewhere,
+    }
+    let Walk {
+        json,
+        entries,
+        budget: left,
+    } = walk;
+    LAST_LEN.set((json.len() + json.len() / 4).clamp(128, 64 << 10));
     let rev = match rev.map(Rev::parse).transpose() {
         Ok(rev) => rev,
         Err(_) => return Encoded::Elsewhere,
     };
     let id = id.map(str::to_string);
-    match DocInput::from_encoded(id, rev, deleted, json, walk.entries.finish()) {
+    match DocInput::from_encoded(id, rev, deleted, json, entries.finish()) {
         Ok(doc) => {
-            *budget = walk.budget;
+            *budget = left;
             Encoded::Doc(doc)
         }
         Err(_) => Encoded::Elsewhere,
-    }
-}
-
-/// An object's members (sorted), whose values sit at `depth`.
-struct Members<'a, 'm, 'w> {
-    members: &'m [(&'a str, Term<'a>)],
-    depth: usize,
-    walk: &'w RefCell<Walk>,
-}
-
-impl Serialize for Members<'_, '_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.members.len()))?;
-        for &(k, v) in self.members {
-            let mark = {
-                let mut w = self.walk.borrow_mut();
-                if let Err(why) = w.spend(k.len()) {
-                    drop(w);
-                    return Err(stop(self.walk, why));
-                }
-                w.entries.enter_key(k)
-            };
-            map.serialize_entry(
-                k,
-                &Node {
-                    term: v,
-                    depth: self.depth,
-                    walk: self.walk,
-                },
-            )?;
-            self.walk.borrow_mut().entries.leave(mark);
-        }
-        map.end()
-    }
-}
-
-/// A value at `depth` (a top-level member's is at 1).
-struct Node<'a, 'w> {
-    term: Term<'a>,
-    depth: usize,
-    walk: &'w RefCell<Walk>,
-}
-
-impl Node<'_, '_> {
-    /// Spends `cost`, then records a scalar's entry with `entry`.
-    fn scalar<E: serde::ser::Error>(
-        &self,
-        cost: usize,
-        entry: impl FnOnce(&mut EntriesBuilder) -> Result<(), barrel_core::DocError>,
-    ) -> Result<(), E> {
-        let mut w = self.walk.borrow_mut();
-        let done = w
-            .spend(cost)
-            .and_then(|()| entry(&mut w.entries).map_err(|_| Stop::Elsewhere));
-        drop(w);
-        done.map_err(|why| stop(self.walk, why))
-    }
-}
-
-impl Serialize for Node<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.term;
-        if self.depth > MAX_DEPTH {
-            return Err(stop(self.walk, Stop::Elsewhere));
-        }
-        match t.get_type() {
-            TermType::Map => {
-                if let Err(why) = self.walk.borrow_mut().spend(16) {
-                    return Err(stop(self.walk, why));
-                }
-                let Some(members) = members(t) else {
-                    return Err(stop(self.walk, Stop::Elsewhere));
-                };
-                Members {
-                    members: &members,
-                    depth: self.depth + 1,
-                    walk: self.walk,
-                }
-                .serialize(s)
-            }
-            TermType::List => {
-                if let Err(why) = self.walk.borrow_mut().spend(16) {
-                    return Err(stop(self.walk, why));
-                }
-                // Improper lists are for the general conversion to report.
-                let (Ok(len), Ok(items)) = (t.list_length(), t.into_list_iterator()) else {
-                    return Err(stop(self.walk, Stop::Elsewhere));
-                };
-                let mut seq = s.serialize_seq(Some(len))?;
-                for (i, item) in items.enumerate() {
-                    let mark = self.walk.borrow_mut().entries.enter_index(i);
-                    seq.serialize_element(&Node {
-                        term: item,
-                        depth: self.depth + 1,
-                        walk: self.walk,
-                    })?;
-                    self.walk.borrow_mut().entries.leave(mark);
-                }
-                seq.end()
-            }
-            TermType::Binary => {
-                let Ok(st) = t.decode::<&str>() else {
-                    return Err(stop(self.walk, Stop::Elsewhere));
-                };
-                self.scalar(16 + st.len(), |e| e.string(st))?;
-                s.serialize_str(st)
-            }
-            TermType::Integer => {
-                if let Ok(i) = t.decode::<i64>() {
-                    self.scalar(16, |e| e.number(Number::from(i)))?;
-                    s.serialize_i64(i)
-                } else if let Ok(u) = t.decode::<u64>() {
-                    self.scalar(16, |e| e.number(Number::from(u)))?;
-                    s.serialize_u64(u)
-                } else {
-                    Err(stop(self.walk, Stop::Elsewhere))
-                }
-            }
-            TermType::Float => match t.decode::<f64>().ok().and_then(Number::from_f64) {
-                Some(n) => {
-                    let f = n.as_f64().unwrap_or_default();
-                    self.scalar(16, |e| e.number(n))?;
-                    s.serialize_f64(f)
-                }
-                None => Err(stop(self.walk, Stop::Elsewhere)),
-            },
-            TermType::Atom => {
-                let a = t.decode::<Atom>().ok();
-                if a == Some(true_()) || a == Some(false_()) {
-                    let b = a == Some(true_());
-                    self.scalar(16, |e| e.bool(b))?;
-                    s.serialize_bool(b)
-                } else if is_null(t) {
-                    self.scalar(16, |e| e.null())?;
-                    s.serialize_unit()
-                } else {
-                    Err(stop(self.walk, Stop::Elsewhere))
-                }
-            }
-            _ => Err(stop(self.walk, Stop::Elsewhere)),
-        }
     }
 }
